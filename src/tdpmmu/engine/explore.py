@@ -1,0 +1,246 @@
+"""The public entry points: :func:`explore` and :func:`replay`."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import schedule as tokens
+from .runtime import EngineError, Execution, Finding, SoftFinding, Step
+from .strategies import (
+    STRATEGIES,
+    BoundedStrategy,
+    DfsStrategy,
+    DporStrategy,
+    PctStrategy,
+    RandomStrategy,
+    ReplayStrategy,
+    Strategy,
+)
+
+ThreadSpec = Callable[[Any], Any] | tuple[str, Callable[[Any], Any]]
+DEFAULT_SAMPLES = 1000  # executions of pct/random when max_executions is not given
+
+
+@dataclass
+class Violation:
+    """What broke, where, and the interleaving that breaks it."""
+
+    kind: str
+    message: str
+    thread: str | None
+    schedule: str
+    trace: list[Step]
+    function: str | None = None
+    details: list[str] = field(default_factory=list)
+    step: int | None = None
+    preemptions: int = 0
+    steps: int = 0
+    root_cause: SoftFinding | None = None
+
+    def signature(self) -> tuple[str, str | None]:
+        """What makes two violations 'the same bug' for minimisation."""
+        return (self.kind, self.function)
+
+
+@dataclass
+class Result:
+    """Outcome of an exploration."""
+
+    strategy: str
+    executions: int
+    complete: bool
+    violation: Violation | None
+    elapsed: float
+    cut_by: str | None = None
+    sleep_blocked: int = 0
+    max_depth: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.violation is None
+
+
+def _normalise_threads(threads: list[ThreadSpec]) -> list[tuple[str, Callable[[Any], Any]]]:
+    out: list[tuple[str, Callable[[Any], Any]]] = []
+    seen: set[str] = set()
+    for i, spec in enumerate(threads):
+        if isinstance(spec, tuple):
+            name, fn = spec
+        else:
+            fn = spec
+            name = getattr(fn, "__name__", None) or f"T{i}"
+            if name == "<lambda>":
+                name = f"T{i}"
+        if name in seen:
+            name = f"{name}#{i}"
+        seen.add(name)
+        if not callable(fn):
+            raise TypeError(f"thread {name!r} is not callable")
+        out.append((name, fn))
+    return out
+
+
+def _make_strategy(strategy: str | Strategy, max_executions: int | None,
+                   preemption_bound: int | None, seed: int) -> Strategy:
+    if isinstance(strategy, Strategy):
+        return strategy
+    samples = max_executions if max_executions is not None else DEFAULT_SAMPLES
+    if strategy == "dfs":
+        return DfsStrategy()
+    if strategy == "dpor":
+        return DporStrategy()
+    if strategy == "bounded":
+        return BoundedStrategy(2 if preemption_bound is None else preemption_bound)
+    if strategy == "pct":
+        return PctStrategy(seed=seed, executions=samples)
+    if strategy == "random":
+        return RandomStrategy(seed=seed, executions=samples)
+    raise ValueError(f"unknown strategy {strategy!r} (choose from {', '.join(STRATEGIES)})")
+
+
+def _run_one(setup: Callable[[], Any], threads: list[tuple[str, Callable[[Any], Any]]],
+             strat: Strategy, max_steps: int, check: Callable[[Any], Any] | None,
+             invariant: Callable[[Any], None] | None, trace: bool = False,
+             observe: Callable[[Any], Any] | None = None) -> tuple[Execution, Violation | None]:
+    state = setup()
+    ex = Execution(state, threads, strat, max_steps, invariant, trace, observe)
+    ex.run()
+    if ex.error is not None:
+        raise ex.error
+    if ex.sleep_blocked:
+        return ex, None
+    finding = ex.finding
+    if finding is None and check is not None:
+        try:
+            check(state)
+        except AssertionError as exc:
+            finding = Finding("assertion", str(exc) or "check failed", "check")
+        except Finding as f:
+            finding = f
+        if finding is not None:
+            ex.finding_step = ex.nsteps
+    root = None
+    if finding is not None:
+        if ex.soft and (ex.soft[0].step <= (ex.finding_step or 0)):
+            root = ex.soft[0]
+        return ex, _violation(ex, finding, ex.finding_thread, ex.finding_step, root)
+    if ex.soft:
+        s = ex.soft[0]
+        return ex, _violation(ex, Finding(s.kind, s.message, s.function, s.details),
+                              s.thread, s.step, None)
+    return ex, None
+
+
+def _violation(ex: Execution, f: Finding, thread: str | None, step: int | None,
+               root: SoftFinding | None) -> Violation:
+    return Violation(kind=f.kind, message=f.message, thread=thread,
+                     schedule=tokens.encode(ex.decisions), trace=ex.steps,
+                     function=f.function, details=list(f.details), step=step,
+                     preemptions=ex.preemptions, steps=ex.nsteps, root_cause=root)
+
+
+def explore(setup: Callable[[], Any], threads: list[ThreadSpec], *, strategy: str = "dpor",
+            max_executions: int | None = None, max_steps: int = 10_000,
+            preemption_bound: int | None = None, seed: int = 0,
+            check: Callable[[Any], Any] | None = None,
+            invariant: Callable[[Any], None] | None = None,
+            minimize: bool = True, minimize_budget: int = 2000,
+            progress: Callable[[int], None] | None = None,
+            observe: Callable[[Any], Any] | None = None) -> Result:
+    """Run ``threads`` over fresh ``setup()`` state under the strategy's interleavings.
+
+    Stops at the first violation (a finding raised in a thread, a deadlock, the
+    step bound, a failed ``check``, or a broken ``invariant``, which is checked
+    after every step without stopping the run).  With ``minimize`` the
+    violation is then replaced by one of the same kind and function with fewer
+    preemptions, when a preemption-bounded search finds one within
+    ``minimize_budget`` executions.
+    """
+    specs = _normalise_threads(threads)
+    strat = _make_strategy(strategy, max_executions, preemption_bound, seed)
+    start = time.perf_counter()
+    executions = blocked = depth = 0
+    violation: Violation | None = None
+    cut_by: str | None = None
+    while True:
+        if max_executions is not None and executions >= max_executions \
+                and strat.name in ("dfs", "dpor", "bounded"):
+            cut_by = "max_executions"
+            break
+        if not strat.begin():
+            break
+        ex, violation = _run_one(setup, specs, strat, max_steps, check, invariant)
+        strat.end(ex)
+        executions += 1
+        depth = max(depth, ex.nsteps)
+        if ex.sleep_blocked:
+            blocked += 1
+        if progress is not None:
+            progress(executions)
+        if violation is not None:
+            break
+    elapsed = time.perf_counter() - start
+    complete = violation is None and cut_by is None and strat.complete
+    if violation is not None:
+        if minimize and violation.preemptions > 0:
+            violation = _minimize(setup, specs, violation, max_steps, check, invariant,
+                                  minimize_budget)
+        violation = _traced(setup, specs, violation, max_steps, check, invariant, observe)
+    return Result(strategy=strat.name, executions=executions, complete=complete,
+                  violation=violation, elapsed=elapsed,
+                  cut_by=cut_by or strat.cut_by, sleep_blocked=blocked, max_depth=depth)
+
+
+def _minimize(setup: Callable[[], Any], specs: list, found: Violation, max_steps: int,
+              check: Callable[[Any], Any] | None, invariant: Callable[[Any], None] | None,
+              budget: int) -> Violation:
+    """Look for the same bug with fewer preemptions, then with fewer steps."""
+    best = found
+    for bound in range(found.preemptions):
+        strat = BoundedStrategy(bound)
+        while budget > 0 and strat.begin():
+            budget -= 1
+            ex, v = _run_one(setup, specs, strat, max_steps, check, invariant)
+            if v is not None and v.signature() == found.signature():
+                if (v.preemptions, v.steps) < (best.preemptions, best.steps):
+                    best = v
+                break
+        if best is not found or budget <= 0:
+            break
+    return best
+
+
+def _traced(setup: Callable[[], Any], specs: list, v: Violation, max_steps: int,
+            check: Callable[[Any], Any] | None, invariant: Callable[[Any], None] | None,
+            observe: Callable[[Any], Any] | None) -> Violation:
+    """Re-run a violation's schedule with tracing on, to fill in its trace."""
+    decisions = tokens.decode(v.schedule)
+    _, traced = _run_one(setup, specs, ReplayStrategy(decisions), max_steps, check,
+                         invariant, trace=True, observe=observe)
+    if traced is None:  # pragma: no cover - replay is deterministic
+        raise EngineError("replaying the violation did not reproduce it: the model is "
+                          "not deterministic")
+    return traced
+
+
+def replay(setup: Callable[[], Any], threads: list[ThreadSpec], schedule: str,
+           check: Callable[[Any], Any] | None = None, *, max_steps: int = 1_000_000,
+           invariant: Callable[[Any], None] | None = None,
+           observe: Callable[[Any], Any] | None = None) -> Result:
+    """Run exactly the interleaving of a schedule token, with a full trace.
+
+    Raises :class:`~tdpmmu.engine.schedule.TokenError` for a corrupt token and
+    :class:`~tdpmmu.engine.strategies.ReplayMismatch` when it does not fit.
+    """
+    specs = _normalise_threads(threads)
+    decisions = tokens.decode(schedule)
+    strat = ReplayStrategy(decisions)
+    start = time.perf_counter()
+    strat.begin()
+    ex, violation = _run_one(setup, specs, strat, max_steps, check, invariant, trace=True,
+                             observe=observe)
+    return Result(strategy="replay", executions=1, complete=True, violation=violation,
+                  elapsed=time.perf_counter() - start, max_depth=ex.nsteps)
