@@ -20,10 +20,9 @@ Reports name the *model* functions (frames of this package and of the engine
 are hidden) and, for BUG/WARN, the kernel file a model module declares in a
 module-level ``__kernel_file__``.
 
-Known limitation (see ``context``): per-execution data that checks read after
-the execution (the slab registry, pending RCU callbacks) is adopted by an
-execution on first use; a check after an execution that never used the
-allocator sees the previous execution's registry.
+Per-execution data that setup and checks also see (the slab registry for
+kmemleak, pending RCU callbacks) lives in ``context``'s scope, shared by an
+execution's setup, threads and check.
 """
 
 from ..engine import runtime

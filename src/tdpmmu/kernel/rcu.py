@@ -154,7 +154,7 @@ def _grace_period(label: str) -> None:
 
 
 def _take_all() -> list[tuple[Any, Callable[[Any], Any]]]:
-    q = context.scope().get("rcu.queue")
+    q = context.scope(checking=current_execution() is None).get("rcu.queue")
     if q is None:
         return []
     batch, q.pending = q.pending, []

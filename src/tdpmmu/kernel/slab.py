@@ -114,8 +114,8 @@ class SlabState:
     serial: int = 0
 
 
-def _slab(starting: bool = False) -> SlabState:
-    data = context.scope(starting)
+def _slab(starting: bool = False, checking: bool = False) -> SlabState:
+    data = context.scope(starting, checking)
     st = data.get("slab")
     if st is None:
         st = data["slab"] = SlabState()
@@ -360,7 +360,7 @@ def kmemleak_not_leak(obj: Any) -> None:
 
 def kmemleak_report() -> list[Leak]:
     """Objects still allocated (not marked ``kmemleak_not_leak``), oldest first."""
-    st = _slab()
+    st = _slab(checking=runtime.current_execution() is None)
     return sorted((rec for key, rec in st.live.items() if key not in st.not_leak),
                   key=lambda rec: rec.serial)
 
