@@ -236,3 +236,27 @@ def test_kmemleak_registry_is_per_execution() -> None:
                   check=lambda s: counts.append(len(kmemleak_report())))
     assert res.ok and res.complete
     assert sorted(set(counts)) == [0, 1]  # never accumulates across executions
+
+
+def test_freeing_a_lock_races_with_taking_it() -> None:
+    from tdpmmu.kernel import spin_lock, spin_unlock, spinlock_t
+
+    class kvm:
+        def __init__(self) -> None:
+            self.mmu_lock = spinlock_t("&kvm->mmu_lock")
+
+    def setup2() -> SimpleNamespace:
+        s = setup()
+        s.kvm = kmalloc(kvm)
+        s.lock = s.kvm.mmu_lock
+        return s
+
+    def user(s: SimpleNamespace) -> None:
+        spin_lock(s.lock)
+        spin_unlock(s.lock)
+
+    def destroyer(s: SimpleNamespace) -> None:
+        kfree(s.kvm)
+
+    v = explore(setup2, [user, destroyer], strategy="dpor").violation
+    assert v is not None and v.kind == "KASAN" and v.function == "user"

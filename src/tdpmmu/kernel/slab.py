@@ -18,8 +18,10 @@ are engine ``Var`` words, ``atomic_t``, ``refcount_t``, ``spinlock_t`` or
 ``rwlock_t`` objects, and ``list_head``/``rcu_head`` objects whose ``owner`` is
 the freed object.  A class lists attributes that merely point to memory it
 does not own in ``__slab_pointers__``.  Dunder attributes, and names a class
-lists in ``__kasan_ignore__`` (e.g. a list_head's ``owner``, which only stands
-for ``container_of`` arithmetic), stay readable.
+lists in ``__kasan_ignore__`` stay readable: a list_head's ``owner`` (it only
+stands for ``container_of`` arithmetic), a ``Var``'s ``version``, and a lock's
+state, which the scheduler reads in waiters' enabling predicates at any time
+(taking or releasing a freed lock writes it, and that is reported).
 
 Simplifications: an access that is not a visible operation (a plain attribute
 read) is only checked when it happens -- DPOR does not look for interleavings
@@ -40,7 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 from ..engine import runtime
-from ..engine.access import WRITE
+from ..engine.access import ACQUIRE, WRITE
 from ..engine.runtime import Finding, current_thread, visible
 from ..engine.var import Var
 from . import callsite, context
@@ -216,6 +218,18 @@ def _embedded(obj: Any) -> list[tuple[str, Any]]:
     return out
 
 
+def _free_accesses(obj: Any, embedded: list[tuple[str, Any]]) -> tuple:
+    """What a free touches: the object and its embedded words, each in the mode its
+    own operations use (a lock is touched like a trylock: acquire plus its word)."""
+    acc: list[tuple[Any, int]] = [(obj, WRITE)]
+    for _, e in embedded:
+        if isinstance(e, spinlock_t | rwlock_t):
+            acc += [(e, ACQUIRE), (e.word, WRITE)]
+        else:
+            acc.append((e, WRITE))
+    return tuple(acc)
+
+
 def _type_name(obj: Any) -> str:
     cls = type(obj)
     return getattr(cls, "__kasan_freed__", cls).__name__
@@ -266,8 +280,7 @@ def _double_free(obj: Any, st: SlabState, fname: str) -> NoReturn:
 def _free(obj: Any, cache: kmem_cache | None, fname: str) -> None:
     embedded = [] if type(obj) in _FREED_TYPES else _embedded(obj)
     if current_thread() is not None:
-        visible(f"{fname}({_type_name(obj)})",
-                ((obj, WRITE), *((e, WRITE) for _, e in embedded)))
+        visible(f"{fname}({_type_name(obj)})", _free_accesses(obj, embedded))
     st = _slab()
     if type(obj) in _FREED_TYPES or id(obj) in st.freed:
         _double_free(obj, st, fname)
