@@ -38,7 +38,7 @@ from ..engine import runtime
 from ..engine.access import READ, WRITE
 from ..engine.runtime import Finding, visible
 from . import callsite, lockdep
-from .slab import describe
+from .slab import describe, object_fields
 
 runtime.hide_frames_of(__file__)
 
@@ -84,8 +84,7 @@ def _px(p: Any) -> str:
         return f"&{name or 'list_head'}"
     member = name
     if member is None:
-        d = getattr(owner, "__dict__", None) or {}
-        member = next((k for k, v in d.items() if v is p), "list")
+        member = next((k for k, v in object_fields(owner) if v is p), "list")
     return f"&{describe(owner)}->{member}"
 
 

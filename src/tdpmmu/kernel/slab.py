@@ -179,7 +179,8 @@ def _poison(obj: Any) -> None:
         object.__setattr__(obj, "__class__", _freed_class(type(obj)))
 
 
-def _fields(obj: Any) -> list[tuple[str, Any]]:
+def object_fields(obj: Any) -> list[tuple[str, Any]]:
+    """An object's attributes (``__dict__`` and slots), read without KASAN checks."""
     out: list[tuple[str, Any]] = []
     d = getattr(obj, "__dict__", None)
     if d:
@@ -207,7 +208,7 @@ def _is_embedded(value: Any, owner: Any) -> bool:
 def _embedded(obj: Any) -> list[tuple[str, Any]]:
     skip = getattr(type(obj), "__slab_pointers__", ())
     out: list[tuple[str, Any]] = []
-    for name, value in _fields(obj):
+    for name, value in object_fields(obj):
         if name in skip:
             continue
         if isinstance(value, list | tuple):
