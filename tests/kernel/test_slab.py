@@ -260,3 +260,30 @@ def test_freeing_a_lock_races_with_taking_it() -> None:
 
     v = explore(setup2, [user, destroyer], strategy="dpor").violation
     assert v is not None and v.kind == "KASAN" and v.function == "user"
+
+
+def test_wrong_cache_free_warns_and_pages_are_tracked() -> None:
+    from tdpmmu.kernel import free_page, get_zeroed_page
+
+    class page_table:
+        def __init__(self) -> None:
+            self.spt = [Var(0) for _ in range(4)]
+
+    def wrong(s: SimpleNamespace) -> None:
+        other = kmem_cache_create("other", kvm_mmu_page)
+        kmem_cache_free(other, alloc_tdp_mmu_page(s))
+
+    v = explore(setup, [wrong]).violation
+    assert v is not None and v.kind == "WARN"
+    assert v.message == ("kmem_cache_free: Wrong slab cache. other but object is from "
+                         "mmu_page_header")
+
+    def pages(s: SimpleNamespace) -> None:
+        pt = get_zeroed_page(page_table)
+        s.pt = pt
+        free_page(pt)
+        READ_ONCE(pt.spt[0])
+
+    v = explore(setup, [pages]).violation
+    assert v is not None and v.kind == "KASAN"
+    assert any("cache page" in d for d in v.details)
