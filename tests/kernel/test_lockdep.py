@@ -281,3 +281,22 @@ def test_cond_resched_rwlock_read_yields() -> None:
     res = explore(setup, [reader, writer], strategy="dpor",
                   check=lambda s: outcomes.add(s.seen))
     assert res.ok and (0, 1) in outcomes
+
+
+def test_sleeping_lock_is_not_atomic_context() -> None:
+    class sleeping_lock(spinlock_t):
+        __slots__ = ()
+        sleeping = True  # as a mutex declares itself
+
+    def setup() -> SimpleNamespace:
+        return SimpleNamespace(m=sleeping_lock("&kvm->slots_lock"), s=spinlock_t("mmu"))
+
+    def thread(s: SimpleNamespace) -> None:
+        spin_lock(s.m)
+        assert not in_atomic()
+        might_sleep()  # fine under a sleeping lock
+        spin_lock(s.s)
+        might_sleep()  # not under a spinlock
+
+    v = explore(setup, [thread]).violation
+    assert v is not None and v.message.startswith("BUG: sleeping function called")

@@ -233,10 +233,18 @@ def lockdep_assert_held_read(lock: Any) -> None:
 
 
 # ------------------------------------------------------------- atomic context
+def atomic_holds(t: Any) -> int:
+    """Locks ``t`` holds that make atomic context (not sleeping locks such as a mutex)."""
+    held = t.local.get(HELD)
+    if not held:
+        return 0
+    return sum(1 for lock, _ in held if not getattr(lock, "sleeping", False))
+
+
 def preempt_count() -> int:
     """Spinlocks and rwlocks the running thread holds (the model's preempt count)."""
     t = current_thread()
-    return len(t.local.get(HELD) or ()) if t is not None else 0
+    return atomic_holds(t) if t is not None else 0
 
 
 def in_atomic() -> bool:

@@ -26,17 +26,17 @@ def check_sleep(lock_offset: int) -> None:
     t = current_thread()
     if t is None:
         return
-    held = t.local.get(lockdep.HELD) or ()
+    count = lockdep.atomic_holds(t)
     rcu = lockdep.rcu_read_lock_nesting(t)
-    if len(held) <= lock_offset and rcu == 0:
+    if count <= lock_offset and rcu == 0:
         return
     frame = callsite.caller_frame()
     function = callsite.function_of(frame)
     raise Finding("BUG", "BUG: sleeping function called from invalid context at "
                   f"{callsite.kernel_file(frame)}: {function}", function=function,
-                  details=[f"in_atomic(): {int(len(held) > lock_offset)}, irqs_disabled(): 0, "
+                  details=[f"in_atomic(): {int(count > lock_offset)}, irqs_disabled(): 0, "
                            f"non_block: 0, pid: {t.tid}, name: {t.name}",
-                           f"preempt_count: {len(held) + rcu}, expected: {lock_offset}",
+                           f"preempt_count: {count + rcu}, expected: {lock_offset}",
                            f"RCU nest depth: {rcu}, expected: 0",
                            *lockdep.held_lines(t), "Call Trace:",
                            *callsite.indented(callsite.call_chain())])
