@@ -140,6 +140,7 @@ from .rwlock import (  # noqa: E402
     write_trylock,
     write_unlock,
 )
+from .mutex import mutex, mutex_is_locked, mutex_lock, mutex_unlock  # noqa: E402
 from .sched import cond_resched, might_sleep  # noqa: E402
 from .slab import (  # noqa: E402
     AllocSite,
@@ -159,6 +160,14 @@ from .slab import (  # noqa: E402
     kmemleak_report,
     kzalloc,
     object_is_freed,
+    set_kasan,
+)
+from .srcu import (  # noqa: E402
+    srcu_read_lock,
+    srcu_read_unlock,
+    srcu_struct,
+    synchronize_srcu,
+    synchronize_srcu_expedited,
 )
 from .spinlock import (  # noqa: E402
     DEFINE_SPINLOCK,
@@ -188,6 +197,9 @@ __all__ = [
     "debug_locks", "debug_locks_off", "held_locks", "in_atomic", "lockdep_assert_held",
     "lockdep_assert_held_read", "lockdep_assert_held_write", "lockdep_is_held",
     "preempt_count", "rcu_read_lock_held", "set_debug_locks", "cond_resched", "might_sleep",
+    # mutex / srcu
+    "mutex", "mutex_is_locked", "mutex_lock", "mutex_unlock", "srcu_read_lock",
+    "srcu_read_unlock", "srcu_struct", "synchronize_srcu", "synchronize_srcu_expedited",
     # rcu
     "call_rcu", "kfree_rcu", "rcu_assign_pointer", "rcu_barrier", "rcu_dereference",
     "rcu_dereference_check", "rcu_dereference_protected", "rcu_head", "rcu_read_lock",
@@ -212,5 +224,5 @@ __all__ = [
     "AllocSite", "Leak", "free_page", "get_zeroed_page", "kfree", "kmalloc", "kmem_cache",
     "kmem_cache_alloc", "kmem_cache_create", "kmem_cache_destroy", "kmem_cache_free",
     "kmem_cache_zalloc", "kmemleak_check", "kmemleak_not_leak", "kmemleak_report",
-    "kzalloc", "object_is_freed",
+    "kzalloc", "object_is_freed", "set_kasan",
 ]

@@ -27,7 +27,7 @@ from ..engine import runtime
 
 runtime.hide_frames_of(__file__)
 
-_defaults: dict[str, bool] = {"panic_on_warn": True, "debug_locks": True}
+_defaults: dict[str, bool] = {"panic_on_warn": True, "debug_locks": True, "kasan": True}
 
 
 def switch(name: str) -> bool:

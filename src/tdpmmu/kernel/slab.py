@@ -274,6 +274,10 @@ def _double_free(obj: Any, st: SlabState, fname: str) -> NoReturn:
                f"{callsite.task_name()}:", *callsite.indented(callsite.call_chain())]
     if freed is not None:
         details += _sites(freed.alloc, freed.free)
+    if not context.switch("kasan"):
+        # Without KASAN, SLAB_FREELIST_HARDENED's check catches the naive case.
+        raise Finding("BUG", f"kernel BUG at mm/slub.c: {function}: double free detected",
+                      function=function, details=details)
     raise Finding("KASAN", f"BUG: KASAN: double-free in {function}", function=function,
                   details=details)
 
@@ -283,6 +287,7 @@ def _free(obj: Any, cache: kmem_cache | None, fname: str) -> None:
     if current_thread() is not None:
         visible(f"{fname}({_type_name(obj)})", _free_accesses(obj, embedded))
     st = _slab()
+    kasan = context.switch("kasan")
     if type(obj) in _FREED_TYPES or id(obj) in st.freed:
         _double_free(obj, st, fname)
     alloc = st.live.pop(id(obj), None)
@@ -299,8 +304,10 @@ def _free(obj: Any, cache: kmem_cache | None, fname: str) -> None:
     st.not_leak.discard(id(obj))
     for name, e in embedded:
         st.freed[id(e)] = _Freed(alloc, free, f"{path}.{name}", e)
-        _poison(e)
-    _poison(obj)
+        if kasan:
+            _poison(e)
+    if kasan:
+        _poison(obj)
 
 
 # --------------------------------------------------------------- allocation
@@ -364,6 +371,14 @@ def free_page(obj: Any) -> None:
     """Free a page from ``get_zeroed_page``."""
     if obj is not None:
         _free(obj, None, "free_page")
+
+
+def set_kasan(enabled: bool) -> bool:
+    """CONFIG_KASAN: with it off a freed object keeps its stale contents and
+    reading it is silent, as in a production kernel (double frees and leaks are
+    still reported).  Per execution inside one, else the default; returns the
+    old value."""
+    return context.set_switch("kasan", enabled)
 
 
 # ----------------------------------------------------------------- kmemleak

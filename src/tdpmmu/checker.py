@@ -1,0 +1,241 @@
+"""Checking a kernel version against a scenario: builds the model and runs the engine.
+
+:func:`build_model` turns (kernel class, scenario, knobs) into what the engine
+runs: a ``setup`` making a fresh VM for each execution, one model thread per
+scenario thread, a per-step invariant and a final check (teardown, then the
+properties).  :func:`check` explores it; :func:`replay` re-runs a token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import engine
+from .kernel import (
+    kmem_cache_create,
+    kmemleak_report,
+    mutex,
+    object_is_freed,
+    set_kasan,
+    srcu_struct,
+)
+from .kvm.structs import (
+    KVM_MEM_LOG_DIRTY_PAGES,
+    kvm,
+    kvm_memory_slot,
+    kvm_memslots,
+    kvm_mmu_page,
+    kvm_mmu_page_role,
+)
+from .kvm.versions import BUILTIN, KNOBS, KernelError, V5_10, load_kernel
+from .properties import Properties
+from .properties.peek import peek, roots_on_list
+from .scenarios import builtin_scenario_path, scenario_names
+from .scenarios.actions import ACTIONS, World
+from .scenarios.format import Action, Scenario, ScenarioError, load_scenario
+
+
+class UserError(ValueError):
+    """Bad input from the user: reported in one line, exit code 2."""
+
+
+@dataclass
+class Model:
+    """What the engine runs for one (kernel, scenario, knobs)."""
+
+    kernel: type[V5_10]
+    scenario: Scenario
+    knobs: dict[str, str]
+    setup: Callable[[], World]
+    threads: list[tuple[str, Callable[[World], None]]]
+    check: Callable[[World], None]
+    invariant: Callable[[World], None]
+    observe: Callable[[World], Any]
+
+
+@dataclass
+class CheckResult:
+    kernel: str
+    scenario: str
+    strategy: str
+    knobs: dict[str, str]
+    result: engine.Result
+    model: Model = field(repr=False)
+
+    @property
+    def violation(self) -> engine.Violation | None:
+        return self.result.violation
+
+
+def resolve_kernel(spec: str) -> type[V5_10]:
+    try:
+        return load_kernel(spec)
+    except KernelError as exc:
+        raise UserError(str(exc)) from None
+
+
+def resolve_scenario(spec: str) -> Scenario:
+    path = builtin_scenario_path(spec)
+    if path is None:
+        if not Path(spec).exists():
+            raise UserError(f"unknown scenario {spec!r} (built in: "
+                            f"{', '.join(scenario_names())}; or a .toml file)")
+        path = Path(spec)
+    try:
+        return load_scenario(path)
+    except ScenarioError as exc:
+        raise UserError(str(exc)) from None
+
+
+def parse_knobs(items: list[str]) -> dict[str, str]:
+    """``name=choice`` pairs, validated against :data:`KNOBS`."""
+    knobs: dict[str, str] = {}
+    for item in items:
+        name, sep, choice = item.partition("=")
+        if not sep or name not in KNOBS:
+            raise UserError(f"--knob {item!r}: expected NAME=CHOICE with NAME one of "
+                            f"{', '.join(KNOBS)}")
+        choices = KNOBS[name][1]
+        if choice not in choices:
+            raise UserError(f"--knob {name}: unknown choice {choice!r} (choose from "
+                            f"{', '.join(choices)})")
+        knobs[name] = choice
+    return knobs
+
+
+def make_kernel(kernel_cls: type[V5_10], knobs: dict[str, str]) -> V5_10:
+    k = kernel_cls()
+    for name, choice in knobs.items():
+        attr, choices, _good, _help = KNOBS[name]
+        if not hasattr(k, attr):
+            raise UserError(f"--knob {name}: kernel {kernel_cls.name} has no such code "
+                            f"(the knob applies to {attr})")
+        setattr(k, attr, choices[choice])
+    return k
+
+
+def build_model(kernel_cls: type[V5_10], scenario: Scenario,
+                knobs: dict[str, str] | None = None) -> Model:
+    knobs = dict(knobs or {})
+    k = make_kernel(kernel_cls, knobs)
+    vcpu_threads = {name for name, actions in scenario.threads
+                    if any("vcpu" in a.args and a.op == "vcpu_run" for a in actions)}
+
+    def setup() -> World:
+        vm = kvm(scenario.vcpus, scenario.root_level)
+        vm.mmu_page_header_cache = kmem_cache_create("kvm_mmu_page_header", kvm_mmu_page)
+        vm.srcu = srcu_struct("kvm->srcu")
+        vm.slots_lock = mutex("kvm->slots_lock")
+        k.kvm_mmu_init_vm(vm)
+        for vcpu in vm.vcpus:
+            vcpu.mmu_role = kvm_mmu_page_role(level=vm.root_level)
+            k.kvm_init_mmu(vcpu)
+        for as_id in range(2):
+            slots = [kvm_memory_slot(id=m.id, as_id=m.as_id, base_gfn=m.base_gfn,
+                                     npages=m.npages, userspace_addr=m.hva,
+                                     flags=KVM_MEM_LOG_DIRTY_PAGES if m.log_dirty else 0,
+                                     dirty_bitmap=[0] * m.npages if m.log_dirty else None,
+                                     huge=m.huge)
+                     for m in scenario.memslots if m.as_id == as_id]
+            vm.memslots[as_id].value = kvm_memslots(generation=0, slots=slots)
+            for s in slots:
+                for hva in range(s.userspace_addr, s.userspace_addr + s.npages):
+                    vm.mm.pte(hva)
+        vm.vcpu_threads_running.value = len(vcpu_threads)
+        world = World(k, vm, None)
+        world.props = Properties(vm)
+        for m in scenario.memslots:
+            if m.log_dirty:
+                k.trace_event(vm, "dirty_log_enabled", key=(m.as_id, m.id))
+        for action in scenario.setup:
+            _run_action(world, action)
+        return world
+
+    def make_thread(name: str, actions: list[Action]) -> Callable[[World], None]:
+        is_vcpu = name in vcpu_threads
+
+        def thread(world: World) -> None:
+            for action in actions:
+                _run_action(world, action)
+            if is_vcpu:
+                running = world.kvm.vcpu_threads_running
+                engine.visible(f"{name} exits", ((running, engine.WRITE),))
+                running.value -= 1
+        thread.__name__ = name
+        return thread
+
+    def check(world: World) -> None:
+        if not world.kvm.destroyed:
+            world.k.kvm_destroy_vm(world.kvm)
+        world.props.final(world.kvm)
+
+    def invariant(world: World) -> None:
+        world.props.invariant(world.kvm)
+
+    def observe(world: World) -> Any:
+        return snapshot_roots(world.kvm)
+
+    threads = [(name, make_thread(name, actions)) for name, actions in scenario.threads]
+    return Model(kernel_cls, scenario, knobs, setup, threads, check, invariant, observe)
+
+
+def _run_action(world: World, action: Action) -> None:
+    ACTIONS[action.op](world, action)
+
+
+def snapshot_roots(vm: Any) -> tuple[tuple[str, str, int, bool], ...]:
+    """(name, role, root_count, freed) of each root on the list, in list order."""
+    out = []
+    for root in roots_on_list(vm):
+        out.append((str(peek(root, "name")), str(peek(root, "role")),
+                    int(peek(root, "root_count", 0)), object_is_freed(root)))
+    return tuple(out)
+
+
+def check(kernel: str | type[V5_10], scenario: str | Scenario, *, strategy: str = "dpor",
+          knobs: dict[str, str] | None = None, max_executions: int | None = None,
+          seed: int = 0, preemption_bound: int | None = None, max_steps: int = 5_000,
+          kasan: bool = False, progress: Callable[[int], None] | None = None) -> CheckResult:
+    """Explore a kernel version on a scenario; see :class:`CheckResult`."""
+    kernel_cls = resolve_kernel(kernel) if isinstance(kernel, str) else kernel
+    scen = resolve_scenario(scenario) if isinstance(scenario, str) else scenario
+    model = build_model(kernel_cls, scen, knobs)
+    if strategy not in engine.STRATEGIES:
+        raise UserError(f"unknown strategy {strategy!r} (choose from "
+                        f"{', '.join(engine.STRATEGIES)})")
+    old_kasan = set_kasan(kasan)
+    try:
+        result = engine.explore(model.setup, model.threads, strategy=strategy,
+                                max_executions=max_executions, max_steps=max_steps,
+                                preemption_bound=preemption_bound, seed=seed,
+                                check=model.check, invariant=model.invariant,
+                                observe=model.observe, progress=progress)
+    finally:
+        set_kasan(old_kasan)
+    return CheckResult(kernel_cls.name, scen.name, strategy, dict(model.knobs), result, model)
+
+
+def replay(kernel: str | type[V5_10], scenario: str | Scenario, schedule: str, *,
+           knobs: dict[str, str] | None = None, kasan: bool = False) -> CheckResult:
+    kernel_cls = resolve_kernel(kernel) if isinstance(kernel, str) else kernel
+    scen = resolve_scenario(scenario) if isinstance(scenario, str) else scenario
+    model = build_model(kernel_cls, scen, knobs)
+    old_kasan = set_kasan(kasan)
+    try:
+        result = engine.replay(model.setup, model.threads, schedule, check=model.check,
+                               invariant=model.invariant, observe=model.observe)
+    except engine.TokenError as exc:
+        raise UserError(f"--schedule: {exc}") from None
+    except engine.ReplayMismatch as exc:
+        raise UserError(f"--schedule does not fit kernel {kernel_cls.name} on scenario "
+                        f"{scen.name}: {exc}") from None
+    finally:
+        set_kasan(old_kasan)
+    return CheckResult(kernel_cls.name, scen.name, "replay", dict(model.knobs), result, model)
+
+
+__all__ = ["BUILTIN", "KNOBS", "CheckResult", "Model", "UserError", "build_model", "check",
+           "kmemleak_report", "replay", "snapshot_roots"]

@@ -1,0 +1,271 @@
+"""``virt/kvm/kvm_main.c`` at v5.10: memslot updates, the MMU notifier, the
+dirty-log ioctl and VM teardown, as far as the TDP MMU is concerned.
+
+Memslots are published with ``rcu_assign_pointer`` and freed after
+``synchronize_srcu_expedited(&kvm->srcu)``; vCPUs hold ``kvm->srcu`` while
+outside guest mode, so an update waits for every fault in flight.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..engine import Finding
+from ..kernel import (
+    BUG_ON,
+    mutex_lock,
+    mutex_unlock,
+    spin_lock,
+    spin_unlock,
+    srcu_read_lock,
+    srcu_read_unlock,
+    synchronize_srcu_expedited,
+)
+from . import shared
+from .mmu import KVM_MR_CREATE, KVM_MR_DELETE, KVM_MR_FLAGS_ONLY, KVM_MR_MOVE
+from .structs import (
+    KVM_MEM_LOG_DIRTY_PAGES,
+    KVM_MEMSLOT_INVALID,
+    kvm_memory_slot,
+    kvm_memslots,
+)
+
+__kernel_file__ = "virt/kvm/kvm_main.c"
+
+BITS_PER_LONG = 64
+
+
+class KvmMain:
+    """The generic KVM code the TDP MMU is driven by."""
+
+    # ------------------------------------------------------------ knobs
+    # Dirty-log enabling publishes the memslot flag, then write-protects
+    # (v5.10); the what-if does it the other way round.
+    dirty_log_flag_after_wrprot = False
+
+    # ----------------------------------------------------------- memslots
+    def _kvm_memslots(self, kvm: Any, as_id: int) -> kvm_memslots:
+        """``__kvm_memslots``: an SRCU-protected pointer read."""
+        return kvm.memslots[as_id].load()
+
+    def _gfn_to_memslot(self, slots: kvm_memslots, gfn: int) -> kvm_memory_slot | None:
+        for s in slots.slots:
+            if s.contains(gfn):
+                return s
+        return None
+
+    def kvm_vcpu_gfn_to_memslot(self, vcpu: Any, gfn: int) -> kvm_memory_slot | None:
+        as_id = 1 if vcpu.smm else 0
+        return self._gfn_to_memslot(self._kvm_memslots(vcpu.kvm, as_id), gfn)
+
+    def kvm_memslots_generation(self, kvm: Any, vcpu: Any) -> int:
+        as_id = 1 if vcpu is not None and vcpu.smm else 0
+        return kvm.memslots[as_id].value.generation
+
+    def mark_page_dirty_in_slot(self, kvm: Any, memslot: kvm_memory_slot | None,
+                                gfn: int) -> None:
+        if memslot is not None and memslot.dirty_bitmap is not None:
+            rel_gfn = gfn - memslot.base_gfn
+            memslot.dirty_bitmap[rel_gfn] = 1
+            shared.note(f"mark_page_dirty gfn {gfn:#x}")
+
+    def install_new_memslots(self, kvm: Any, as_id: int, slots: kvm_memslots) -> kvm_memslots:
+        old = kvm.memslots[as_id].value
+        slots.generation = old.generation + 1
+        kvm.memslots[as_id].store(slots)  # rcu_assign_pointer
+        synchronize_srcu_expedited(kvm.srcu)
+        return old
+
+    def kvm_dup_memslots(self, old: kvm_memslots) -> kvm_memslots:
+        return kvm_memslots(generation=old.generation, slots=[s.copy() for s in old.slots])
+
+    def update_memslots(self, slots: kvm_memslots, new: kvm_memory_slot, change: int) -> None:
+        slots.slots = [s for s in slots.slots if s.id != new.id]
+        if change != KVM_MR_DELETE:
+            slots.slots.append(new)
+            slots.slots.sort(key=lambda s: s.base_gfn)
+
+    def kvm_set_memslot(self, kvm: Any, old: kvm_memory_slot | None, new: kvm_memory_slot,
+                        as_id: int, change: int) -> int:
+        slots = self.kvm_dup_memslots(kvm.memslots[as_id].value)
+        if change in (KVM_MR_DELETE, KVM_MR_MOVE):
+            # Hide the slot from vCPUs, then zap what maps it.
+            slot = slots.id_to_memslot(old.id)
+            slot.flags |= KVM_MEMSLOT_INVALID
+            self.install_new_memslots(kvm, as_id, slots)
+            self.kvm_arch_flush_shadow_memslot(kvm, slot)
+            slots = self.kvm_dup_memslots(kvm.memslots[as_id].value)
+        self.update_memslots(slots, new, change)
+        if change == KVM_MR_FLAGS_ONLY and self.dirty_log_flag_after_wrprot:
+            # What-if: write-protect before the flag is visible to faults.
+            self.kvm_arch_commit_memory_region(kvm, old, new, change)
+            self.install_new_memslots(kvm, as_id, slots)
+            return 0
+        self.install_new_memslots(kvm, as_id, slots)
+        self.kvm_arch_commit_memory_region(kvm, old, new, change)
+        return 0
+
+    def kvm_arch_commit_memory_region(self, kvm: Any, old: Any, new: Any, change: int) -> None:
+        self.kvm_mmu_slot_apply_flags(kvm, old, new, change)
+
+    def _kvm_set_memory_region(self, kvm: Any, as_id: int, slot_id: int, flags: int,
+                                 base_gfn: int, npages: int, userspace_addr: int,
+                                 huge: bool = False) -> int:
+        old = kvm.memslots[as_id].value.id_to_memslot(slot_id)
+        if npages == 0:
+            if old is None:
+                return -22  # -EINVAL
+            change = KVM_MR_DELETE
+            new = old.copy()
+            new.npages = 0
+        elif old is None:
+            change = KVM_MR_CREATE
+            new = kvm_memory_slot(id=slot_id, as_id=as_id, base_gfn=base_gfn, npages=npages,
+                                  userspace_addr=userspace_addr, flags=flags, huge=huge)
+        else:
+            new = old.copy()
+            new.flags = flags
+            if base_gfn != old.base_gfn:
+                change = KVM_MR_MOVE
+                new.base_gfn = base_gfn
+            elif flags != old.flags:
+                change = KVM_MR_FLAGS_ONLY
+            else:
+                return 0
+        if change in (KVM_MR_CREATE, KVM_MR_MOVE, KVM_MR_FLAGS_ONLY):
+            if new.flags & KVM_MEM_LOG_DIRTY_PAGES and new.dirty_bitmap is None:
+                new.dirty_bitmap = [0] * new.npages  # kvm_alloc_dirty_bitmap
+            elif not new.flags & KVM_MEM_LOG_DIRTY_PAGES:
+                new.dirty_bitmap = None
+        return self.kvm_set_memslot(kvm, old, new, as_id, change)
+
+    def kvm_set_memory_region(self, kvm: Any, as_id: int, slot_id: int, flags: int,
+                              base_gfn: int, npages: int, userspace_addr: int,
+                              huge: bool = False) -> int:
+        mutex_lock(kvm.slots_lock)
+        r = self._kvm_set_memory_region(kvm, as_id, slot_id, flags, base_gfn, npages,
+                                          userspace_addr, huge)
+        mutex_unlock(kvm.slots_lock)
+        return r
+
+    # ----------------------------------------------------------- dirty log
+    def kvm_get_dirty_log_protect(self, kvm: Any, as_id: int, slot_id: int) -> list[int]:
+        """Collect and clear the slot's dirty bits, write-protecting those pages
+        again (no manual protect, no PML).  Returns the dirty gfns."""
+        slot = kvm.memslots[as_id].value.id_to_memslot(slot_id)
+        if slot is None or slot.dirty_bitmap is None:
+            raise Finding("ioctl", f"KVM_GET_DIRTY_LOG: slot {slot_id} has no dirty log")
+        dirty = []
+        flush = False
+        spin_lock(kvm.mmu_lock)
+        for offset in range(0, slot.npages, BITS_PER_LONG):
+            mask = 0
+            for i in range(offset, min(offset + BITS_PER_LONG, slot.npages)):
+                if slot.dirty_bitmap[i]:
+                    mask |= 1 << (i - offset)
+                    slot.dirty_bitmap[i] = 0  # xchg(&dirty_bitmap[i], 0)
+                    dirty.append(slot.base_gfn + i)
+            if mask:
+                flush = True
+                self.kvm_arch_mmu_enable_log_dirty_pt_masked(kvm, slot, offset, mask)
+        self.trace_event(kvm, "dirty_log_collected", slot=slot, gfns=dirty)
+        spin_unlock(kvm.mmu_lock)
+        if flush:
+            self.kvm_arch_flush_remote_tlbs_memslot(kvm, slot)
+        return dirty
+
+    def kvm_vm_ioctl_get_dirty_log(self, kvm: Any, as_id: int, slot_id: int) -> list[int]:
+        mutex_lock(kvm.slots_lock)
+        dirty = self.kvm_get_dirty_log_protect(kvm, as_id, slot_id)
+        mutex_unlock(kvm.slots_lock)
+        return dirty
+
+    # -------------------------------------------------------- MMU notifier
+    def mmu_notifier_retry(self, kvm: Any, mmu_seq: int) -> bool:
+        if kvm.mmu_notifier_count:
+            return True
+        return kvm.mmu_notifier_seq.value != mmu_seq
+
+    def kvm_mmu_notifier_invalidate_range_start(self, kvm: Any, start: int, end: int) -> None:
+        idx = srcu_read_lock(kvm.srcu)
+        spin_lock(kvm.mmu_lock)
+        # Faults must not install SPTEs from the old pfns until _end.
+        kvm.mmu_notifier_count += 1
+        need_tlb_flush = self.kvm_unmap_hva_range(kvm, start, end)
+        need_tlb_flush |= kvm.tlbs_dirty
+        if need_tlb_flush:
+            self.kvm_flush_remote_tlbs(kvm)
+        spin_unlock(kvm.mmu_lock)
+        srcu_read_unlock(kvm.srcu, idx)
+
+    def kvm_mmu_notifier_invalidate_range_end(self, kvm: Any, start: int, end: int) -> None:
+        spin_lock(kvm.mmu_lock)
+        # Bump the sequence before dropping the count, so a fault that looked
+        # up a pfn during the invalidation retries.
+        kvm.mmu_notifier_seq.store(kvm.mmu_notifier_seq.value + 1)
+        kvm.mmu_notifier_count -= 1
+        self.trace_event(kvm, "invalidate_range_end", start=start, end=end)
+        spin_unlock(kvm.mmu_lock)
+        BUG_ON(kvm.mmu_notifier_count < 0)
+
+    def kvm_mmu_notifier_change_pte(self, kvm: Any, address: int, pte: Any) -> None:
+        idx = srcu_read_lock(kvm.srcu)
+        spin_lock(kvm.mmu_lock)
+        kvm.mmu_notifier_seq.store(kvm.mmu_notifier_seq.value + 1)
+        if self.kvm_set_spte_hva(kvm, address, pte):
+            self.kvm_flush_remote_tlbs(kvm)
+        spin_unlock(kvm.mmu_lock)
+        srcu_read_unlock(kvm.srcu, idx)
+
+    def kvm_mmu_notifier_clear_flush_young(self, kvm: Any, start: int, end: int) -> int:
+        idx = srcu_read_lock(kvm.srcu)
+        spin_lock(kvm.mmu_lock)
+        young = self.kvm_age_hva(kvm, start, end)
+        if young:
+            self.kvm_flush_remote_tlbs(kvm)
+        spin_unlock(kvm.mmu_lock)
+        srcu_read_unlock(kvm.srcu, idx)
+        return young
+
+    def kvm_mmu_notifier_test_young(self, kvm: Any, address: int) -> int:
+        idx = srcu_read_lock(kvm.srcu)
+        spin_lock(kvm.mmu_lock)
+        young = self.kvm_test_age_hva(kvm, address)
+        spin_unlock(kvm.mmu_lock)
+        srcu_read_unlock(kvm.srcu, idx)
+        return young
+
+    def kvm_mmu_notifier_release(self, kvm: Any) -> None:
+        idx = srcu_read_lock(kvm.srcu)
+        self.kvm_arch_flush_shadow_all(kvm)
+        srcu_read_unlock(kvm.srcu, idx)
+
+    # -------------------------------------------------------------- teardown
+    def kvm_destroy_vm(self, kvm: Any) -> None:
+        """The VM's last reference is gone: every vCPU thread has left KVM_RUN."""
+        self.kvm_mmu_notifier_release(kvm)  # mmu_notifier_unregister -> ->release
+        self.kvm_arch_destroy_vm(kvm)
+        kvm.destroyed = True
+        self.trace_event(kvm, "vm_destroyed")
+
+    def kvm_arch_destroy_vm(self, kvm: Any) -> None:
+        self.kvm_free_vcpus(kvm)
+        self.kvm_mmu_uninit_vm(kvm)
+
+    def kvm_free_vcpus(self, kvm: Any) -> None:
+        for vcpu in kvm.vcpus:
+            self.kvm_unload_vcpu_mmu(vcpu)
+        for vcpu in kvm.vcpus:
+            self.kvm_mmu_destroy(vcpu)
+
+    def kvm_unload_vcpu_mmu(self, vcpu: Any) -> None:
+        self.kvm_mmu_unload(vcpu)
+
+    # ------------------------------------------------------------ tracepoints
+    def trace_event(self, kvm: Any, name: str, **fields: Any) -> None:
+        """A tracepoint: the registered probes (the properties) see the event."""
+        for probe in kvm.probes:
+            probe(name, fields)
+
+
+__all__ = ["KVM_MR_CREATE", "KVM_MR_DELETE", "KVM_MR_FLAGS_ONLY", "KVM_MR_MOVE", "KvmMain"]

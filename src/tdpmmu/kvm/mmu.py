@@ -1,0 +1,357 @@
+"""``mmu.c`` at v5.10, the parts on the TDP MMU path: loading and unloading a
+vCPU's root, the direct page fault, fast zap on memslot changes, MMU-notifier
+hooks, dirty-logging helpers, VM init/uninit.
+
+The legacy (shadow) MMU's own pages are not modelled: with ``tdp_mmu=1`` and
+TDP enabled, the VM has none, so its loops (``kvm_zap_obsolete_pages``, the
+rmap walks) have nothing to do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..kernel import WARN_ON, lockdep_assert_held, spin_lock, spin_unlock
+from . import shared
+from .spte import (
+    KVM_PAGES_PER_HPAGE,
+    PAGE_SHIFT,
+    PG_LEVEL_2M,
+    PG_LEVEL_4K,
+    get_mmio_spte_generation,
+    is_mmio_spte,
+    round_gfn_for_level,
+)
+from .structs import (
+    INVALID_PAGE,
+    KVM_MEM_LOG_DIRTY_PAGES,
+    KVM_MEM_READONLY,
+    KVM_MEMSLOT_INVALID,
+    KVM_REQ_MMU_RELOAD,
+    REQUEST_NAMES,
+)
+from .tdp_iter import to_shadow_page
+from .tdp_mmu import PFERR_WRITE_MASK, RET_PF_EMULATE, RET_PF_INVALID, RET_PF_RETRY
+
+__kernel_file__ = "arch/x86/kvm/mmu/mmu.c"
+
+KVM_MR_CREATE = 0
+KVM_MR_DELETE = 1
+KVM_MR_MOVE = 2
+KVM_MR_FLAGS_ONLY = 3
+PFERR_RSVD_MASK = 1 << 3
+EIO = 5
+ENOSPC = 28
+
+
+class Mmu:
+    """The ``mmu.c`` glue around the TDP MMU."""
+
+    # ------------------------------------------------------------ requests
+    def kvm_make_request(self, req: int, vcpu: Any) -> None:
+        shared.atomic_or(vcpu.requests, 1 << req,
+                         f"kvm_make_request({REQUEST_NAMES[req]}, vcpu{vcpu.vcpu_id})")
+
+    def kvm_make_all_cpus_request(self, kvm: Any, req: int) -> None:
+        """Sets the request on every vCPU.  The kick and the wait for the IPI
+        acknowledgement are implicit: a vCPU checks its requests before every
+        guest access (:func:`shared.tlb_lookup_point`)."""
+        for vcpu in kvm.vcpus:
+            if not vcpu.exited:
+                self.kvm_make_request(req, vcpu)
+
+    def kvm_reload_remote_mmus(self, kvm: Any) -> None:
+        self.kvm_make_all_cpus_request(kvm, KVM_REQ_MMU_RELOAD)
+
+    def kvm_flush_remote_tlbs(self, kvm: Any) -> None:
+        """``KVM_REQ_TLB_FLUSH`` to all vCPUs and wait: the model empties every TLB
+        in one step, which is what the requester can rely on when it returns."""
+        shared.tlb_flush([v.tlb for v in kvm.vcpus], "kvm_flush_remote_tlbs")
+
+    def kvm_flush_remote_tlbs_with_address(self, kvm: Any, start_gfn: int, pages: int) -> None:
+        """Range flushes (Hyper-V enlightenment) fall back to a full flush."""
+        self.kvm_flush_remote_tlbs(kvm)
+
+    def kvm_arch_flush_remote_tlbs_memslot(self, kvm: Any, memslot: Any) -> None:
+        self.kvm_flush_remote_tlbs_with_address(kvm, memslot.base_gfn, memslot.npages)
+
+    def kvm_vcpu_flush_tlb_all(self, vcpu: Any) -> None:
+        shared.tlb_flush([vcpu.tlb], f"vcpu{vcpu.vcpu_id} flush TLB")
+
+    kvm_vcpu_flush_tlb_current = kvm_vcpu_flush_tlb_all
+
+    # ----------------------------------------------------------- load/unload
+    def kvm_mmu_reload(self, vcpu: Any) -> int:
+        if vcpu.mmu.root_hpa != INVALID_PAGE:
+            return 0
+        return self.kvm_mmu_load(vcpu)
+
+    def kvm_mmu_load(self, vcpu: Any) -> int:
+        r = self.mmu_alloc_roots(vcpu)
+        if r:
+            return r
+        self.kvm_vcpu_flush_tlb_current(vcpu)  # kvm_x86_ops.tlb_flush_current
+        return 0
+
+    def mmu_alloc_roots(self, vcpu: Any) -> int:
+        return self.mmu_alloc_direct_roots(vcpu)
+
+    def mmu_alloc_direct_roots(self, vcpu: Any) -> int:
+        if vcpu.kvm.arch.tdp_mmu_enabled:
+            root = self.kvm_tdp_mmu_get_vcpu_root_hpa(vcpu)
+            if root == INVALID_PAGE:
+                return -ENOSPC
+            vcpu.mmu.root_hpa = root
+        return 0
+
+    def kvm_mmu_unload(self, vcpu: Any) -> None:
+        self.kvm_mmu_free_roots(vcpu, vcpu.mmu)
+        WARN_ON(vcpu.mmu.root_hpa != INVALID_PAGE)
+
+    def kvm_mmu_free_roots(self, vcpu: Any, mmu: Any) -> None:
+        kvm = vcpu.kvm
+        if mmu.root_hpa == INVALID_PAGE:
+            return
+        spin_lock(kvm.mmu_lock)
+        self.mmu_free_root_page(kvm, mmu)
+        spin_unlock(kvm.mmu_lock)
+
+    def mmu_free_root_page(self, kvm: Any, mmu: Any) -> None:
+        if mmu.root_hpa == INVALID_PAGE:
+            return
+        sp = to_shadow_page(kvm, mmu.root_hpa >> PAGE_SHIFT)
+        if self.kvm_mmu_put_root(kvm, sp) and sp.tdp_mmu_page:
+            self.kvm_tdp_mmu_free_root(kvm, sp)
+        mmu.root_hpa = INVALID_PAGE
+
+    def kvm_mmu_reset_context(self, vcpu: Any) -> None:
+        """A role change (e.g. entering SMM): drop the root; the next entry loads one."""
+        self.kvm_mmu_unload(vcpu)
+        self.kvm_init_mmu(vcpu)
+
+    def kvm_init_mmu(self, vcpu: Any) -> None:
+        vcpu.mmu.shadow_root_level = vcpu.kvm.root_level
+        vcpu.mmu_role = vcpu.mmu_role.__class__(level=vcpu.kvm.root_level, smm=vcpu.smm,
+                                                guest_mode=vcpu.guest_mode)
+
+    # ------------------------------------------------------------ page fault
+    def kvm_mmu_page_fault(self, vcpu: Any, gpa: int, error_code: int) -> int:
+        if WARN_ON(vcpu.mmu.root_hpa == INVALID_PAGE):
+            return RET_PF_RETRY
+        r = RET_PF_INVALID
+        if error_code & PFERR_RSVD_MASK:
+            r = self.handle_mmio_page_fault(vcpu, gpa)
+            if r == RET_PF_EMULATE:
+                return r
+        if r == RET_PF_INVALID:
+            r = self.kvm_tdp_page_fault(vcpu, gpa, error_code & ~PFERR_RSVD_MASK, False)
+            if WARN_ON(r == RET_PF_INVALID):
+                return -EIO
+        return r
+
+    def handle_mmio_page_fault(self, vcpu: Any, addr: int) -> int:
+        """An EPT misconfiguration: an MMIO SPTE of the current generation is
+        emulated; a stale one falls through to the page-fault path."""
+        sptes = self.get_mmio_spte(vcpu, addr)
+        leaf = sptes[-1] if sptes else 0
+        if is_mmio_spte(leaf):
+            if self.check_mmio_spte(vcpu, leaf):
+                return RET_PF_EMULATE
+            return RET_PF_INVALID
+        return RET_PF_RETRY
+
+    def get_mmio_spte(self, vcpu: Any, addr: int) -> list[int]:
+        root = to_shadow_page(vcpu.kvm, vcpu.mmu.root_hpa >> PAGE_SHIFT)
+        shared.hardware_walk_point(root, vcpu.tlb, vcpu.requests)  # a lockless walk
+        return self.kvm_tdp_mmu_get_walk(vcpu, addr)
+
+    def check_mmio_spte(self, vcpu: Any, spte: int) -> bool:
+        return get_mmio_spte_generation(spte) == self.kvm_memslots_generation(vcpu.kvm, vcpu)
+
+    def kvm_tdp_page_fault(self, vcpu: Any, gpa: int, error_code: int, prefault: bool) -> int:
+        max_level = PG_LEVEL_2M
+        return self.direct_page_fault(vcpu, gpa, error_code, prefault, max_level, True)
+
+    def direct_page_fault(self, vcpu: Any, gpa: int, error_code: int, prefault: bool,
+                          max_level: int, is_tdp: bool) -> int:
+        kvm = vcpu.kvm
+        gfn = gpa >> PAGE_SHIFT
+        write = bool(error_code & PFERR_WRITE_MASK)
+        # Snapshot the notifier sequence before looking up the pfn; a change
+        # (or an invalidation in progress) makes the fault retry.
+        mmu_seq = kvm.mmu_notifier_seq.load()
+        pfn, map_writable = self.try_async_pf(vcpu, prefault, gfn, gpa, write)
+        r = RET_PF_RETRY
+        spin_lock(kvm.mmu_lock)
+        if self.mmu_notifier_retry(kvm, mmu_seq):
+            shared.note("mmu_notifier_retry: fault retried")
+        elif self.is_tdp_mmu_root(kvm, vcpu.mmu.root_hpa):
+            r = self.kvm_tdp_mmu_map(vcpu, gpa, error_code, map_writable, max_level, pfn,
+                                     prefault)
+        else:
+            r = self._direct_map(vcpu, gpa)
+        spin_unlock(kvm.mmu_lock)
+        return r
+
+    def _direct_map(self, vcpu: Any, gpa: int) -> int:
+        """The legacy MMU's ``__direct_map``: reached on the TDP path only when the
+        vCPU's root has a root_count of 0, which the model reports."""
+        from ..engine import Finding
+        raise Finding("BUG", "direct_page_fault: vCPU root is not a live TDP MMU root "
+                      "(root_count 0); the legacy __direct_map path is not modelled",
+                      "direct_page_fault")
+
+    def try_async_pf(self, vcpu: Any, prefault: bool, gfn: int, gpa: int,
+                     write: bool) -> tuple[int | None, bool]:
+        """``__gfn_to_pfn_memslot``: (None, ...) stands for KVM_PFN_NOSLOT."""
+        slot = self.kvm_vcpu_gfn_to_memslot(vcpu, gfn)
+        if slot is None or slot.flags & KVM_MEMSLOT_INVALID:
+            return None, False
+        hva = slot.userspace_addr + (gfn - slot.base_gfn)
+        pfn, host_writable = vcpu.kvm.mm.pte(hva).load()
+        return pfn, host_writable and not slot.flags & KVM_MEM_READONLY
+
+    def kvm_mmu_hugepage_adjust(self, vcpu: Any, gfn: int, max_level: int,
+                                pfn: int | None) -> int:
+        """Map with a 2M SPTE when the host backs the whole aligned range with a
+        huge page, the memslot covers it and dirty logging is off."""
+        if pfn is None or max_level < PG_LEVEL_2M:
+            return PG_LEVEL_4K
+        slot = self.kvm_vcpu_gfn_to_memslot(vcpu, gfn)
+        if slot is None or not slot.huge or slot.flags & KVM_MEM_LOG_DIRTY_PAGES:
+            return PG_LEVEL_4K
+        base = round_gfn_for_level(gfn, PG_LEVEL_2M)
+        if base < slot.base_gfn or base + KVM_PAGES_PER_HPAGE(PG_LEVEL_2M) > \
+                slot.base_gfn + slot.npages:
+            return PG_LEVEL_4K
+        if (slot.userspace_addr - slot.base_gfn) % KVM_PAGES_PER_HPAGE(PG_LEVEL_2M):
+            return PG_LEVEL_4K
+        return PG_LEVEL_2M
+
+    def host_can_map_huge(self, kvm: Any, gfn: int, level: int) -> bool:
+        """``PageTransCompoundMap()`` for the pages a non-leaf SPTE covers."""
+        for slot in self._kvm_memslots(kvm, 0).slots + self._kvm_memslots(kvm, 1).slots:
+            if slot.contains(gfn):
+                return slot.huge and not slot.flags & KVM_MEM_LOG_DIRTY_PAGES
+        return False
+
+    # ------------------------------------------------------------- fast zap
+    def kvm_mmu_zap_all_fast(self, kvm: Any) -> None:
+        lockdep_assert_held(kvm.slots_lock)
+        spin_lock(kvm.mmu_lock)
+        kvm.arch.mmu_valid_gen = 1 - kvm.arch.mmu_valid_gen
+        # Every vCPU must drop its root; TDP roots are not invalidated at v5.10,
+        # so a reloading vCPU finds the same root again if its role matches.
+        self.kvm_reload_remote_mmus(kvm)
+        self.kvm_zap_obsolete_pages(kvm)
+        if kvm.arch.tdp_mmu_enabled:
+            self.kvm_tdp_mmu_zap_all(kvm)
+        spin_unlock(kvm.mmu_lock)
+
+    def kvm_zap_obsolete_pages(self, kvm: Any) -> None:
+        """Zaps the legacy MMU's obsolete pages; there are none with the TDP MMU."""
+
+    def kvm_mmu_invalidate_zap_pages_in_memslot(self, kvm: Any, slot: Any) -> None:
+        self.kvm_mmu_zap_all_fast(kvm)
+
+    def kvm_arch_flush_shadow_memslot(self, kvm: Any, slot: Any) -> None:
+        """``kvm_page_track_flush_slot`` -> the MMU's page-track notifier."""
+        self.kvm_mmu_invalidate_zap_pages_in_memslot(kvm, slot)
+
+    def kvm_mmu_zap_all(self, kvm: Any) -> None:
+        spin_lock(kvm.mmu_lock)
+        if kvm.arch.tdp_mmu_enabled:
+            self.kvm_tdp_mmu_zap_all(kvm)
+        spin_unlock(kvm.mmu_lock)
+
+    def kvm_arch_flush_shadow_all(self, kvm: Any) -> None:
+        self.kvm_mmu_zap_all(kvm)
+
+    # ---------------------------------------------------------- mmu notifier
+    def kvm_unmap_hva_range(self, kvm: Any, start: int, end: int) -> int:
+        r = 0
+        if kvm.arch.tdp_mmu_enabled:
+            r |= self.kvm_tdp_mmu_zap_hva_range(kvm, start, end)
+        return r
+
+    def kvm_set_spte_hva(self, kvm: Any, hva: int, pte: Any) -> int:
+        r = 0
+        if kvm.arch.tdp_mmu_enabled:
+            r |= self.kvm_tdp_mmu_set_spte_hva(kvm, hva, pte)
+        return r
+
+    def kvm_age_hva(self, kvm: Any, start: int, end: int) -> int:
+        young = 0
+        if kvm.arch.tdp_mmu_enabled:
+            young |= self.kvm_tdp_mmu_age_hva_range(kvm, start, end)
+        return young
+
+    def kvm_test_age_hva(self, kvm: Any, hva: int) -> int:
+        young = 0
+        if kvm.arch.tdp_mmu_enabled:
+            young |= self.kvm_tdp_mmu_test_age_hva(kvm, hva)
+        return young
+
+    # ---------------------------------------------------------- dirty logging
+    def kvm_mmu_slot_remove_write_access(self, kvm: Any, memslot: Any, start_level: int) -> None:
+        spin_lock(kvm.mmu_lock)
+        flush = False
+        if kvm.arch.tdp_mmu_enabled:
+            flush |= self.kvm_tdp_mmu_wrprot_slot(kvm, memslot, PG_LEVEL_4K)
+        spin_unlock(kvm.mmu_lock)
+        if flush:
+            self.kvm_arch_flush_remote_tlbs_memslot(kvm, memslot)
+
+    def kvm_mmu_slot_leaf_clear_dirty(self, kvm: Any, memslot: Any) -> None:
+        spin_lock(kvm.mmu_lock)
+        flush = False
+        if kvm.arch.tdp_mmu_enabled:
+            flush |= self.kvm_tdp_mmu_clear_dirty_slot(kvm, memslot)
+        spin_unlock(kvm.mmu_lock)
+        if flush:
+            self.kvm_arch_flush_remote_tlbs_memslot(kvm, memslot)
+
+    def kvm_mmu_slot_set_dirty(self, kvm: Any, memslot: Any) -> None:
+        spin_lock(kvm.mmu_lock)
+        flush = False
+        if kvm.arch.tdp_mmu_enabled:
+            flush |= self.kvm_tdp_mmu_slot_set_dirty(kvm, memslot)
+        spin_unlock(kvm.mmu_lock)
+        if flush:
+            self.kvm_arch_flush_remote_tlbs_memslot(kvm, memslot)
+
+    def kvm_mmu_zap_collapsible_sptes(self, kvm: Any, memslot: Any) -> None:
+        spin_lock(kvm.mmu_lock)
+        if kvm.arch.tdp_mmu_enabled:
+            self.kvm_tdp_mmu_zap_collapsible_sptes(kvm, memslot)
+        spin_unlock(kvm.mmu_lock)
+
+    def kvm_mmu_write_protect_pt_masked(self, kvm: Any, slot: Any, gfn_offset: int,
+                                        mask: int) -> None:
+        if kvm.arch.tdp_mmu_enabled:
+            self.kvm_tdp_mmu_clear_dirty_pt_masked(kvm, slot, slot.base_gfn + gfn_offset, mask,
+                                                   True)
+
+    def kvm_arch_mmu_enable_log_dirty_pt_masked(self, kvm: Any, slot: Any, gfn_offset: int,
+                                                mask: int) -> None:
+        """Without PML, dirty logging write-protects the SPTEs of the collected pages."""
+        self.kvm_mmu_write_protect_pt_masked(kvm, slot, gfn_offset, mask)
+
+    def kvm_mmu_slot_apply_flags(self, kvm: Any, old: Any, new: Any, change: int) -> None:
+        if change != KVM_MR_FLAGS_ONLY or new.flags & KVM_MEM_READONLY:
+            return
+        if old is not None and old.flags & KVM_MEM_LOG_DIRTY_PAGES \
+                and not new.flags & KVM_MEM_LOG_DIRTY_PAGES:
+            self.kvm_mmu_zap_collapsible_sptes(kvm, new)
+        if new.flags & KVM_MEM_LOG_DIRTY_PAGES:
+            self.kvm_mmu_slot_remove_write_access(kvm, new, PG_LEVEL_4K)
+
+    # ------------------------------------------------------------- VM init
+    def kvm_mmu_init_vm(self, kvm: Any) -> None:
+        self.kvm_mmu_init_tdp_mmu(kvm)
+
+    def kvm_mmu_uninit_vm(self, kvm: Any) -> None:
+        self.kvm_mmu_uninit_tdp_mmu(kvm)
+
+    def kvm_mmu_destroy(self, vcpu: Any) -> None:
+        self.kvm_mmu_unload(vcpu)

@@ -1,0 +1,69 @@
+"""The visible operations of the KVM model: what other threads can see without a lock.
+
+Three kinds of KVM state are touched outside ``mmu_lock`` and so must be
+scheduling points:
+
+* SPTEs: the kernel stores them with ``WRITE_ONCE`` under ``mmu_lock``, and a
+  vCPU's hardware page walk reads them with no lock at all.  A store is a
+  write of the *root* the page belongs to and a hardware walk reads that root:
+  a walk is atomic with respect to stores (a remote TLB flush waits for
+  vCPUs to leave guest mode, so no walk straddles an unlink-flush-free
+  sequence), and one object per root keeps the dependency exact enough.
+* vCPU request bits and TLBs, set and flushed by other threads.
+* words read locklessly by the fault path (memslots, the MMU-notifier
+  sequence, the host page tables), which are engine ``Var``s.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..engine import READ, WRITE, mark, visible
+
+
+def write_spte(sp: Any, index: int, new_spte: int) -> None:
+    """``WRITE_ONCE(*sptep, new_spte)``."""
+    root = sp.root
+    visible(f"WRITE_ONCE(spte {sp.name}[{index}])", ((root, WRITE),))
+    sp.spt[index] = new_spte
+
+
+def hardware_walk_point(root: Any, tlb: Any, requests: Any) -> None:
+    """The scheduling point of one hardware page walk of ``root`` that may fill ``tlb``."""
+    visible(f"EPT walk {root.name}", ((root, READ), (tlb, WRITE), (requests, READ)))
+
+
+def tlb_lookup_point(tlb: Any, requests: Any) -> None:
+    """The scheduling point of a guest instruction: a TLB lookup, and the check
+    for a pending request (a kick makes the vCPU leave guest mode)."""
+    visible("guest access", ((tlb, READ), (requests, READ)))
+
+
+def tlb_flush(tlbs: list[Any], label: str) -> None:
+    """Empty the TLBs of the given vCPUs at once."""
+    visible(label, tuple((t, WRITE) for t in tlbs))
+    for t in tlbs:
+        t.entries.clear()
+        t.version += 1
+
+
+def atomic_or(var: Any, bits: int, label: str) -> None:
+    """``set_bit``: one atomic read-modify-write of a shared word."""
+    visible(label, ((var, WRITE),))
+    var.value |= bits
+    var.version += 1
+
+
+def test_and_clear(var: Any, bits: int, label: str) -> bool:
+    """``kvm_check_request``: test and clear a request bit in one step."""
+    visible(label, ((var, WRITE),))
+    hit = bool(var.value & bits)
+    if hit:
+        var.value &= ~bits
+        var.version += 1
+    return hit
+
+
+def note(text: str) -> None:
+    """Annotate the current step of a traced run (e.g. a refcount change)."""
+    mark(text)

@@ -1,0 +1,212 @@
+"""The kernel structures the model works on: ``struct kvm``, ``kvm_vcpu``,
+``kvm_mmu_page``, memslots, and the host side (user page tables, MMU notifier).
+
+Code lives in the version classes (``tdp_mmu.py``, ``mmu.py``, ...); these are
+only data, with the kernel's field names.  Shared words that other threads read
+without ``mmu_lock`` are engine ``Var``s or objects announced through
+:mod:`tdpmmu.kvm.shared`; everything else is protected by ``mmu_lock``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from ..engine import Var
+from ..kernel import list_head, spinlock_t
+from .spte import PT64_ENT_PER_PAGE
+
+INVALID_PAGE = -1
+KVM_ADDRESS_SPACE_NUM = 2
+KVM_MEM_LOG_DIRTY_PAGES = 1 << 0
+KVM_MEM_READONLY = 1 << 1
+KVM_MEMSLOT_INVALID = 1 << 16
+
+KVM_REQ_TLB_FLUSH = 0
+KVM_REQ_MMU_RELOAD = 1
+KVM_REQ_TLB_FLUSH_CURRENT = 2
+REQUEST_NAMES = {KVM_REQ_TLB_FLUSH: "TLB_FLUSH", KVM_REQ_MMU_RELOAD: "MMU_RELOAD",
+                 KVM_REQ_TLB_FLUSH_CURRENT: "TLB_FLUSH_CURRENT"}
+
+
+@dataclass(frozen=True)
+class kvm_mmu_page_role:
+    """The role bits that tell roots apart: a vCPU reuses a root whose word matches."""
+
+    level: int
+    smm: int = 0
+    direct: int = 1
+    access: int = 7
+    guest_mode: int = 0
+    invalid: int = 0
+
+    @property
+    def word(self) -> int:
+        return (self.level | self.smm << 4 | self.direct << 5 | self.access << 6
+                | self.guest_mode << 9 | self.invalid << 10)
+
+    def with_level(self, level: int) -> kvm_mmu_page_role:
+        return replace(self, level=level)
+
+    def __str__(self) -> str:
+        bits = [f"L{self.level}"]
+        if self.smm:
+            bits.append("smm")
+        if self.guest_mode:
+            bits.append("guest")
+        if self.invalid:
+            bits.append("invalid")
+        return ",".join(bits)
+
+
+class kvm_mmu_page:
+    """A page-table page: ``spt`` holds its SPTEs; ``pfn`` is its host page frame."""
+
+    def __init__(self) -> None:
+        self.link = list_head(self)
+        self.tdp_mmu_page = False
+        self.root_count = 0
+        self.role: kvm_mmu_page_role | None = None
+        self.gfn = 0
+        self.spt: list[int] = [0] * PT64_ENT_PER_PAGE
+        self.pfn = 0
+        self.lpage_disallowed = False
+        self.name = "?"  # a stable label for traces: r0, r1, ... for roots, p0, ... for others
+
+    def __repr__(self) -> str:
+        return f"<kvm_mmu_page {self.name}>"
+
+
+@dataclass
+class kvm_memory_slot:
+    id: int
+    as_id: int
+    base_gfn: int
+    npages: int
+    userspace_addr: int  # in pages of the host address space, for simplicity
+    flags: int = 0
+    dirty_bitmap: list[int] | None = None
+    huge: bool = False  # the host backs this slot with huge pages (THP)
+
+    def contains(self, gfn: int) -> bool:
+        return self.base_gfn <= gfn < self.base_gfn + self.npages
+
+    def copy(self) -> kvm_memory_slot:
+        """``kvm_dup_memslots`` copies the structs; the dirty bitmap is shared."""
+        return replace(self)
+
+
+@dataclass
+class kvm_memslots:
+    """One address space's memslot array; a new one is installed for every change."""
+
+    generation: int
+    slots: list[kvm_memory_slot] = field(default_factory=list)
+
+    def id_to_memslot(self, slot_id: int) -> kvm_memory_slot | None:
+        for s in self.slots:
+            if s.id == slot_id:
+                return s
+        return None
+
+
+class kvm_mmu:
+    def __init__(self) -> None:
+        self.root_hpa = INVALID_PAGE
+        self.shadow_root_level = 0
+        self.direct_map = True
+
+
+class Tlb:
+    """A vCPU's TLB for guest-physical translations: gfn -> (pfn, writable).
+
+    Shared: the vCPU fills it and reads it, remote flushes empty it.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.entries: dict[int, tuple[int, bool]] = {}
+        self.version = 0
+        self.name = name
+
+
+class kvm_vcpu:
+    def __init__(self, kvm: Any, vcpu_id: int) -> None:
+        self.kvm = kvm
+        self.vcpu_id = vcpu_id
+        self.requests = Var(0, name=f"vcpu{vcpu_id}->requests")
+        self.mmu = kvm_mmu()
+        self.arch_mmu = self.mmu
+        self.tlb = Tlb(f"vcpu{vcpu_id}->tlb")
+        self.smm = 0
+        self.guest_mode = 0
+        self.srcu_idx = None
+        self.exited = False
+
+
+class kvm_arch:
+    def __init__(self) -> None:
+        self.tdp_mmu_enabled = True
+        self.tdp_mmu_roots = list_head(None)
+        self.tdp_mmu_pages = list_head(None)
+        self.mmu_valid_gen = 0
+
+
+class HostMM:
+    """The host process's page tables for guest memory: hva page -> pfn.
+
+    An MMU-notifier invalidation changes an hva's pfn (page migration, swap,
+    munmap) between ``invalidate_range_start`` and ``_end``.
+    """
+
+    def __init__(self) -> None:
+        self.ptes: dict[int, Var] = {}
+        self.next_pfn = 0x100
+        self.old_pfns: dict[int, list[int]] = {}  # hva -> pfns it was moved away from
+
+    def pte(self, hva: int) -> Var:
+        """The host PTE of an hva page: a shared ``(pfn, writable)`` word."""
+        v = self.ptes.get(hva)
+        if v is None:
+            v = self.ptes[hva] = Var((self.alloc_pfn(), True), name=f"host pte {hva:#x}")
+        return v
+
+    def replace(self, hva: int, writable: bool) -> tuple[int, bool]:
+        """The host moves an hva to a new page frame (one visible store)."""
+        pte = self.pte(hva)
+        old_pfn = pte.value[0]
+        new = (self.alloc_pfn(), writable)
+        pte.store(new)
+        self.old_pfns.setdefault(hva, []).append(old_pfn)
+        return new
+
+    def alloc_pfn(self) -> int:
+        pfn = self.next_pfn
+        self.next_pfn += 1
+        return pfn
+
+
+class kvm:
+    """``struct kvm`` with the fields the TDP MMU paths use."""
+
+    def __init__(self, nr_vcpus: int, root_level: int) -> None:
+        self.mmu_lock = spinlock_t("kvm->mmu_lock")
+        self.slots_lock_owner = None
+        self.arch = kvm_arch()
+        self.memslots = [Var(kvm_memslots(generation=0), name=f"kvm->memslots[{i}]")
+                         for i in range(KVM_ADDRESS_SPACE_NUM)]
+        self.mmu_notifier_seq = Var(0, name="kvm->mmu_notifier_seq")
+        self.mmu_notifier_count = 0  # protected by mmu_lock
+        self.tlbs_dirty = 0
+        self.root_level = root_level
+        self.vcpus = [kvm_vcpu(self, i) for i in range(nr_vcpus)]
+        self.mm = HostMM()
+        self.phys: dict[int, kvm_mmu_page] = {}  # pfn -> page-table page (page_private)
+        self.freed_phys: dict[int, str] = {}  # pfn of a freed page-table page -> its name
+        self.next_pt_pfn = 0x8000
+        self.nr_roots_made = 0
+        self.nr_pages_made = 0
+        self.destroyed = False
+        self.vcpu_threads_running = Var(0, name="vCPU threads in KVM_RUN")
+        self.probes: list[Any] = []
+        self.slab: Any = None
+        self.mmu_page_header_cache: Any = None

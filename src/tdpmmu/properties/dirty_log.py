@@ -1,0 +1,57 @@
+"""Every guest write made while dirty logging is on shows in the next dirty-log read.
+
+Logging is on for a slot from the moment the enabling ioctl returns.  A write
+made before a ``KVM_GET_DIRTY_LOG`` starts must be in the gfns it returns; a
+write made while the read is in progress may show in this read or the next.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..engine import report
+
+
+class DirtyLogComplete:
+    name = "dirty-log-complete"
+
+    def __init__(self, kvm: Any) -> None:
+        self.kvm = kvm
+        self.logging: set[tuple[int, int]] = set()  # (as_id, slot id) with logging on
+        self.pending: dict[tuple[int, int], dict[int, int]] = {}  # slot -> gfn -> step
+        self.must: dict[tuple[int, int], set[int]] = {}
+
+    def _slot_of(self, as_id: int, gfn: int) -> Any:
+        for slot in self.kvm.memslots[as_id].value.slots:
+            if slot.contains(gfn):
+                return slot
+        return None
+
+    def probe(self, event: str, f: dict[str, Any]) -> None:
+        if event == "dirty_log_enabled":
+            self.logging.add(f["key"])
+            self.pending.setdefault(f["key"], {})
+        elif event == "dirty_log_disabled":
+            self.logging.discard(f["key"])
+            self.pending.pop(f["key"], None)
+        elif event == "guest_access" and f["write"]:
+            slot = self._slot_of(f["as_id"], f["gfn"])
+            if slot is not None and (slot.as_id, slot.id) in self.logging:
+                self.pending[(slot.as_id, slot.id)].setdefault(f["gfn"], 0)
+        elif event == "dirty_log_read_start":
+            self.must[f["key"]] = set(self.pending.get(f["key"], {}))
+        elif event == "dirty_log_returned":
+            key = f["key"]
+            got = set(f["gfns"])
+            pending = self.pending.get(key, {})
+            for gfn in list(pending):
+                if gfn in got:
+                    del pending[gfn]
+            missed = sorted(g for g in self.must.pop(key, set()) if g in pending)
+            for g in missed:
+                del pending[g]
+            if missed:
+                gfns = ", ".join(f"{g:#x}" for g in missed)
+                report("property", f"{self.name}: KVM_GET_DIRTY_LOG on slot {key[1]} "
+                       f"(as_id {key[0]}) missed guest writes to gfn {gfns} made while "
+                       "dirty logging was on", "kvm_vm_ioctl_get_dirty_log")

@@ -1,0 +1,81 @@
+"""After an MMU-notifier invalidation completes, nothing maps the range.
+
+At ``invalidate_range_end`` no SPTE in any root and no vCPU TLB entry may map
+a gfn whose host page was in the invalidated range: the host is free to
+reuse those pages from then on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..engine import READ, report, visible
+from .peek import peek, roots_on_list
+
+
+def leaf_mappings(kvm: Any, root: Any, level: int, base_gfn: int = 0):
+    """(gfn, pfn) of every present leaf under ``root`` (huge leaves expanded)."""
+    from ..kvm.spte import (
+        KVM_PAGES_PER_HPAGE,
+        PT64_ENT_PER_PAGE,
+        is_last_spte,
+        is_shadow_present_pte,
+        spte_to_pfn,
+    )
+    spt = peek(root, "spt") or []
+    for i in range(min(len(spt), PT64_ENT_PER_PAGE)):
+        spte = spt[i]
+        if not is_shadow_present_pte(spte):
+            continue
+        gfn = base_gfn + i * KVM_PAGES_PER_HPAGE(level)
+        if is_last_spte(spte, level):
+            for j in range(KVM_PAGES_PER_HPAGE(level)):
+                yield gfn + j, spte_to_pfn(spte) + j
+        else:
+            child = kvm.phys.get(spte_to_pfn(spte))
+            if child is not None:
+                yield from leaf_mappings(kvm, child, level - 1, gfn)
+
+
+class InvalidationComplete:
+    name = "invalidation-complete"
+
+    def __init__(self, kvm: Any) -> None:
+        self.kvm = kvm
+
+    def range_gfns(self, start: int, end: int) -> dict[int, set[int]]:
+        """as_id -> gfns backed by hvas in [start, end)."""
+        out: dict[int, set[int]] = {}
+        for as_id, var in enumerate(self.kvm.memslots):
+            for slot in var.value.slots:
+                lo = max(start, slot.userspace_addr)
+                hi = min(end, slot.userspace_addr + slot.npages)
+                for hva in range(lo, hi):
+                    out.setdefault(as_id, set()).add(slot.base_gfn + hva - slot.userspace_addr)
+        return out
+
+    def probe(self, event: str, fields: dict[str, Any]) -> None:
+        if event != "invalidate_range_end":
+            return
+        kvm = self.kvm
+        start, end = fields["start"], fields["end"]
+        hvas = range(start, end)
+        old_pfns = {pfn for hva in hvas for pfn in kvm.mm.old_pfns.get(hva, ())}
+        visible("property: invalidation complete",
+                tuple((v.tlb, READ) for v in kvm.vcpus))
+        problems = []
+        for root in roots_on_list(kvm):
+            role = peek(root, "role")
+            for gfn, pfn in leaf_mappings(kvm, root, role.level):
+                if pfn in old_pfns:
+                    problems.append(f"root {peek(root, 'name')} maps gfn {gfn:#x} -> "
+                                    f"stale pfn {pfn:#x}")
+        for v in kvm.vcpus:
+            for gfn, (pfn, _w) in v.tlb.entries.items():
+                if pfn in old_pfns:
+                    problems.append(f"vcpu{v.vcpu_id} TLB maps gfn {gfn:#x} -> stale pfn "
+                                    f"{pfn:#x}")
+        if problems:
+            report("property", f"{self.name}: after invalidate_range_end(hva "
+                   f"{start:#x}-{end:#x}) {problems[0]}",
+                   "kvm_mmu_notifier_invalidate_range_end", problems)

@@ -1,0 +1,159 @@
+"""What each scenario action does: the ioctls, host events and vCPU runs, as
+calls into a kernel version."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from ..engine import READ, mark, visible
+from ..kvm.structs import KVM_MEM_LOG_DIRTY_PAGES
+from ..kvm.x86 import GuestOp
+from .format import Action
+
+
+class World:
+    """One execution's state: the kernel version's code, the VM, its properties."""
+
+    def __init__(self, k: Any, kvm: Any, props: Any) -> None:
+        self.k = k
+        self.kvm = kvm
+        self.props = props
+        self.dirty_reads: list[tuple[int, list[int]]] = []
+
+
+def _slot(world: World, a: Action) -> Any:
+    """The memslot an ioctl names, or None: then the ioctl fails with -EINVAL
+    (in some interleavings another thread may have deleted it)."""
+    slots = world.kvm.memslots[a.args.get("as_id", 0)].value
+    slot = slots.id_to_memslot(a.args["slot"])
+    if slot is None:
+        mark(f"{a.op}: no memslot {a.args['slot']}: -EINVAL")
+    return slot
+
+
+def do_vcpu_run(world: World, a: Action) -> None:
+    vcpu = world.kvm.vcpus[a.args["vcpu"]]
+    program = [GuestOp(kind, gfn) for kind, gfn in a.args["guest"]]
+    world.k.kvm_arch_vcpu_ioctl_run(vcpu, program)
+
+
+def do_vcpu_unload(world: World, a: Action) -> None:
+    world.k.kvm_mmu_unload(world.kvm.vcpus[a.args["vcpu"]])
+
+
+def do_memslot_create(world: World, a: Action) -> None:
+    args = a.args
+    flags = KVM_MEM_LOG_DIRTY_PAGES if args["log_dirty"] else 0
+    for hva in range(args["hva"], args["hva"] + args["npages"]):
+        world.kvm.mm.pte(hva)
+    world.k.kvm_set_memory_region(world.kvm, args["as_id"], args["slot"], flags,
+                                  args["base_gfn"], args["npages"], args["hva"], args["huge"])
+    if args["log_dirty"]:
+        world.k.trace_event(world.kvm, "dirty_log_enabled", key=(args["as_id"], args["slot"]))
+
+
+def do_memslot_delete(world: World, a: Action) -> None:
+    slot = _slot(world, a)
+    if slot is None:
+        return
+    world.k.kvm_set_memory_region(world.kvm, slot.as_id, slot.id, slot.flags, slot.base_gfn,
+                                  0, slot.userspace_addr)
+
+
+def do_memslot_move(world: World, a: Action) -> None:
+    slot = _slot(world, a)
+    if slot is None:
+        return
+    world.k.kvm_set_memory_region(world.kvm, slot.as_id, slot.id, slot.flags,
+                                  a.args["base_gfn"], slot.npages, slot.userspace_addr)
+
+
+def do_dirty_log_enable(world: World, a: Action) -> None:
+    slot = _slot(world, a)
+    if slot is None:
+        return
+    world.k.kvm_set_memory_region(world.kvm, slot.as_id, slot.id,
+                                  slot.flags | KVM_MEM_LOG_DIRTY_PAGES, slot.base_gfn,
+                                  slot.npages, slot.userspace_addr)
+    world.k.trace_event(world.kvm, "dirty_log_enabled", key=(slot.as_id, slot.id))
+
+
+def do_dirty_log_disable(world: World, a: Action) -> None:
+    slot = _slot(world, a)
+    if slot is None:
+        return
+    world.k.trace_event(world.kvm, "dirty_log_disabled", key=(slot.as_id, slot.id))
+    world.k.kvm_set_memory_region(world.kvm, slot.as_id, slot.id,
+                                  slot.flags & ~KVM_MEM_LOG_DIRTY_PAGES, slot.base_gfn,
+                                  slot.npages, slot.userspace_addr)
+
+
+def do_get_dirty_log(world: World, a: Action) -> None:
+    slot = _slot(world, a)
+    if slot is None:
+        return
+    key = (slot.as_id, slot.id)
+    world.k.trace_event(world.kvm, "dirty_log_read_start", key=key)
+    gfns = world.k.kvm_vm_ioctl_get_dirty_log(world.kvm, slot.as_id, slot.id)
+    world.dirty_reads.append((slot.id, gfns))
+    world.k.trace_event(world.kvm, "dirty_log_returned", key=key, gfns=gfns)
+
+
+def do_invalidate(world: World, a: Action) -> None:
+    kvm, k = world.kvm, world.k
+    start, end = a.args["hva"], a.args["hva"] + a.args["npages"]
+    k.kvm_mmu_notifier_invalidate_range_start(kvm, start, end)
+    for hva in range(start, end):  # the host moves the pages to new frames
+        kvm.mm.replace(hva, writable=True)
+    k.kvm_mmu_notifier_invalidate_range_end(kvm, start, end)
+
+
+def do_change_pte(world: World, a: Action) -> None:
+    kvm, k = world.kvm, world.k
+    hva = a.args["hva"]
+    k.kvm_mmu_notifier_invalidate_range_start(kvm, hva, hva + 1)
+    new = kvm.mm.replace(hva, writable=False)  # KSM merges it into a read-only page
+    k.kvm_mmu_notifier_change_pte(kvm, hva, new)
+    k.kvm_mmu_notifier_invalidate_range_end(kvm, hva, hva + 1)
+
+
+def do_age(world: World, a: Action) -> None:
+    world.k.kvm_mmu_notifier_clear_flush_young(world.kvm, a.args["hva"],
+                                               a.args["hva"] + a.args["npages"])
+
+
+def do_test_age(world: World, a: Action) -> None:
+    world.k.kvm_mmu_notifier_test_young(world.kvm, a.args["hva"])
+
+
+def do_zap_all(world: World, a: Action) -> None:
+    world.k.kvm_arch_flush_shadow_all(world.kvm)
+
+
+def do_destroy_vm(world: World, a: Action) -> None:
+    kvm = world.kvm
+    running = kvm.vcpu_threads_running
+    # The VM goes away when its last file reference does: after every vCPU
+    # thread has left KVM_RUN and closed its fd.
+    visible("wait for vCPU threads to exit", ((running, READ),),
+            lambda: running.value == 0, waits_for="vCPU threads to exit")
+    world.k.kvm_destroy_vm(kvm)
+
+
+ACTIONS: dict[str, Callable[[World, Action], None]] = {
+    "vcpu_run": do_vcpu_run,
+    "vcpu_unload": do_vcpu_unload,
+    "memslot_create": do_memslot_create,
+    "memslot_delete": do_memslot_delete,
+    "memslot_move": do_memslot_move,
+    "dirty_log_enable": do_dirty_log_enable,
+    "dirty_log_disable": do_dirty_log_disable,
+    "get_dirty_log": do_get_dirty_log,
+    "invalidate": do_invalidate,
+    "change_pte": do_change_pte,
+    "age": do_age,
+    "test_age": do_test_age,
+    "zap_all": do_zap_all,
+    "destroy_vm": do_destroy_vm,
+}

@@ -1,0 +1,329 @@
+"""The scenario file format, and its validation.
+
+A scenario is a TOML file::
+
+    name = "seed-bug"
+    description = "..."
+
+    [vm]
+    vcpus = 1             # number of vCPUs
+    root_level = 3        # paging levels (2-4), optional
+
+    [[memslot]]           # the memslots the VM starts with
+    id = 0
+    as_id = 0             # optional, 0 or 1 (SMM)
+    base_gfn = 0
+    npages = 4
+    hva = 0x100           # host virtual page the slot starts at
+    huge = false          # optional: the host backs the slot with huge pages
+    log_dirty = false     # optional: dirty logging enabled from the start
+
+    [[setup]]             # optional: actions run to completion before the threads
+    op = "vcpu_run"
+    vcpu = 0
+    guest = ["write 0x1"]
+
+    [[thread]]            # a model thread: a named list of actions
+    name = "host"
+    actions = [
+      { op = "memslot_move", slot = 1, base_gfn = 0x10 },
+    ]
+
+    [[thread]]
+    name = "vcpu0"
+    actions = [ { op = "vcpu_run", vcpu = 0, guest = ["write 0x1", "read 0x2"] } ]
+
+Actions (``op`` and its fields; ``as_id`` defaults to 0 everywhere):
+
+- ``vcpu_run``: vcpu, guest — KVM_RUN until the guest program ends.  Guest
+  instructions are ``"read GFN"``, ``"write GFN"``, ``"smi"`` (enter SMM) and
+  ``"rsm"`` (leave SMM).
+- ``vcpu_unload``: vcpu — ``kvm_mmu_unload`` (as INVPCID does).
+- ``memslot_create``: slot, base_gfn, npages, hva, [huge, log_dirty]
+- ``memslot_delete``: slot;  ``memslot_move``: slot, base_gfn
+- ``dirty_log_enable`` / ``dirty_log_disable`` / ``get_dirty_log``: slot
+- ``invalidate``: hva, npages — an MMU-notifier invalidation that moves the
+  pages to new host frames (``invalidate_range_start``, host PTE change,
+  ``invalidate_range_end``)
+- ``change_pte``: hva — KSM-style: invalidate start, the page becomes a
+  read-only copy, ``change_pte``, invalidate end
+- ``age``: hva, npages (``clear_flush_young``);  ``test_age``: hva
+- ``zap_all``: ``kvm_mmu_zap_all`` (``kvm_arch_flush_shadow_all``)
+- ``destroy_vm``: waits until every vCPU thread has left KVM_RUN, then tears
+  the VM down
+
+Every error names the file, the place (e.g. ``thread 'host' action 2``) and
+the reason.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MAX_VCPUS = 4
+
+
+class ScenarioError(ValueError):
+    """A scenario that cannot be used; the message names file, place and reason."""
+
+
+@dataclass(frozen=True)
+class Action:
+    op: str
+    args: dict[str, Any]
+    where: str  # e.g. "thread 'host' action 2", for messages
+
+    def __str__(self) -> str:
+        parts = [self.op] + [f"{k}={_fmt(v)}" for k, v in self.args.items()]
+        return " ".join(parts)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, int):
+        return hex(v) if v > 9 else str(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(str(x) for x in v) + "]"
+    return str(v)
+
+
+@dataclass(frozen=True)
+class MemslotSpec:
+    id: int
+    as_id: int
+    base_gfn: int
+    npages: int
+    hva: int
+    huge: bool = False
+    log_dirty: bool = False
+
+
+@dataclass
+class Scenario:
+    name: str
+    description: str
+    path: str
+    vcpus: int
+    root_level: int
+    memslots: list[MemslotSpec]
+    setup: list[Action]
+    threads: list[tuple[str, list[Action]]] = field(default_factory=list)
+
+
+# op -> (required fields, optional fields with defaults)
+OPS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
+    "vcpu_run": (("vcpu", "guest"), {}),
+    "vcpu_unload": (("vcpu",), {}),
+    "memslot_create": (("slot", "base_gfn", "npages", "hva"),
+                       {"as_id": 0, "huge": False, "log_dirty": False}),
+    "memslot_delete": (("slot",), {"as_id": 0}),
+    "memslot_move": (("slot", "base_gfn"), {"as_id": 0}),
+    "dirty_log_enable": (("slot",), {"as_id": 0}),
+    "dirty_log_disable": (("slot",), {"as_id": 0}),
+    "get_dirty_log": (("slot",), {"as_id": 0}),
+    "invalidate": (("hva", "npages"), {}),
+    "change_pte": (("hva",), {}),
+    "age": (("hva", "npages"), {}),
+    "test_age": (("hva",), {}),
+    "zap_all": ((), {}),
+    "destroy_vm": ((), {}),
+}
+BOOL_FIELDS = {"huge", "log_dirty"}
+GUEST_KINDS = {"read": True, "write": True, "smi": False, "rsm": False}
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Read and validate a scenario file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ScenarioError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(f"{path}: not valid TOML: {exc}") from None
+    return parse_scenario(data, str(path))
+
+
+def parse_scenario(data: dict[str, Any], path: str) -> Scenario:
+    def err(where: str, why: str) -> ScenarioError:
+        return ScenarioError(f"{path}: {where}: {why}")
+
+    known_top = {"name", "description", "vm", "memslot", "setup", "thread"}
+    for key in data:
+        if key not in known_top:
+            raise err(f"key '{key}'", f"unknown (expected one of: {', '.join(sorted(known_top))})")
+    name = data.get("name")
+    if not isinstance(name, str) or not name:
+        raise err("name", "missing or not a string")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        raise err("description", "must be a string")
+
+    vm = data.get("vm", {})
+    if not isinstance(vm, dict):
+        raise err("[vm]", "must be a table")
+    for key in vm:
+        if key not in ("vcpus", "root_level"):
+            raise err(f"[vm] key '{key}'", "unknown (expected vcpus, root_level)")
+    vcpus = _int(vm.get("vcpus", 1), err, "[vm] vcpus", 1, MAX_VCPUS)
+    root_level = _int(vm.get("root_level", 3), err, "[vm] root_level", 2, 4)
+    max_gfn = 1 << (2 * root_level)
+
+    memslots = []
+    raw_slots = data.get("memslot", [])
+    if not isinstance(raw_slots, list):
+        raise err("memslot", "must be an array of tables ([[memslot]])")
+    seen = set()
+    for i, raw in enumerate(raw_slots):
+        where = f"memslot {i}"
+        if not isinstance(raw, dict):
+            raise err(where, "must be a table")
+        allowed = {"id", "as_id", "base_gfn", "npages", "hva", "huge", "log_dirty"}
+        for key in raw:
+            if key not in allowed:
+                raise err(f"{where} key '{key}'", f"unknown (expected {', '.join(sorted(allowed))})")
+        for key in ("id", "base_gfn", "npages", "hva"):
+            if key not in raw:
+                raise err(where, f"missing '{key}'")
+        spec = MemslotSpec(
+            id=_int(raw["id"], err, f"{where} id", 0, 31),
+            as_id=_int(raw.get("as_id", 0), err, f"{where} as_id", 0, 1),
+            base_gfn=_int(raw["base_gfn"], err, f"{where} base_gfn", 0, max_gfn - 1),
+            npages=_int(raw["npages"], err, f"{where} npages", 1, max_gfn),
+            hva=_int(raw["hva"], err, f"{where} hva", 0, 1 << 40),
+            huge=_bool(raw.get("huge", False), err, f"{where} huge"),
+            log_dirty=_bool(raw.get("log_dirty", False), err, f"{where} log_dirty"))
+        if spec.base_gfn + spec.npages > max_gfn:
+            raise err(where, f"gfns {spec.base_gfn:#x}+{spec.npages} exceed the guest's "
+                      f"{max_gfn} gfns (root_level {root_level})")
+        if (spec.as_id, spec.id) in seen:
+            raise err(where, f"slot id {spec.id} is defined twice in as_id {spec.as_id}")
+        for other in memslots:
+            if other.as_id == spec.as_id and spec.base_gfn < other.base_gfn + other.npages \
+                    and other.base_gfn < spec.base_gfn + spec.npages:
+                raise err(where, f"overlaps memslot {other.id}")
+        seen.add((spec.as_id, spec.id))
+        memslots.append(spec)
+
+    ctx = (err, vcpus, max_gfn)
+    setup_raw = data.get("setup", [])
+    if not isinstance(setup_raw, list):
+        raise err("setup", "must be an array of tables ([[setup]])")
+    setup = [_action(a, f"setup action {i}", ctx) for i, a in enumerate(setup_raw)]
+
+    threads_raw = data.get("thread", [])
+    if not isinstance(threads_raw, list) or not threads_raw:
+        raise err("thread", "at least one [[thread]] is needed")
+    threads = []
+    names = set()
+    for i, raw in enumerate(threads_raw):
+        if not isinstance(raw, dict):
+            raise err(f"thread {i}", "must be a table")
+        tname = raw.get("name")
+        if not isinstance(tname, str) or not tname:
+            raise err(f"thread {i}", "missing 'name'")
+        if tname in names:
+            raise err(f"thread '{tname}'", "defined twice")
+        names.add(tname)
+        for key in raw:
+            if key not in ("name", "actions"):
+                raise err(f"thread '{tname}' key '{key}'", "unknown (expected name, actions)")
+        actions = raw.get("actions")
+        if not isinstance(actions, list) or not actions:
+            raise err(f"thread '{tname}'", "needs a non-empty 'actions' array")
+        threads.append((tname, [_action(a, f"thread '{tname}' action {j}", ctx)
+                                for j, a in enumerate(actions)]))
+    vcpu_owner: dict[int, str] = {}
+    for tname, actions in threads:
+        for a in actions:
+            if "vcpu" in a.args:
+                owner = vcpu_owner.setdefault(a.args["vcpu"], tname)
+                if owner != tname:
+                    raise err(a.where, f"vcpu {a.args['vcpu']} is already run by thread "
+                              f"'{owner}' (a vCPU belongs to one thread)")
+    return Scenario(name=name, description=description.strip(), path=path, vcpus=vcpus,
+                    root_level=root_level, memslots=memslots, setup=setup, threads=threads)
+
+
+def _action(raw: Any, where: str, ctx: tuple) -> Action:
+    err, vcpus, max_gfn = ctx
+    if not isinstance(raw, dict):
+        raise err(where, "must be a table like { op = \"...\", ... }")
+    op = raw.get("op")
+    if op not in OPS:
+        raise err(where, f"unknown op {op!r} (known: {', '.join(OPS)})")
+    required, optional = OPS[op]
+    args: dict[str, Any] = {}
+    for key in raw:
+        if key != "op" and key not in required and key not in optional:
+            allowed = ", ".join(required + tuple(optional)) or "none"
+            raise err(f"{where} ({op})", f"unknown field '{key}' (allowed: {allowed})")
+    for key in required:
+        if key not in raw:
+            raise err(f"{where} ({op})", f"missing field '{key}'")
+    for key in required + tuple(optional):
+        value = raw.get(key, optional.get(key))
+        if key == "guest":
+            args[key] = _guest(value, f"{where} ({op}) guest", err, max_gfn)
+        elif key in BOOL_FIELDS:
+            args[key] = _bool(value, err, f"{where} ({op}) {key}")
+        elif key == "vcpu":
+            args[key] = _int(value, err, f"{where} ({op}) vcpu", 0, vcpus - 1)
+        elif key in ("base_gfn",):
+            args[key] = _int(value, err, f"{where} ({op}) {key}", 0, max_gfn - 1)
+        elif key == "npages":
+            args[key] = _int(value, err, f"{where} ({op}) {key}", 1, max_gfn)
+        elif key == "as_id":
+            args[key] = _int(value, err, f"{where} ({op}) {key}", 0, 1)
+        else:
+            args[key] = _int(value, err, f"{where} ({op}) {key}", 0, 1 << 40)
+    return Action(op, args, where)
+
+
+def _guest(value: Any, where: str, err: Any, max_gfn: int) -> list[tuple[str, int]]:
+    if not isinstance(value, list) or not value:
+        raise err(where, "must be a non-empty array of instructions like \"write 0x1\"")
+    out = []
+    for i, ins in enumerate(value):
+        if not isinstance(ins, str):
+            raise err(f"{where}[{i}]", "must be a string like \"write 0x1\"")
+        parts = ins.split()
+        kind = parts[0] if parts else ""
+        if kind not in GUEST_KINDS:
+            raise err(f"{where}[{i}]", f"unknown instruction {ins!r} (read GFN, write GFN, "
+                      "smi, rsm)")
+        if GUEST_KINDS[kind]:
+            if len(parts) != 2:
+                raise err(f"{where}[{i}]", f"{kind} takes one gfn, e.g. \"{kind} 0x1\"")
+            try:
+                gfn = int(parts[1], 0)
+            except ValueError:
+                raise err(f"{where}[{i}]", f"bad gfn {parts[1]!r}") from None
+            if not 0 <= gfn < max_gfn:
+                raise err(f"{where}[{i}]", f"gfn {gfn:#x} is outside the guest's {max_gfn} gfns")
+            out.append((kind, gfn))
+        else:
+            if len(parts) != 1:
+                raise err(f"{where}[{i}]", f"{kind} takes no operand")
+            out.append((kind, 0))
+    return out
+
+
+def _int(value: Any, err: Any, where: str, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise err(where, f"must be an integer, got {value!r}")
+    if not lo <= value <= hi:
+        raise err(where, f"{value} is out of range {lo}..{hi}")
+    return value
+
+
+def _bool(value: Any, err: Any, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise err(where, f"must be true or false, got {value!r}")
+    return value
