@@ -31,6 +31,7 @@ from .var import Var, cpu_relax, note_read
 __all__ = [
     "ACQUIRE", "ACQUIRE_SHARED", "READ", "RELEASE", "RELEASE_SHARED", "STRATEGIES", "WRITE",
     "EngineError", "Finding", "ReplayMismatch", "Result", "SoftFinding", "Step", "TokenError",
+    "Violation",
     "Var", "choose", "cpu_relax", "current_execution", "current_thread", "dependent",
     "execution_local", "explore", "hide_frames_of", "mark", "note_read", "replay", "report",
     "visible",

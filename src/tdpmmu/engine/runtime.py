@@ -15,6 +15,7 @@ keeps the common "same thread again" case at the cost of a function call.
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import traceback
 from collections.abc import Callable
@@ -229,10 +230,8 @@ class Execution:
         for t in self.threads:
             g = t.glet
             if g is not None and not g.dead and g:
-                try:
+                with contextlib.suppress(_Stop):
                     g.throw(_Stop)
-                except _Stop:
-                    pass
             t.glet = None if g is None or g.dead else g
 
     def fail(self, finding: Finding, t: ModelThread | None) -> None:

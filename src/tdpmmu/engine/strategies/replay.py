@@ -8,7 +8,7 @@ from ..runtime import EngineError
 from .base import Strategy
 
 
-class ReplayMismatch(EngineError):
+class ReplayMismatch(EngineError):  # noqa: N818 - the public API's name
     """The schedule does not fit this program (another program, version or scenario)."""
 
 
