@@ -12,9 +12,19 @@ then skip an alternative whose next event commutes with everything run since it
 was explored.
 
 Locks: acquires race with acquires; a release only orders the next acquire
-after it (the reverse order is impossible while the lock is held).  An enabling
-condition must depend only on the objects its operation declares, so that a
-reversal that leaves the operation disabled is known to be infeasible.
+after it (the reverse order is impossible while the lock is held).  A plain
+READ or WRITE of a lock object (an is-locked test, a trylock) conflicts with
+every lock operation on it.  An enabling condition must depend only on the
+objects its operation declares, so that a reversal that leaves the operation
+disabled is known to be infeasible.
+
+Blocking: an operation that is disabled is no event, so the races above never
+see it, yet it may be able to run earlier, before what disabled it.  So the
+announced operation of a disabled thread is raced against the execution as if
+it ran, before every event it depends on and when the execution ends (a
+deadlock, a sleep-blocked execution): without this, a thread that blocks for
+good (B waits on a lock A holds while A waits forever) never gets its
+alternative order tried.
 """
 
 from __future__ import annotations
@@ -28,7 +38,8 @@ from .tree import Node, TreeStrategy
 class _ObjState:
     """Happens-before bookkeeping of one shared object in the current execution."""
 
-    __slots__ = ("obj", "last_w", "reads", "last_acq", "shared_acq", "last_rel", "shared_rel")
+    __slots__ = ("obj", "last_w", "reads", "last_acq", "shared_acq", "last_rel", "shared_rel",
+                 "locked")
 
     def __init__(self, obj: object) -> None:
         self.obj = obj  # keeps the object alive, so its id() is not reused meanwhile
@@ -38,6 +49,7 @@ class _ObjState:
         self.shared_acq: dict[int, int] = {}  # tid -> shared acquire since last_acq
         self.last_rel = -1  # last exclusive release
         self.shared_rel: dict[int, int] = {}  # tid -> shared release since last_acq
+        self.locked = False  # some lock operation was seen (READ/WRITE must look at them)
 
 
 class DporStrategy(TreeStrategy):
@@ -93,12 +105,119 @@ class DporStrategy(TreeStrategy):
         seq = clock[tid] + 1
         clock[tid] = seq
         index = len(self.ev_tid)
-        if not acc:
-            self._record(tid, seq, clock, index)
-            return
-        ev_clock = self.ev_clock
+        if acc:
+            # A disabled operation is no event, but it could have run earlier;
+            # race it before each event it depends on changes what it races
+            # with (the last dependent event, as Flanagan-Godefroid DPOR does
+            # for every next operation), and at the end (see end()).
+            if fresh and len(node.enabled) < nthreads:
+                for q in threads:
+                    if q.tid not in node.enabled and not q.finished and q.acc \
+                            and dependent(q.acc, acc):
+                        self._race_pending(ex, q)
+            candidates, joins = self._dependencies(acc)
+            races = self._races(tid, clock, candidates) if fresh and candidates else None
+            self._join(clock, joins)
+            for e in self._maximal(races) if races else ():
+                self._reverse(ex, e, tid, clock)
+            self._update(tid, acc, index)
+        self._record(tid, seq, clock, index)
+
+    def end(self, ex: Any) -> None:
+        """Race the operations that never ran against the execution.
+
+        A thread still unfinished when an execution ends (a deadlock, a
+        sleep-blocked execution, a stop on a finding) has announced an
+        operation that never became an event, so :meth:`on_step` never raced
+        it; yet running it earlier may be possible and lead elsewhere (thread
+        B takes a lock before A takes it and blocks forever holding it).
+        Each such operation is raced as if it ran next.
+        """
+        for t in ex.threads:
+            if not t.finished and t.acc:
+                self._race_pending(ex, t)
+
+    def _race_pending(self, ex: Any, t: Any) -> None:
+        """Race thread ``t``'s announced operation as if it ran now."""
+        clock = self.clocks.get(t.tid)
+        clock = [0] * len(ex.threads) if clock is None else clock[:]
+        clock[t.tid] += 1
+        candidates, joins = self._dependencies(t.acc)
+        races = self._races(t.tid, clock, candidates)
+        self._join(clock, joins)
+        for e in self._maximal(races):
+            self._reverse(ex, e, t.tid, clock)
+
+    def _dependencies(self, acc: Any) -> tuple[list[int], list[int]]:
+        """Earlier events an operation with accesses ``acc`` may race with
+        (``candidates``) and those it is ordered after (``joins``).
+
+        Only reads the object states: every access of one operation is
+        compared with the events before it, not with the operation's own
+        accesses of the same object.
+        """
         candidates: list[int] = []
         joins: list[int] = []
+        objs = self.objs
+        for obj, mode in acc:
+            st = objs.get(id(obj))
+            if st is None:
+                continue
+            if mode == READ:
+                if st.last_w >= 0:
+                    candidates.append(st.last_w)
+                    joins.append(st.last_w)
+                if st.locked:
+                    self._lock_frontier(st, candidates, joins)
+            elif mode == WRITE:
+                if st.last_w >= 0:
+                    candidates.append(st.last_w)
+                    joins.append(st.last_w)
+                reads = st.reads.values()
+                candidates.extend(reads)
+                joins.extend(reads)
+                if st.locked:
+                    self._lock_frontier(st, candidates, joins)
+            else:
+                if mode == ACQUIRE:
+                    if st.last_acq >= 0:
+                        candidates.append(st.last_acq)
+                    candidates.extend(st.shared_acq.values())
+                    if st.last_rel >= 0:
+                        joins.append(st.last_rel)
+                    joins.extend(st.shared_rel.values())
+                elif mode == ACQUIRE_SHARED:
+                    if st.last_acq >= 0:
+                        candidates.append(st.last_acq)
+                    if st.last_rel >= 0:
+                        joins.append(st.last_rel)
+                # Plain accesses of the lock word (a trylock's WRITE, an
+                # is-locked READ) conflict with every lock operation.
+                if st.last_w >= 0:
+                    candidates.append(st.last_w)
+                    joins.append(st.last_w)
+                if st.reads:
+                    reads = st.reads.values()
+                    candidates.extend(reads)
+                    joins.extend(reads)
+        return candidates, joins
+
+    @staticmethod
+    def _lock_frontier(st: _ObjState, candidates: list[int], joins: list[int]) -> None:
+        """Add the lock operations on ``st`` a plain READ or WRITE of the lock word
+        depends on: the last exclusive acquire and release, and the shared ones
+        since (every earlier lock operation happens before one of these)."""
+        for e in (st.last_acq, st.last_rel):
+            if e >= 0:
+                candidates.append(e)
+                joins.append(e)
+        for d in (st.shared_acq, st.shared_rel):
+            if d:
+                candidates.extend(d.values())
+                joins.extend(d.values())
+
+    def _update(self, tid: int, acc: Any, index: int) -> None:
+        """Record event ``index`` of thread ``tid`` in the states of the objects it touched."""
         objs = self.objs
         for obj, mode in acc:
             key = id(obj)
@@ -106,58 +225,45 @@ class DporStrategy(TreeStrategy):
             if st is None:
                 st = objs[key] = _ObjState(obj)
             if mode == READ:
-                if st.last_w >= 0:
-                    candidates.append(st.last_w)
-                    joins.append(st.last_w)
                 st.reads[tid] = index
             elif mode == WRITE:
-                if st.last_w >= 0:
-                    candidates.append(st.last_w)
-                    joins.append(st.last_w)
-                for r in st.reads.values():
-                    candidates.append(r)
-                    joins.append(r)
                 st.last_w = index
                 st.reads = {}
-            elif mode == ACQUIRE:
-                if st.last_acq >= 0:
-                    candidates.append(st.last_acq)
-                candidates.extend(st.shared_acq.values())
-                if st.last_rel >= 0:
-                    joins.append(st.last_rel)
-                joins.extend(st.shared_rel.values())
-                st.last_acq = index
-                st.shared_acq = {}
-                st.shared_rel = {}
-            elif mode == ACQUIRE_SHARED:
-                if st.last_acq >= 0:
-                    candidates.append(st.last_acq)
-                if st.last_rel >= 0:
-                    joins.append(st.last_rel)
-                st.shared_acq[tid] = index
-            elif mode == RELEASE:
-                st.last_rel = index
-            elif mode == RELEASE_SHARED:
-                st.shared_rel[tid] = index
-        # Candidates not already ordered before this thread's previous events.
+            else:
+                st.locked = True
+                if mode == ACQUIRE:
+                    st.last_acq = index
+                    st.shared_acq = {}
+                    st.shared_rel = {}
+                elif mode == ACQUIRE_SHARED:
+                    st.shared_acq[tid] = index
+                elif mode == RELEASE:
+                    st.last_rel = index
+                elif mode == RELEASE_SHARED:
+                    st.shared_rel[tid] = index
+
+    def _races(self, tid: int, clock: list[int], candidates: list[int]) -> list[int]:
+        """The candidates that race with an event of ``tid`` whose own-thread past
+        is ``clock``: events of another thread not already ordered before it."""
         ev_tid, ev_seq = self.ev_tid, self.ev_seq
-        races = [e for e in set(candidates)
-                 if ev_tid[e] != tid and clock[ev_tid[e]] < ev_seq[e]]
+        return [e for e in set(candidates) if ev_tid[e] != tid and clock[ev_tid[e]] < ev_seq[e]]
+
+    def _maximal(self, races: list[int]) -> list[int]:
+        """The races not happening before another one (a race with e is implied
+        when e happens before another racing event)."""
+        if len(races) < 2:
+            return races
+        ev_tid, ev_seq, ev_clock = self.ev_tid, self.ev_seq, self.ev_clock
+        return [e for e in races
+                if not any(o != e and ev_clock[o][ev_tid[e]] >= ev_seq[e] for o in races)]
+
+    def _join(self, clock: list[int], joins: list[int]) -> None:
+        ev_clock = self.ev_clock
         for j in joins:
             cj = ev_clock[j]
-            for i in range(nthreads):
-                if cj[i] > clock[i]:
-                    clock[i] = cj[i]
-        if fresh and races:
-            if len(races) > 1:
-                # Keep the maximal ones: a race with e is implied when e happens
-                # before another racing event.
-                races = [e for e in races
-                         if not any(o != e and ev_clock[o][ev_tid[e]] >= ev_seq[e]
-                                    for o in races)]
-            for e in races:
-                self._reverse(ex, e, tid, clock)
-        self._record(tid, seq, clock, index)
+            for i, c in enumerate(cj):
+                if c > clock[i]:
+                    clock[i] = c
 
     def _record(self, tid: int, seq: int, clock: list[int], index: int) -> None:
         self.clocks[tid] = clock

@@ -1,0 +1,224 @@
+"""Small models shared by the engine tests: a test lock and a random-program interpreter.
+
+The real kernel locks live in ``tdpmmu.kernel``; these tests use their own lock,
+written with nothing but the engine's public API, so that they test the engine
+alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from tdpmmu.engine import (
+    ACQUIRE,
+    ACQUIRE_SHARED,
+    READ,
+    RELEASE,
+    RELEASE_SHARED,
+    WRITE,
+    Var,
+    choose,
+    cpu_relax,
+    current_thread,
+    explore,
+    visible,
+)
+from tdpmmu.engine.strategies import DfsStrategy, DporStrategy
+
+
+class TLock:
+    """A test lock: exclusive (``lock``/``unlock``) and shared (``rlock``/``runlock``)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.owner: str | None = None
+        self.readers = 0
+
+
+def lock(lk: TLock) -> None:
+    visible(f"lock {lk.name}", ((lk, ACQUIRE),),
+            enabled=lambda: lk.owner is None and lk.readers == 0,
+            waits_for=f"lock {lk.name}")
+    lk.owner = current_thread().name
+
+
+def unlock(lk: TLock) -> None:
+    visible(f"unlock {lk.name}", ((lk, RELEASE),))
+    assert lk.owner == current_thread().name, "unlock of a lock not held"
+    lk.owner = None
+
+
+def rlock(lk: TLock) -> None:
+    visible(f"rlock {lk.name}", ((lk, ACQUIRE_SHARED),), enabled=lambda: lk.owner is None,
+            waits_for=f"lock {lk.name} (shared)")
+    lk.readers += 1
+
+
+def runlock(lk: TLock) -> None:
+    visible(f"runlock {lk.name}", ((lk, RELEASE_SHARED),))
+    lk.readers -= 1
+
+
+def trylock(lk: TLock) -> bool:
+    """spin_trylock: takes the lock when free, never blocks.
+
+    Not an ACQUIRE: the engine's ACQUIRE is an operation disabled while the
+    lock is held (so it cannot race with the holder's release); a trylock
+    runs either way, and reads and writes the lock word: WRITE.
+    """
+    visible(f"trylock {lk.name}", ((lk, WRITE),))
+    if lk.owner is None and lk.readers == 0:
+        lk.owner = current_thread().name
+        return True
+    return False
+
+
+def peek(lk: TLock) -> bool:
+    """spin_is_locked: a READ of the lock word."""
+    visible(f"peek {lk.name}", ((lk, READ),))
+    return lk.owner is not None
+
+
+def cmpxchg(v: Var, old: Any, new: Any) -> Any:
+    """Atomic compare-and-exchange on a Var: one visible operation, WRITE mode."""
+    visible(f"cmpxchg {v.name or 'var'}", ((v, WRITE),))
+    cur = v.value
+    if cur == old:
+        v.value = new
+        v.version += 1
+    return cur
+
+
+# --------------------------------------------------------------- random programs
+#
+# A program is a tuple of threads; a thread is a tuple of operations:
+#   ("load", var, reg)              reg = vars[var].load()
+#   ("store", var, ("c", k))        vars[var].store(k)
+#   ("store", var, ("r", reg, k))   vars[var].store(regs[reg] + k)
+#   ("lock", j) / ("unlock", j)     exclusive lock j (well nested, always released)
+#   ("rlock", j) / ("runlock", j)   shared lock j
+#   ("choose", reg)                 reg = choose(2)
+#   ("cas", var, old, new, reg)     reg = cmpxchg(vars[var], old, new)
+#   ("trylock", j, reg) / ("untry", j)  reg = trylock(j); unlock j at "untry" if taken
+#   ("peek", j, reg)                reg = spin_is_locked(j): a READ of the lock
+#   ("xfer", a, b, reg)             one operation reading var a and writing var b (a may be b)
+#   ("nop",)                        a visible operation touching nothing
+#   ("wait", var, k)                block until vars[var] == k (enabled predicate, READ)
+#   ("spin", var, k)                while vars[var].load() != k: cpu_relax()
+
+NREGS = 2
+
+
+@dataclass
+class PState:
+    vars: list[Var]
+    locks: list[TLock]
+    regs: list[list[int]] = field(default_factory=list)
+
+    def snapshot(self) -> tuple:
+        return (tuple(v.value for v in self.vars), tuple(tuple(r) for r in self.regs))
+
+
+def _run_ops(s: PState, me: int, ops: tuple) -> None:
+    regs = s.regs[me]
+    tried: list[bool] = []  # outcome of each trylock not yet matched by its "untry"
+    for op in ops:
+        kind = op[0]
+        if kind == "load":
+            regs[op[2]] = s.vars[op[1]].load()
+        elif kind == "store":
+            src = op[2]
+            s.vars[op[1]].store(src[1] if src[0] == "c" else regs[src[1]] + src[2])
+        elif kind == "lock":
+            lock(s.locks[op[1]])
+        elif kind == "unlock":
+            unlock(s.locks[op[1]])
+        elif kind == "rlock":
+            rlock(s.locks[op[1]])
+        elif kind == "runlock":
+            runlock(s.locks[op[1]])
+        elif kind == "trylock":
+            regs[op[2]] = int(trylock(s.locks[op[1]]))
+            tried.append(bool(regs[op[2]]))
+        elif kind == "untry":
+            if tried.pop():
+                unlock(s.locks[op[1]])
+        elif kind == "peek":
+            regs[op[2]] = int(peek(s.locks[op[1]]))
+        elif kind == "xfer":
+            a, b = s.vars[op[1]], s.vars[op[2]]
+            visible(f"xfer {a.name}->{b.name}", ((a, READ), (b, WRITE)))
+            regs[op[3]] = a.value
+            b.value = a.value + 1
+            b.version += 1
+        elif kind == "nop":
+            visible("nop")
+        elif kind == "choose":
+            regs[op[1]] = choose(2)
+        elif kind == "cas":
+            regs[op[4]] = cmpxchg(s.vars[op[1]], op[2], op[3])
+        elif kind == "wait":
+            v, k = s.vars[op[1]], op[2]
+            visible(f"wait {v.name}=={k}", ((v, READ),), enabled=lambda v=v, k=k: v.value == k,
+                    waits_for=f"{v.name} == {k}")
+        elif kind == "spin":
+            v = s.vars[op[1]]
+            while v.load() != op[2]:
+                cpu_relax()
+        else:  # pragma: no cover - generator bug
+            raise ValueError(op)
+
+
+def build(program: tuple, nvars: int, nlocks: int
+          ) -> tuple[Callable[[], PState], list[tuple[str, Callable[[PState], None]]]]:
+    """The setup function and thread list that run ``program``."""
+    def setup() -> PState:
+        return PState([Var(0, f"v{i}") for i in range(nvars)],
+                      [TLock(f"L{j}") for j in range(nlocks)],
+                      [[0] * NREGS for _ in program])
+
+    def thread(me: int, ops: tuple) -> Callable[[PState], None]:
+        return lambda s: _run_ops(s, me, ops)
+
+    return setup, [(f"T{i}", thread(i, ops)) for i, ops in enumerate(program)]
+
+
+@dataclass
+class Outcomes:
+    """Everything an exhaustive search of a program can observe."""
+
+    finals: set = field(default_factory=set)  # ("ok" | kind, snapshot) of every execution
+    kinds: set = field(default_factory=set)  # violation kinds found
+    executions: int = 0
+    complete: bool = False
+
+
+def outcomes(program: tuple, nvars: int, nlocks: int, strategy: str,
+             max_executions: int = 200_000) -> Outcomes:
+    """Explore ``program`` to the end, going on past violations.
+
+    ``explore`` stops at the first violation; handing it the same strategy
+    object again resumes the search where it stopped, so the whole space is
+    covered and the final state of each violating execution (the last
+    ``observed`` of its trace) is collected too.
+    """
+    setup, threads = build(program, nvars, nlocks)
+    strat = DfsStrategy() if strategy == "dfs" else DporStrategy()
+    out = Outcomes()
+
+    def check(s: PState) -> None:
+        out.finals.add(("ok", s.snapshot()))
+
+    while True:
+        left = max_executions - out.executions
+        r = explore(setup, threads, strategy=strat, check=check, minimize=False,
+                    observe=PState.snapshot, max_executions=left)
+        out.executions += r.executions
+        v = r.violation
+        if v is None:
+            out.complete = r.complete
+            return out
+        out.kinds.add(v.kind)
+        out.finals.add((v.kind, v.trace[-1].observed if v.trace else None))
