@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ from .strategies import (
     DporStrategy,
     PctStrategy,
     RandomStrategy,
+    ReplayMismatch,
     ReplayStrategy,
     Strategy,
 )
@@ -120,6 +122,10 @@ def _run_one(setup: Callable[[], Any], threads: list[tuple[str, Callable[[Any], 
             finding = Finding("assertion", str(exc) or "check failed", "check")
         except Finding as f:
             finding = f
+        except Exception as exc:  # the check broke on this state: a finding, not a crash
+            tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+            finding = Finding("exception", f"{type(exc).__name__}: {exc} (in check)", "check",
+                              [line.rstrip() for line in tb])
         if finding is not None:
             ex.finding_step = ex.nsteps
     root = None
@@ -137,7 +143,7 @@ def _run_one(setup: Callable[[], Any], threads: list[tuple[str, Callable[[Any], 
 def _violation(ex: Execution, f: Finding, thread: str | None, step: int | None,
                root: SoftFinding | None) -> Violation:
     return Violation(kind=f.kind, message=f.message, thread=thread,
-                     schedule=tokens.encode(ex.decisions), trace=ex.steps,
+                     schedule=tokens.encode(ex.decisions, ex.step_bound_hit), trace=ex.steps,
                      function=f.function, details=list(f.details), step=step,
                      preemptions=ex.preemptions, steps=ex.nsteps, root_cause=root)
 
@@ -233,14 +239,22 @@ def replay(setup: Callable[[], Any], threads: list[ThreadSpec], schedule: str,
     """Run exactly the interleaving of a schedule token, with a full trace.
 
     Raises :class:`~tdpmmu.engine.schedule.TokenError` for a corrupt token and
-    :class:`~tdpmmu.engine.strategies.ReplayMismatch` when it does not fit.
+    :class:`~tdpmmu.engine.strategies.ReplayMismatch` when it does not fit
+    (including a program that ends before the schedule does).  A token of an
+    execution cut by the step bound replays up to that same step, whatever
+    ``max_steps`` says.
     """
     specs = _normalise_threads(threads)
-    decisions = tokens.decode(schedule)
+    decisions, step_bound = tokens.decode_full(schedule)
+    if step_bound:
+        max_steps = sum(1 for d in decisions if not d & 1)
     strat = ReplayStrategy(decisions)
     start = time.perf_counter()
     strat.begin()
     ex, violation = _run_one(setup, specs, strat, max_steps, check, invariant, trace=True,
                              observe=observe)
+    if strat.pos < len(decisions):
+        raise ReplayMismatch(f"the program ended after decision {strat.pos} of the "
+                             f"schedule's {len(decisions)}")
     return Result(strategy="replay", executions=1, complete=True, violation=violation,
                   elapsed=time.perf_counter() - start, max_depth=ex.nsteps)

@@ -170,6 +170,7 @@ class Execution:
         self.stopped = False
         self.priming = True
         self.sleep_blocked = False
+        self.step_bound_hit = False
         self.error: EngineError | None = None
         self.main: greenlet | None = None
         self.local: dict[str, Any] = {}  # execution-local storage for primitives
@@ -264,6 +265,7 @@ class Execution:
                 self.stopped = True
             return None
         if self.nsteps >= self.max_steps:
+            self.step_bound_hit = True
             self.fail(Finding("livelock", f"step bound reached: {self.max_steps} steps "
                               "without the threads finishing",
                               details=self._where_threads_are()), None)

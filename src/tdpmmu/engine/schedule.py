@@ -5,6 +5,11 @@ nondeterministic choice).  Runs of steps by one thread are run-length encoded,
 the stream is varint-coded, deflated and base64url-encoded behind a version
 prefix, so a 100,000-step execution with few context switches fits in a few
 hundred bytes.
+
+An execution cut by the step bound (a livelock) ends with a marker, a run of
+length 0 (which encoding never produces otherwise, and older decoders read as
+nothing): replaying it stops at the same step and reports the same livelock,
+whatever step bound the replay is given.
 """
 
 from __future__ import annotations
@@ -31,8 +36,8 @@ def _put_varint(out: bytearray, n: int) -> None:
             return
 
 
-def encode(decisions: list[int]) -> str:
-    """Encode a decision list as a token."""
+def encode(decisions: list[int], step_bound: bool = False) -> str:
+    """Encode a decision list as a token (``step_bound``: the step bound cut it there)."""
     out = bytearray()
     i, n = 0, len(decisions)
     while i < n:
@@ -47,12 +52,19 @@ def encode(decisions: list[int]) -> str:
         _put_varint(out, d)
         _put_varint(out, j - i)
         i = j
+    if step_bound:
+        out += b"\x00\x00"
     packed = zlib.compress(bytes(out), 9)
     return PREFIX + base64.urlsafe_b64encode(packed).decode("ascii").rstrip("=")
 
 
 def decode(token: str) -> list[int]:
     """Decode a token into its decision list, or raise :class:`TokenError`."""
+    return decode_full(token)[0]
+
+
+def decode_full(token: str) -> tuple[list[int], bool]:
+    """Decode a token into its decision list and whether the step bound cut it."""
     token = token.strip()
     if not token.startswith(PREFIX):
         raise TokenError(f"schedule token must start with {PREFIX!r}")
@@ -73,6 +85,7 @@ def decode(token: str) -> list[int]:
     if shift:
         raise TokenError("schedule token is truncated")
     decisions: list[int] = []
+    step_bound = False
     i = 0
     while i < len(values):
         d = values[i]
@@ -82,6 +95,8 @@ def decode(token: str) -> list[int]:
         else:
             if i + 1 >= len(values):
                 raise TokenError("schedule token is truncated")
+            if values[i + 1] == 0:
+                step_bound = True
             decisions.extend([d] * values[i + 1])
             i += 2
-    return decisions
+    return decisions, step_bound
