@@ -64,10 +64,17 @@ class CheckResult:
     knobs: dict[str, str]
     result: engine.Result
     model: Model = field(repr=False)
+    kernel_spec: str = ""  # as the user named it (a version or a variant file)
+    scenario_spec: str = ""
+    kasan: bool = False
 
     @property
     def violation(self) -> engine.Violation | None:
         return self.result.violation
+
+    @property
+    def thread_names(self) -> list[str]:
+        return [name for name, _ in self.model.threads]
 
 
 def resolve_kernel(spec: str) -> type[V5_10]:
@@ -122,7 +129,7 @@ def build_model(kernel_cls: type[V5_10], scenario: Scenario,
     knobs = dict(knobs or {})
     k = make_kernel(kernel_cls, knobs)
     vcpu_threads = {name for name, actions in scenario.threads
-                    if any("vcpu" in a.args and a.op == "vcpu_run" for a in actions)}
+                    if any("vcpu" in a.args for a in actions)}
 
     def setup() -> World:
         vm = kvm(scenario.vcpus, scenario.root_level)
@@ -215,7 +222,8 @@ def check(kernel: str | type[V5_10], scenario: str | Scenario, *, strategy: str 
                                 observe=model.observe, progress=progress)
     finally:
         set_kasan(old_kasan)
-    return CheckResult(kernel_cls.name, scen.name, strategy, dict(model.knobs), result, model)
+    return CheckResult(kernel_cls.name, scen.name, strategy, dict(model.knobs), result, model,
+                       _spec(kernel, kernel_cls.name), _spec(scenario, scen.name), kasan)
 
 
 def replay(kernel: str | type[V5_10], scenario: str | Scenario, schedule: str, *,
@@ -234,7 +242,12 @@ def replay(kernel: str | type[V5_10], scenario: str | Scenario, schedule: str, *
                         f"{scen.name}: {exc}") from None
     finally:
         set_kasan(old_kasan)
-    return CheckResult(kernel_cls.name, scen.name, "replay", dict(model.knobs), result, model)
+    return CheckResult(kernel_cls.name, scen.name, "replay", dict(model.knobs), result, model,
+                       _spec(kernel, kernel_cls.name), _spec(scenario, scen.name), kasan)
+
+
+def _spec(given: Any, name: str) -> str:
+    return given if isinstance(given, str) else name
 
 
 __all__ = ["BUILTIN", "KNOBS", "CheckResult", "Model", "UserError", "build_model", "check",

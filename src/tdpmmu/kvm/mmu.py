@@ -57,8 +57,7 @@ class Mmu:
         acknowledgement are implicit: a vCPU checks its requests before every
         guest access (:func:`shared.tlb_lookup_point`)."""
         for vcpu in kvm.vcpus:
-            if not vcpu.exited:
-                self.kvm_make_request(req, vcpu)
+            self.kvm_make_request(req, vcpu)
 
     def kvm_reload_remote_mmus(self, kvm: Any) -> None:
         self.kvm_make_all_cpus_request(kvm, KVM_REQ_MMU_RELOAD)
@@ -184,7 +183,8 @@ class Mmu:
         r = RET_PF_RETRY
         spin_lock(kvm.mmu_lock)
         if self.mmu_notifier_retry(kvm, mmu_seq):
-            shared.note("mmu_notifier_retry: fault retried")
+            shared.note("mmu_notifier_retry: the fault will be retried")
+            vcpu.fault_retry_spin = True
         elif self.is_tdp_mmu_root(kvm, vcpu.mmu.root_hpa):
             r = self.kvm_tdp_mmu_map(vcpu, gpa, error_code, map_writable, max_level, pfn,
                                      prefault)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..engine import READ, WRITE, mark, visible
+from ..engine import READ, WRITE, mark, note_read, visible
 
 
 def write_spte(sp: Any, index: int, new_spte: int) -> None:
@@ -26,17 +26,22 @@ def write_spte(sp: Any, index: int, new_spte: int) -> None:
     root = sp.root
     visible(f"WRITE_ONCE(spte {sp.name}[{index}])", ((root, WRITE),))
     sp.spt[index] = new_spte
+    root.version += 1
 
 
 def hardware_walk_point(root: Any, tlb: Any, requests: Any) -> None:
     """The scheduling point of one hardware page walk of ``root`` that may fill ``tlb``."""
     visible(f"EPT walk {root.name}", ((root, READ), (tlb, WRITE), (requests, READ)))
+    note_read(root)
+    note_read(requests)
 
 
 def tlb_lookup_point(tlb: Any, requests: Any) -> None:
     """The scheduling point of a guest instruction: a TLB lookup, and the check
     for a pending request (a kick makes the vCPU leave guest mode)."""
     visible("guest access", ((tlb, READ), (requests, READ)))
+    note_read(tlb)
+    note_read(requests)
 
 
 def tlb_flush(tlbs: list[Any], label: str) -> None:

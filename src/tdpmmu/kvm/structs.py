@@ -72,6 +72,8 @@ class kvm_mmu_page:
         self.pfn = 0
         self.lpage_disallowed = False
         self.name = "?"  # a stable label for traces: r0, r1, ... for roots, p0, ... for others
+        self.root: Any = None  # the root whose paging structure holds this page
+        self.version = 0  # bumped by SPTE stores under this root (spin-wait detection)
 
     def __repr__(self) -> str:
         return f"<kvm_mmu_page {self.name}>"
@@ -140,7 +142,8 @@ class kvm_vcpu:
         self.smm = 0
         self.guest_mode = 0
         self.srcu_idx = None
-        self.exited = False
+        self.fault_retry_spin = False
+        self.mmu_role: Any = None
 
 
 class kvm_arch:

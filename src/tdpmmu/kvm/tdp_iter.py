@@ -29,7 +29,7 @@ class tdp_iter:
     """``struct tdp_iter``: ``sptep`` is modelled as (page, index)."""
 
     __slots__ = ("kvm", "goal_gfn", "pt_path", "sp", "index", "gfn", "root_level",
-                 "min_level", "level", "old_spte", "valid")
+                 "min_level", "level", "old_spte", "valid", "yielded_at")
 
     def __init__(self, kvm: Any) -> None:
         self.kvm = kvm
@@ -43,6 +43,7 @@ class tdp_iter:
         self.level = 0
         self.old_spte = 0
         self.valid = False
+        self.yielded_at: tuple[int, int] | None = None  # model only: see need_resched()
 
     @property
     def sptep(self) -> tuple[Any, int]:

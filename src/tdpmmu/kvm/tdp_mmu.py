@@ -11,9 +11,14 @@ kernel's ``__foo`` helpers are spelled ``_foo`` here.
 
 Simplifications (each keeps the behaviour under test):
 - the paging geometry is small (see :mod:`tdpmmu.kvm.spte`);
-- ``need_resched() || spin_needbreak()`` is taken as always true at a yield
-  point: ``cond_resched_lock`` drops the lock with a scheduling point in
-  between, which covers both "nobody wanted the lock" and "somebody ran";
+- ``need_resched() || spin_needbreak()`` is taken as true at a yield point
+  (``cond_resched_lock`` drops the lock with a scheduling point in between,
+  which covers both "nobody wanted the lock" and "somebody ran"), except when
+  the walk yielded at this same SPTE and has not moved since: a timeslice has
+  just begun, so the re-check right after the restart does not yield again.
+  The ``resched`` knob's ``always`` drops that exception; then v5.10/v5.11
+  walks can restart at one SPTE forever (the livelock Linux 5.12 fixed with
+  "KVM: x86/mmu: Ensure forward progress when yielding in TDP MMU iter");
 - NX huge pages, MTRR memory types and access tracking without A/D bits are not
   modelled.
 """
@@ -100,6 +105,7 @@ class TdpMmu(MmuInternal):
     # ------------------------------------------------------------ knobs
     # The seed's what-ifs; a run may set them (see versions.KNOBS).
     list_add_new_root_tail = False  # get_tdp_mmu_vcpu_root: list_add (v5.10) or list_add_tail
+    resched_always = False  # need_resched(): see the module docstring
 
     # ---------------------------------------------------------- lifecycle
     def kvm_mmu_init_tdp_mmu(self, kvm: Any) -> None:
@@ -288,13 +294,18 @@ class TdpMmu(MmuInternal):
         root = to_shadow_page(kvm, vcpu.mmu.root_hpa >> PAGE_SHIFT)
         return for_each_tdp_pte(tdp_iter(kvm), root, vcpu.mmu.shadow_root_level, start, end)
 
-    def need_resched(self, kvm: Any) -> bool:
-        """``need_resched() || spin_needbreak()``: always, see the module docstring."""
+    def need_resched(self, kvm: Any, it: tdp_iter) -> bool:
+        """``need_resched() || spin_needbreak(&kvm->mmu_lock)``, as the module
+        docstring describes: true unless the walk just yielded at this SPTE."""
+        here = (it.gfn, it.level)
+        if not self.resched_always and it.yielded_at == here:
+            return False
+        it.yielded_at = here
         return True
 
     def tdp_mmu_iter_flush_cond_resched(self, kvm: Any, it: tdp_iter) -> bool:
         """Yield ``mmu_lock`` after flushing; returns whether a flush is still owed."""
-        if self.need_resched(kvm):
+        if self.need_resched(kvm, it):
             self.kvm_flush_remote_tlbs(kvm)
             cond_resched_lock(kvm.mmu_lock)
             tdp_iter_refresh_walk(it)
@@ -302,7 +313,7 @@ class TdpMmu(MmuInternal):
         return True
 
     def tdp_mmu_iter_cond_resched(self, kvm: Any, it: tdp_iter) -> None:
-        if self.need_resched(kvm):
+        if self.need_resched(kvm, it):
             cond_resched_lock(kvm.mmu_lock)
             tdp_iter_refresh_walk(it)
 

@@ -155,6 +155,8 @@ KNOBS: dict[str, tuple[str, dict[str, bool], str, str]] = {
     "dirty-log-order": ("dirty_log_flag_after_wrprot",
                         {"flag-first": False, "wrprot-first": True}, "flag-first",
                         "publish the dirty-log flag before or after write-protecting"),
+    "resched": ("resched_always", {"once-per-spte": False, "always": True}, "once-per-spte",
+                "whether a walk may yield again at the SPTE it just restarted at"),
 }
 
 

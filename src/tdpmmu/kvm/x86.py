@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..engine import Finding
+from ..engine import Finding, cpu_relax
 from ..kernel import srcu_read_lock, srcu_read_unlock
 from . import shared
 from .mmu import PFERR_RSVD_MASK
@@ -98,8 +98,14 @@ class X86:
 
     def handle_exit(self, vcpu: Any, exit_: VmExit, pc: int) -> int:
         if exit_.reason == "ept_violation":
+            vcpu.fault_retry_spin = False
             if self.kvm_mmu_page_fault(vcpu, exit_.gpa, exit_.error_code) == RET_PF_EMULATE:
                 pc += 1  # the access was emulated as MMIO
+            elif vcpu.fault_retry_spin:
+                # An invalidation is in progress: the guest will fault again and
+                # again until it ends.  Each retry changes nothing, so the vCPU
+                # waits for a write to what it read instead of spinning.
+                cpu_relax()
         elif exit_.reason == "ept_misconfig":
             if self.kvm_mmu_page_fault(vcpu, exit_.gpa, PFERR_RSVD_MASK) == RET_PF_EMULATE:
                 pc += 1

@@ -1,0 +1,214 @@
+"""``tdpmmu``: list what is built in, check kernel versions on scenarios, replay.
+
+Exit codes: 0 no violation, 1 a violation was found, 2 bad input (one line
+on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+from . import engine
+from .checker import CheckResult, UserError, check, parse_knobs, replay
+from .kvm.versions import BUILTIN, KNOBS
+from .report import ok_report, summary_row, to_json, violation_report
+from .scenarios import SEED_SCENARIOS, builtin_scenario_path, scenario_names
+from .scenarios.format import load_scenario
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        print(f"tdpmmu: error: {message}", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _positive(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {n}")
+    return n
+
+
+def _natural(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative: {n}")
+    return n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="tdpmmu", description="Check the KVM x86 TDP MMU model under every "
+                "relevant interleaving.")
+    sub = p.add_subparsers(dest="command", parser_class=_Parser)
+
+    sub.add_parser("list", help="list kernel versions, scenarios, strategies and knobs")
+
+    c = sub.add_parser("check", help="check kernel versions on scenarios (no arguments: "
+                       "the built-in versions x the seed's scenarios)")
+    c.add_argument("--kernel", action="append", metavar="NAME|FILE.py",
+                   help="a built-in version or a variant file (repeatable)")
+    c.add_argument("--scenario", action="append", metavar="NAME|FILE",
+                   help="a built-in scenario or a scenario file (repeatable)")
+    _run_options(c)
+    c.add_argument("--strategy", default="dpor", choices=engine.STRATEGIES)
+    c.add_argument("--max-executions", type=_positive, metavar="N",
+                   help="stop after N executions (dfs/dpor/bounded: the search is then "
+                   "incomplete; pct/random: the number of runs, default 1000)")
+    c.add_argument("--preemption-bound", type=_natural, metavar="N",
+                   help="with --strategy bounded: at most N preemptions (default 2)")
+    c.add_argument("--seed", type=int, default=0, help="seed of pct/random (default 0)")
+    c.add_argument("--max-steps", type=_positive, default=5_000, metavar="N",
+                   help="steps after which an execution is a livelock (default 5000)")
+
+    r = sub.add_parser("replay", help="re-run exactly the interleaving of a schedule token")
+    r.add_argument("--kernel", required=True, metavar="NAME|FILE.py")
+    r.add_argument("--scenario", required=True, metavar="NAME|FILE")
+    r.add_argument("--schedule", required=True, metavar="TOKEN")
+    _run_options(r)
+    return p
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--knob", action="append", default=[], metavar="NAME=CHOICE",
+                   help="a what-if of the seed thread (see `tdpmmu list`)")
+    p.add_argument("--kasan", action="store_true",
+                   help="CONFIG_KASAN: report reads of freed memory (default: off, as on "
+                   "the reporter's kernel)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "list":
+            return cmd_list()
+        if args.command == "replay":
+            return cmd_replay(args)
+        if args.command in (None, "check"):
+            if args.command is None:
+                args = build_parser().parse_args(["check"])
+            return cmd_check(args)
+    except UserError as exc:
+        print(f"tdpmmu: error: {exc}", file=sys.stderr)
+        return 2
+    except engine.EngineError as exc:
+        print(f"tdpmmu: error: {exc}", file=sys.stderr)
+        return 2
+    return 2
+
+
+def cmd_list() -> int:
+    print("Kernel versions:")
+    for name, cls in BUILTIN.items():
+        print(f"  {name:<14} {cls.summary}")
+    print("  FILE.py        a variant: a subclass of a built-in version "
+          "(see tdpmmu.kvm.versions.load_kernel)")
+    print("\nScenarios:")
+    for name in scenario_names():
+        scen = load_scenario(builtin_scenario_path(name))
+        first = scen.description.splitlines()[0] if scen.description else ""
+        print(f"  {name:<24} {first}")
+    print("\nStrategies: " + ", ".join(engine.STRATEGIES))
+    print("\nKnobs (--knob NAME=CHOICE; the first choice is the default):")
+    for name, (_attr, choices, good, help_) in KNOBS.items():
+        others = [c for c in choices if c != good]
+        print(f"  {name:<16} {good} | {' | '.join(others)}: {help_}")
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    knobs = parse_knobs(args.knob)
+    kernels = args.kernel or list(BUILTIN)
+    scenarios = args.scenario or list(SEED_SCENARIOS)
+    single = len(kernels) == 1 and len(scenarios) == 1
+    results: list[CheckResult] = []
+    for kernel in kernels:
+        for scenario in scenarios:
+            with _progress(f"{kernel} / {scenario}", quiet=args.json) as tick:
+                res = check(kernel, scenario, strategy=args.strategy, knobs=knobs,
+                            max_executions=args.max_executions, seed=args.seed,
+                            preemption_bound=args.preemption_bound,
+                            max_steps=args.max_steps, kasan=args.kasan, progress=tick)
+            results.append(res)
+            if not single and not args.json:
+                _print_row(res, first=len(results) == 1)
+    if args.json:
+        data = [to_json(r) for r in results]
+        print(json.dumps(data[0] if single else data, indent=2))
+    elif single:
+        res = results[0]
+        print(violation_report(res) if res.violation else ok_report(res))
+    else:
+        found = [r for r in results if r.violation is not None]
+        if found:
+            print("\nEach violation replays with `tdpmmu check --kernel K --scenario S` "
+                  "(full report) or:")
+            for r in found:
+                from .report import replay_command
+                print(f"  {replay_command(r)}")
+    return 1 if any(r.violation is not None for r in results) else 0
+
+
+def _print_row(res: CheckResult, first: bool) -> None:
+    cols = summary_row(res)
+    widths = (14, 24, 70, 10, 8)
+    if first:
+        print("  ".join(h.ljust(w) for h, w in zip(
+            ("kernel", "scenario", "result", "executions", "time (s)"), widths, strict=True)))
+        print("  ".join("-" * w for w in widths))
+    result = cols[2] if len(cols[2]) <= widths[2] else cols[2][:widths[2] - 1] + "…"
+    print("  ".join((cols[0].ljust(widths[0]), cols[1].ljust(widths[1]),
+                     result.ljust(widths[2]), cols[3].rjust(widths[3]),
+                     cols[4].rjust(widths[4]))), flush=True)
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    knobs = parse_knobs(args.knob)
+    res = replay(args.kernel, args.scenario, args.schedule, knobs=knobs, kasan=args.kasan)
+    if args.json:
+        print(json.dumps(to_json(res), indent=2))
+    elif res.violation is not None:
+        print(violation_report(res))
+    else:
+        print(f"{res.kernel} on {res.scenario}: the interleaving ran without a violation "
+              f"({res.result.max_depth} steps)")
+    return 1 if res.violation is not None else 0
+
+
+@contextmanager
+def _progress(label: str, quiet: bool) -> Iterator[Callable[[int], None] | None]:
+    """A progress line on a terminal; nothing in CI, with --json, or when piped."""
+    if quiet or os.environ.get("CI") or not sys.stderr.isatty():
+        yield None
+        return
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"),
+                  TextColumn("{task.completed} executions"), TimeElapsedColumn(),
+                  transient=True, console=_stderr_console()) as bar:
+        task = bar.add_task(label, total=None)
+
+        def tick(n: int) -> None:
+            if n % 50 == 0:
+                bar.update(task, completed=n)
+        yield tick
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+    return Console(stderr=True)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
