@@ -29,17 +29,28 @@ def write_spte(sp: Any, index: int, new_spte: int) -> None:
     root.version += 1
 
 
-def hardware_walk_point(root: Any, tlb: Any, requests: Any) -> None:
-    """The scheduling point of one hardware page walk of ``root`` that may fill ``tlb``."""
-    visible(f"EPT walk {root.name}", ((root, READ), (tlb, WRITE), (requests, READ)))
+def hardware_walk_point(root: Any, tlb: Any, requests: Any, written: Any = None) -> None:
+    """The scheduling point of one hardware page walk of ``root`` that may fill ``tlb``
+    (and complete a guest write to the page whose ghost word is ``written``)."""
+    acc = ((root, READ), (tlb, WRITE), (requests, READ))
+    if written is not None:
+        acc += ((written, WRITE),)
+    visible(f"EPT walk {root.name}", acc)
     note_read(root)
     note_read(requests)
 
 
-def tlb_lookup_point(tlb: Any, requests: Any) -> None:
+def tlb_lookup_point(tlb: Any, requests: Any, written: Any = None) -> None:
     """The scheduling point of a guest instruction: a TLB lookup, and the check
-    for a pending request (a kick makes the vCPU leave guest mode)."""
-    visible("guest access", ((tlb, READ), (requests, READ)))
+    for a pending request (a kick makes the vCPU leave guest mode).
+
+    A write also writes the page's *ghost* word, which only properties read:
+    it orders the write against the events a property compares it with (a
+    dirty-log read, say), which the model's own state would not."""
+    acc = ((tlb, READ), (requests, READ))
+    if written is not None:
+        acc += ((written, WRITE),)
+    visible("guest write" if written is not None else "guest read", acc)
     note_read(tlb)
     note_read(requests)
 
@@ -67,6 +78,21 @@ def test_and_clear(var: Any, bits: int, label: str) -> bool:
         var.value &= ~bits
         var.version += 1
     return hit
+
+
+class Ghost:
+    """A word only properties read: the history of guest writes to one page."""
+
+    __slots__ = ("name", "version", "__weakref__")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.version = 0
+
+
+def ghost_point(ghosts: list[Any], label: str) -> None:
+    """A property observes the ghost words: a visible read of them."""
+    visible(label, tuple((g, READ) for g in ghosts))
 
 
 def note(text: str) -> None:

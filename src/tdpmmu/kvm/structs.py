@@ -189,7 +189,16 @@ class HostMM:
 
 
 class kvm:
-    """``struct kvm`` with the fields the TDP MMU paths use."""
+    """``struct kvm`` with the fields the TDP MMU paths use (and the model's
+    ghost words, which only properties read)."""
+
+    def ghost(self, as_id: int, gfn: int) -> Any:
+        """The ghost word of guest page ``gfn`` in address space ``as_id``."""
+        from .shared import Ghost
+        g = self.ghosts.get((as_id, gfn))
+        if g is None:
+            g = self.ghosts[(as_id, gfn)] = Ghost(f"guest page {as_id}:{gfn:#x}")
+        return g
 
     def __init__(self, nr_vcpus: int, root_level: int) -> None:
         self.mmu_lock = spinlock_t("kvm->mmu_lock")
@@ -210,6 +219,7 @@ class kvm:
         self.nr_pages_made = 0
         self.destroyed = False
         self.vcpu_threads_running = Var(0, name="vCPU threads in KVM_RUN")
+        self.ghosts: dict[tuple[int, int], Any] = {}  # (as_id, gfn) -> shared.Ghost
         self.probes: list[Any] = []
         self.slab: Any = None
         self.mmu_page_header_cache: Any = None

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..engine import READ, mark, visible
+from ..kvm import shared
 from ..kvm.structs import KVM_MEM_LOG_DIRTY_PAGES
 from ..kvm.x86 import GuestOp
 from .format import Action
@@ -69,6 +70,14 @@ def do_memslot_move(world: World, a: Action) -> None:
                                   a.args["base_gfn"], slot.npages, slot.userspace_addr)
 
 
+def _observe_slot(world: World, slot: Any, event: str, **fields: Any) -> None:
+    """A property event about a memslot's pages, ordered against guest writes."""
+    kvm = world.kvm
+    ghosts = [kvm.ghost(slot.as_id, g) for g in range(slot.base_gfn, slot.base_gfn + slot.npages)]
+    shared.ghost_point(ghosts, f"({event.replace('_', ' ')})")
+    world.k.trace_event(kvm, event, key=(slot.as_id, slot.id), **fields)
+
+
 def do_dirty_log_enable(world: World, a: Action) -> None:
     slot = _slot(world, a)
     if slot is None:
@@ -76,14 +85,14 @@ def do_dirty_log_enable(world: World, a: Action) -> None:
     world.k.kvm_set_memory_region(world.kvm, slot.as_id, slot.id,
                                   slot.flags | KVM_MEM_LOG_DIRTY_PAGES, slot.base_gfn,
                                   slot.npages, slot.userspace_addr)
-    world.k.trace_event(world.kvm, "dirty_log_enabled", key=(slot.as_id, slot.id))
+    _observe_slot(world, slot, "dirty_log_enabled")
 
 
 def do_dirty_log_disable(world: World, a: Action) -> None:
     slot = _slot(world, a)
     if slot is None:
         return
-    world.k.trace_event(world.kvm, "dirty_log_disabled", key=(slot.as_id, slot.id))
+    _observe_slot(world, slot, "dirty_log_disabled")
     world.k.kvm_set_memory_region(world.kvm, slot.as_id, slot.id,
                                   slot.flags & ~KVM_MEM_LOG_DIRTY_PAGES, slot.base_gfn,
                                   slot.npages, slot.userspace_addr)
@@ -93,11 +102,10 @@ def do_get_dirty_log(world: World, a: Action) -> None:
     slot = _slot(world, a)
     if slot is None:
         return
-    key = (slot.as_id, slot.id)
-    world.k.trace_event(world.kvm, "dirty_log_read_start", key=key)
+    _observe_slot(world, slot, "dirty_log_read_start")
     gfns = world.k.kvm_vm_ioctl_get_dirty_log(world.kvm, slot.as_id, slot.id)
     world.dirty_reads.append((slot.id, gfns))
-    world.k.trace_event(world.kvm, "dirty_log_returned", key=key, gfns=gfns)
+    _observe_slot(world, slot, "dirty_log_returned", gfns=gfns)
 
 
 def do_invalidate(world: World, a: Action) -> None:
