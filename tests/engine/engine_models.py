@@ -196,7 +196,7 @@ class Outcomes:
 
 
 def outcomes(program: tuple, nvars: int, nlocks: int, strategy: str,
-             max_executions: int = 200_000) -> Outcomes:
+             max_executions: int = 200_000, kernel: bool = False) -> Outcomes:
     """Explore ``program`` to the end, going on past violations.
 
     ``explore`` stops at the first violation; handing it the same strategy
@@ -204,7 +204,7 @@ def outcomes(program: tuple, nvars: int, nlocks: int, strategy: str,
     covered and the final state of each violating execution (the last
     ``observed`` of its trace) is collected too.
     """
-    setup, threads = build(program, nvars, nlocks)
+    setup, threads = (build_kernel if kernel else build)(program, nvars, nlocks)
     strat = DfsStrategy() if strategy == "dfs" else DporStrategy()
     out = Outcomes()
 
@@ -222,3 +222,72 @@ def outcomes(program: tuple, nvars: int, nlocks: int, strategy: str,
             return out
         out.kinds.add(v.kind)
         out.finals.add((v.kind, v.trace[-1].observed if v.trace else None))
+
+
+# ------------------------------------------------- the same programs, kernel locks
+#
+# Lock j is a tdpmmu.kernel spinlock_t when j is even, an rwlock_t when odd:
+#   lock     spin_lock / write_lock          rlock   spin_lock / read_lock
+#   trylock  spin_trylock / write_trylock    peek    spin_is_locked / read_trylock+unlock
+
+
+def _kernel_ops(kernel: Any, s: PState, me: int, ops: tuple) -> None:
+    regs = s.regs[me]
+    tried: list[bool] = []
+    held: dict[int, str] = {}  # lock -> how it is held ("spin", "read", "write")
+    for op in ops:
+        kind = op[0]
+        if kind in ("lock", "rlock", "trylock", "unlock", "runlock", "untry", "peek"):
+            lk = s.locks[op[1]]
+            spin = isinstance(lk, kernel.spinlock_t)
+        if kind in ("lock", "rlock"):
+            if spin:
+                kernel.spin_lock(lk)
+                held[op[1]] = "spin"
+            elif kind == "lock":
+                kernel.write_lock(lk)
+                held[op[1]] = "write"
+            else:
+                kernel.read_lock(lk)
+                held[op[1]] = "read"
+        elif kind in ("unlock", "runlock") or (kind == "untry" and tried.pop()):
+            how = held.pop(op[1])
+            if how == "spin":
+                kernel.spin_unlock(lk)
+            elif how == "write":
+                kernel.write_unlock(lk)
+            else:
+                kernel.read_unlock(lk)
+        elif kind == "trylock":
+            ok = kernel.spin_trylock(lk) if spin else kernel.write_trylock(lk)
+            regs[op[2]] = int(ok)
+            tried.append(bool(ok))
+            if ok:
+                held[op[1]] = "spin" if spin else "write"
+        elif kind == "peek":
+            if spin:
+                regs[op[2]] = int(kernel.spin_is_locked(lk))
+            else:
+                got = kernel.read_trylock(lk)
+                regs[op[2]] = int(not got)
+                if got:
+                    kernel.read_unlock(lk)
+        elif kind != "untry":
+            _run_ops(s, me, (op,))
+
+
+def build_kernel(program: tuple, nvars: int, nlocks: int
+                 ) -> tuple[Callable[[], PState], list[tuple[str, Callable[[PState], None]]]]:
+    """Like :func:`build`, with the locks of ``tdpmmu.kernel``."""
+    import tdpmmu.kernel as kernel
+
+    def setup() -> PState:
+        return PState([Var(0, f"v{i}") for i in range(nvars)],
+                      [kernel.spinlock_t(f"S{j}") if j % 2 == 0 else kernel.rwlock_t(f"RW{j}")
+                       for j in range(nlocks)],
+                      [[0] * NREGS for _ in program])
+
+    def thread(me: int, ops: tuple) -> Callable[[PState], None]:
+        return lambda s: _kernel_ops(kernel, s, me, ops)
+
+    return setup, [(f"T{i}", thread(i, ops)) for i, ops in enumerate(program)]

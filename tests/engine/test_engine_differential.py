@@ -6,7 +6,8 @@ cpu_relax spin loops) over 2-3 variables and 1-2 locks.  Both searches run to
 the end (past deadlocks, see ``engine_models.outcomes``), and must agree on the
 set of final states (variable values and thread registers; for a deadlocked
 execution, the state it is stuck in) and on the kinds of violation found; DPOR
-must not run more executions than DFS.
+must not run more executions than DFS.  The last property test runs the same
+programs on the locks of ``tdpmmu.kernel``.
 """
 
 from __future__ import annotations
@@ -156,3 +157,19 @@ REGRESSIONS = {
 @pytest.mark.parametrize("name", list(REGRESSIONS))
 def test_dpor_regressions(name):
     assert_same(*REGRESSIONS[name], drawn=False)
+
+
+@examples(120)
+@given(programs(("load", "store", "lock", "rlock", "trylock", "peek", "wait", "choose")))
+def test_dpor_equals_dfs_with_the_kernel_locks(p):
+    """The same with tdpmmu.kernel's spinlock_t and rwlock_t (lockdep on):
+    their choice of access modes must keep DPOR sound too."""
+    pytest.importorskip("tdpmmu.kernel")
+    program, nvars, nlocks = p
+    dfs = outcomes(program, nvars, nlocks, "dfs", max_executions=DFS_BUDGET, kernel=True)
+    assume(dfs.complete)
+    dpor = outcomes(program, nvars, nlocks, "dpor", kernel=True)
+    assert dpor.complete
+    assert dpor.kinds == dfs.kinds, program
+    assert dpor.finals == dfs.finals, (program, dfs.finals ^ dpor.finals)
+    assert dpor.executions <= dfs.executions, program
