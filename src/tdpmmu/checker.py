@@ -30,7 +30,7 @@ from .kvm.structs import (
     kvm_mmu_page,
     kvm_mmu_page_role,
 )
-from .kvm.versions import BUILTIN, KNOBS, KernelError, V5_10, load_kernel
+from .kvm.versions import BUILTIN, KNOBS, V5_10, KernelError, load_kernel
 from .properties import Properties
 from .properties.peek import peek, roots_on_list
 from .scenarios import builtin_scenario_path, scenario_names

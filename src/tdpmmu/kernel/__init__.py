@@ -100,6 +100,7 @@ from .lockdep import (  # noqa: E402
     rcu_read_lock_held,
     set_debug_locks,
 )
+from .mutex import mutex, mutex_is_locked, mutex_lock, mutex_unlock  # noqa: E402
 from .rcu import (  # noqa: E402
     call_rcu,
     kfree_rcu,
@@ -140,7 +141,6 @@ from .rwlock import (  # noqa: E402
     write_trylock,
     write_unlock,
 )
-from .mutex import mutex, mutex_is_locked, mutex_lock, mutex_unlock  # noqa: E402
 from .sched import cond_resched, might_sleep  # noqa: E402
 from .slab import (  # noqa: E402
     AllocSite,
@@ -162,13 +162,6 @@ from .slab import (  # noqa: E402
     object_is_freed,
     set_kasan,
 )
-from .srcu import (  # noqa: E402
-    srcu_read_lock,
-    srcu_read_unlock,
-    srcu_struct,
-    synchronize_srcu,
-    synchronize_srcu_expedited,
-)
 from .spinlock import (  # noqa: E402
     DEFINE_SPINLOCK,
     assert_spin_locked,
@@ -180,6 +173,13 @@ from .spinlock import (  # noqa: E402
     spin_trylock,
     spin_unlock,
     spinlock_t,
+)
+from .srcu import (  # noqa: E402
+    srcu_read_lock,
+    srcu_read_unlock,
+    srcu_struct,
+    synchronize_srcu,
+    synchronize_srcu_expedited,
 )
 
 __all__ = [

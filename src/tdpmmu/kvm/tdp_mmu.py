@@ -39,13 +39,14 @@ from ..kernel import (
     list_add,
     list_add_tail,
     list_del,
-    list_for_each_entry,
     list_empty,
+    list_for_each_entry,
     lockdep_assert_held,
     spin_lock,
     spin_unlock,
 )
 from . import shared
+from .mmu_internal import MmuInternal
 from .spte import (
     ACC_ALL,
     KVM_PAGES_PER_HPAGE,
@@ -75,7 +76,6 @@ from .spte import (
     spte_to_pfn,
 )
 from .structs import INVALID_PAGE, kvm_mmu_page
-from .mmu_internal import MmuInternal
 from .tdp_iter import (
     for_each_tdp_pte,
     for_each_tdp_pte_min_level,
