@@ -24,6 +24,7 @@ from .strategies import (
 
 ThreadSpec = Callable[[Any], Any] | tuple[str, Callable[[Any], Any]]
 DEFAULT_SAMPLES = 1000  # executions of pct/random when max_executions is not given
+MINIMIZE_SHORTER = 200  # executions spent looking for fewer steps at the minimal bound
 
 
 @dataclass
@@ -203,18 +204,28 @@ def explore(setup: Callable[[], Any], threads: list[ThreadSpec], *, strategy: st
 def _minimize(setup: Callable[[], Any], specs: list, found: Violation, max_steps: int,
               check: Callable[[Any], Any] | None, invariant: Callable[[Any], None] | None,
               budget: int) -> Violation:
-    """Look for the same bug with fewer preemptions, then with fewer steps."""
+    """Look for the same bug with the fewest preemptions, then the fewest steps.
+
+    Preemption-bounded searches run with bounds 0, 1, ... up to the found
+    violation's count; at the first bound that reproduces the bug (kind and
+    function), a few more executions of that bound look for a shorter one.
+    ``budget`` caps the executions spent in all.
+    """
     best = found
-    for bound in range(found.preemptions):
+    for bound in range(found.preemptions + 1):
         strat = BoundedStrategy(bound)
-        while budget > 0 and strat.begin():
+        extra = None  # executions left at this bound once a match was found
+        while budget > 0 and strat.begin() and extra != 0:
             budget -= 1
-            ex, v = _run_one(setup, specs, strat, max_steps, check, invariant)
+            if extra is not None:
+                extra -= 1
+            _, v = _run_one(setup, specs, strat, max_steps, check, invariant)
             if v is not None and v.signature() == found.signature():
                 if (v.preemptions, v.steps) < (best.preemptions, best.steps):
                     best = v
-                break
-        if best is not found or budget <= 0:
+                if extra is None:
+                    extra = min(budget, MINIMIZE_SHORTER)
+        if extra is not None or budget <= 0:
             break
     return best
 
