@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "incomplete; pct/random: the number of runs, default 1000)")
     c.add_argument("--preemption-bound", type=_natural, metavar="N",
                    help="with --strategy bounded: at most N preemptions (default 2)")
-    c.add_argument("--seed", type=int, default=0, help="seed of pct/random (default 0)")
+    c.add_argument("--seed", type=int, help="seed of pct/random (default 0)")
     c.add_argument("--max-steps", type=_positive, default=5_000, metavar="N",
                    help="steps after which an execution is a livelock (default 5000)")
 
@@ -138,6 +138,12 @@ def cmd_list() -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     knobs = parse_knobs(args.knob)
+    # Nothing asked for is dropped silently: options of other strategies are errors.
+    if args.preemption_bound is not None and args.strategy != "bounded":
+        raise UserError(f"--preemption-bound applies to --strategy bounded, not "
+                        f"{args.strategy}")
+    if args.seed is not None and args.strategy not in ("pct", "random"):
+        raise UserError(f"--seed applies to --strategy pct or random, not {args.strategy}")
     kernels = args.kernel or list(BUILTIN)
     scenarios = args.scenario or list(SEED_SCENARIOS)
     single = len(kernels) == 1 and len(scenarios) == 1
@@ -146,7 +152,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         for scenario in scenarios:
             with _progress(f"{kernel} / {scenario}", quiet=args.json) as tick:
                 res = check(kernel, scenario, strategy=args.strategy, knobs=knobs,
-                            max_executions=args.max_executions, seed=args.seed,
+                            max_executions=args.max_executions, seed=args.seed or 0,
                             preemption_bound=args.preemption_bound,
                             max_steps=args.max_steps, kasan=args.kasan, progress=tick)
             results.append(res)
