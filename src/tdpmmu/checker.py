@@ -133,6 +133,7 @@ def build_model(kernel_cls: type[V5_10], scenario: Scenario,
 
     def setup() -> World:
         vm = kvm(scenario.vcpus, scenario.root_level)
+        vm.manual_dirty_log_protect = scenario.manual_dirty_log_protect
         vm.mmu_page_header_cache = kmem_cache_create("kvm_mmu_page_header", kvm_mmu_page)
         vm.srcu = srcu_struct("kvm->srcu")
         vm.slots_lock = mutex("kvm->slots_lock")

@@ -187,3 +187,19 @@ def test_teardown_warns_about_a_root_left_on_the_list():
     assert v is not None
     assert v.kind == "WARN"
     assert v.function == "kvm_mmu_uninit_tdp_mmu"
+
+
+class _ClearDoesNotProtect(V5_11):
+    """A broken variant: KVM_CLEAR_DIRTY_LOG clears the bits but leaves the SPTEs writable."""
+
+    name = "test-clear-no-wrprot"
+
+    def kvm_arch_mmu_enable_log_dirty_pt_masked(self, kvm, slot, gfn_offset, mask):
+        pass
+
+
+def test_manual_protect_dirty_log_verifies_and_catches_a_clear_that_does_not_protect():
+    ok = check("v5.11", "dirty-log-clear")
+    assert ok.violation is None and ok.result.complete
+    bad = check(_ClearDoesNotProtect, "dirty-log-clear").violation
+    assert bad is not None and bad.message.startswith("dirty-log-complete")

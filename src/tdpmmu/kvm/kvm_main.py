@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..engine import Finding
 from ..kernel import (
     BUG_ON,
     mutex_lock,
@@ -149,12 +148,19 @@ class KvmMain:
         return r
 
     # ----------------------------------------------------------- dirty log
-    def kvm_get_dirty_log_protect(self, kvm: Any, as_id: int, slot_id: int) -> list[int]:
-        """Collect and clear the slot's dirty bits, write-protecting those pages
-        again (no manual protect, no PML).  Returns the dirty gfns."""
+    def kvm_get_dirty_log_protect(self, kvm: Any, as_id: int, slot_id: int) -> list[int] | None:
+        """The dirty gfns of a slot (None: -ENOENT, no dirty log).
+
+        Without manual protect the bits are collected and cleared, and those
+        pages write-protected again; with KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 the
+        bitmap is only copied, and KVM_CLEAR_DIRTY_LOG re-protects.  (No PML:
+        dirty logging relies on write protection.)
+        """
         slot = kvm.memslots[as_id].value.id_to_memslot(slot_id)
         if slot is None or slot.dirty_bitmap is None:
-            raise Finding("ioctl", f"KVM_GET_DIRTY_LOG: slot {slot_id} has no dirty log")
+            return None
+        if kvm.manual_dirty_log_protect:
+            return [slot.base_gfn + i for i, bit in enumerate(slot.dirty_bitmap) if bit]
         dirty = []
         flush = False
         spin_lock(kvm.mmu_lock)
@@ -168,17 +174,51 @@ class KvmMain:
             if mask:
                 flush = True
                 self.kvm_arch_mmu_enable_log_dirty_pt_masked(kvm, slot, offset, mask)
-        self.trace_event(kvm, "dirty_log_collected", slot=slot, gfns=dirty)
         spin_unlock(kvm.mmu_lock)
         if flush:
             self.kvm_arch_flush_remote_tlbs_memslot(kvm, slot)
         return dirty
 
-    def kvm_vm_ioctl_get_dirty_log(self, kvm: Any, as_id: int, slot_id: int) -> list[int]:
+    def kvm_vm_ioctl_get_dirty_log(self, kvm: Any, as_id: int, slot_id: int) -> list[int] | None:
         mutex_lock(kvm.slots_lock)
         dirty = self.kvm_get_dirty_log_protect(kvm, as_id, slot_id)
         mutex_unlock(kvm.slots_lock)
         return dirty
+
+    def kvm_clear_dirty_log_protect(self, kvm: Any, as_id: int, slot_id: int,
+                                    pages: list[int]) -> list[int] | None:
+        """KVM_CLEAR_DIRTY_LOG: clear the dirty bits of the slot's ``pages`` (the
+        bitmap userspace passes) and write-protect the ones that were set.
+        Returns the gfns whose bits were set (None: -ENOENT/-EINVAL)."""
+        slot = kvm.memslots[as_id].value.id_to_memslot(slot_id)
+        if slot is None or slot.dirty_bitmap is None or not kvm.manual_dirty_log_protect:
+            return None
+        if any(not 0 <= i < slot.npages for i in pages):
+            return None
+        cleared = []
+        flush = False
+        spin_lock(kvm.mmu_lock)
+        for offset in range(0, slot.npages, BITS_PER_LONG):
+            mask = 0
+            for i in pages:
+                if offset <= i < offset + BITS_PER_LONG and slot.dirty_bitmap[i]:
+                    slot.dirty_bitmap[i] = 0  # atomic_long_fetch_andnot()
+                    mask |= 1 << (i - offset)
+                    cleared.append(slot.base_gfn + i)
+            if mask:
+                flush = True
+                self.kvm_arch_mmu_enable_log_dirty_pt_masked(kvm, slot, offset, mask)
+        spin_unlock(kvm.mmu_lock)
+        if flush:
+            self.kvm_arch_flush_remote_tlbs_memslot(kvm, slot)
+        return cleared
+
+    def kvm_vm_ioctl_clear_dirty_log(self, kvm: Any, as_id: int, slot_id: int,
+                                     pages: list[int]) -> list[int] | None:
+        mutex_lock(kvm.slots_lock)
+        cleared = self.kvm_clear_dirty_log_protect(kvm, as_id, slot_id, pages)
+        mutex_unlock(kvm.slots_lock)
+        return cleared
 
     # -------------------------------------------------------- MMU notifier
     def mmu_notifier_retry(self, kvm: Any, mmu_seq: int) -> bool:

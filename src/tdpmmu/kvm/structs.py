@@ -209,6 +209,7 @@ class kvm:
         self.mmu_notifier_seq = Var(0, name="kvm->mmu_notifier_seq")
         self.mmu_notifier_count = 0  # protected by mmu_lock
         self.tlbs_dirty = 0
+        self.manual_dirty_log_protect = False  # KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2
         self.root_level = root_level
         self.vcpus = [kvm_vcpu(self, i) for i in range(nr_vcpus)]
         self.mm = HostMM()

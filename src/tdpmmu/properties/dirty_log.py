@@ -3,6 +3,11 @@
 Logging is on for a slot from the moment the enabling ioctl returns.  A write
 made before a ``KVM_GET_DIRTY_LOG`` starts must be in the gfns it returns; a
 write made while the read is in progress may show in this read or the next.
+
+With manual protect (KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2) a read does not clear
+the bits: a write stays owed until a read reports its page or a
+``KVM_CLEAR_DIRTY_LOG`` of its page returns (userspace copies the pages it
+cleared after that, so it sees the write).
 """
 
 from __future__ import annotations
@@ -40,16 +45,21 @@ class DirtyLogComplete:
                 self.pending[(slot.as_id, slot.id)].setdefault(f["gfn"], 0)
         elif event == "dirty_log_read_start":
             self.must[f["key"]] = set(self.pending.get(f["key"], {}))
+        elif event == "dirty_log_cleared":
+            pending = self.pending.get(f["key"], {})
+            for gfn in f["gfns"]:
+                pending.pop(gfn, None)
         elif event == "dirty_log_returned":
             key = f["key"]
             got = set(f["gfns"])
             pending = self.pending.get(key, {})
-            for gfn in list(pending):
-                if gfn in got:
-                    del pending[gfn]
-            missed = sorted(g for g in self.must.pop(key, set()) if g in pending)
+            if not f["manual"]:
+                for gfn in list(pending):
+                    if gfn in got:
+                        del pending[gfn]
+            missed = sorted(g for g in self.must.pop(key, set()) if g not in got)
             for g in missed:
-                del pending[g]
+                pending.pop(g, None)
             if missed:
                 gfns = ", ".join(f"{g:#x}" for g in missed)
                 report("property", f"{self.name}: KVM_GET_DIRTY_LOG on slot {key[1]} "

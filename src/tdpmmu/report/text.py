@@ -65,7 +65,7 @@ def trace_table(v: Violation, threads: list[str]) -> list[str]:
         flags = []
         if root_step is not None and st.index == root_step:
             flags.append("<== " + v.root_cause.message.split(":")[0] + " broken here")
-        if st.index == len(v.trace) - 1 and v.thread is not None:
+        if st.index == _finding_step(v):
             flags.append(f"<== {v.kind}")
         out.append(_row(st.index, cells, shown_roots, flags))
         for mark in extra:
@@ -73,6 +73,13 @@ def trace_table(v: Violation, threads: list[str]) -> list[str]:
             sub[col.get(st.thread, 0)] = f"  ({mark})"
             out.append(_row(None, sub, "", []))
     return out
+
+
+def _finding_step(v: Violation) -> int:
+    """The step a finding belongs to: where a property broke, else the last one."""
+    if v.step is not None and v.step < len(v.trace):
+        return v.step
+    return len(v.trace) - 1
 
 
 def _row(index: int | None, cells: list[str], roots: str, flags: list[str]) -> str:

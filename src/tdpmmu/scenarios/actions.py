@@ -104,8 +104,30 @@ def do_get_dirty_log(world: World, a: Action) -> None:
         return
     _observe_slot(world, slot, "dirty_log_read_start")
     gfns = world.k.kvm_vm_ioctl_get_dirty_log(world.kvm, slot.as_id, slot.id)
+    if gfns is None:
+        mark(f"{a.op}: slot {slot.id} has no dirty log: -ENOENT")
+        return
     world.dirty_reads.append((slot.id, gfns))
-    _observe_slot(world, slot, "dirty_log_returned", gfns=gfns)
+    _observe_slot(world, slot, "dirty_log_returned", gfns=gfns,
+                  manual=world.kvm.manual_dirty_log_protect)
+
+
+def do_clear_dirty_log(world: World, a: Action) -> None:
+    """KVM_CLEAR_DIRTY_LOG as userspace uses it: clear (and re-protect) the pages
+    of the range that the last KVM_GET_DIRTY_LOG of the slot reported."""
+    slot = _slot(world, a)
+    if slot is None:
+        return
+    first = a.args["first"]
+    npages = a.args["npages"] if a.args["npages"] else slot.npages - first
+    reported = next((gfns for sid, gfns in reversed(world.dirty_reads) if sid == slot.id), [])
+    mask = [g - slot.base_gfn for g in reported if first <= g - slot.base_gfn < first + npages]
+    cleared = world.k.kvm_vm_ioctl_clear_dirty_log(world.kvm, slot.as_id, slot.id, mask)
+    if cleared is None:
+        mark(f"{a.op}: invalid for slot {slot.id}: -EINVAL")
+        return
+    # Userspace copies the pages it cleared once the ioctl returns.
+    _observe_slot(world, slot, "dirty_log_cleared", gfns=[slot.base_gfn + i for i in mask])
 
 
 def do_invalidate(world: World, a: Action) -> None:
@@ -158,6 +180,7 @@ ACTIONS: dict[str, Callable[[World, Action], None]] = {
     "dirty_log_enable": do_dirty_log_enable,
     "dirty_log_disable": do_dirty_log_disable,
     "get_dirty_log": do_get_dirty_log,
+    "clear_dirty_log": do_clear_dirty_log,
     "invalidate": do_invalidate,
     "change_pte": do_change_pte,
     "age": do_age,

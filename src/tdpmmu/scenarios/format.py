@@ -8,6 +8,7 @@ A scenario is a TOML file::
     [vm]
     vcpus = 1             # number of vCPUs
     root_level = 3        # paging levels (2-4), optional
+    manual_dirty_log_protect = false  # KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, optional
 
     [[memslot]]           # the memslots the VM starts with
     id = 0
@@ -42,6 +43,8 @@ Actions (``op`` and its fields; ``as_id`` defaults to 0 everywhere):
 - ``memslot_create``: slot, base_gfn, npages, hva, [huge, log_dirty]
 - ``memslot_delete``: slot;  ``memslot_move``: slot, base_gfn
 - ``dirty_log_enable`` / ``dirty_log_disable`` / ``get_dirty_log``: slot
+- ``clear_dirty_log``: slot, [first, npages] — KVM_CLEAR_DIRTY_LOG of pages
+  first .. first+npages-1 of the slot (npages 0: to the end), with manual protect
 - ``invalidate``: hva, npages — an MMU-notifier invalidation that moves the
   pages to new host frames (``invalidate_range_start``, host PTE change,
   ``invalidate_range_end``)
@@ -112,6 +115,7 @@ class Scenario:
     memslots: list[MemslotSpec]
     setup: list[Action]
     threads: list[tuple[str, list[Action]]] = field(default_factory=list)
+    manual_dirty_log_protect: bool = False
 
 
 # op -> (required fields, optional fields with defaults)
@@ -125,6 +129,7 @@ OPS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "dirty_log_enable": (("slot",), {"as_id": 0}),
     "dirty_log_disable": (("slot",), {"as_id": 0}),
     "get_dirty_log": (("slot",), {"as_id": 0}),
+    "clear_dirty_log": (("slot",), {"as_id": 0, "first": 0, "npages": 0}),
     "invalidate": (("hva", "npages"), {}),
     "change_pte": (("hva",), {}),
     "age": (("hva", "npages"), {}),
@@ -140,9 +145,11 @@ def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario file."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")  # TOML is UTF-8
     except OSError as exc:
         raise ScenarioError(f"{path}: cannot read: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ScenarioError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -169,10 +176,13 @@ def parse_scenario(data: dict[str, Any], path: str) -> Scenario:
     if not isinstance(vm, dict):
         raise err("[vm]", "must be a table")
     for key in vm:
-        if key not in ("vcpus", "root_level"):
-            raise err(f"[vm] key '{key}'", "unknown (expected vcpus, root_level)")
+        if key not in ("vcpus", "root_level", "manual_dirty_log_protect"):
+            raise err(f"[vm] key '{key}'", "unknown (expected vcpus, root_level, "
+                      "manual_dirty_log_protect)")
     vcpus = _int(vm.get("vcpus", 1), err, "[vm] vcpus", 1, MAX_VCPUS)
     root_level = _int(vm.get("root_level", 3), err, "[vm] root_level", 2, 4)
+    manual = _bool(vm.get("manual_dirty_log_protect", False), err,
+                   "[vm] manual_dirty_log_protect")
     max_gfn = 1 << (2 * root_level)
 
     memslots = []
@@ -248,7 +258,8 @@ def parse_scenario(data: dict[str, Any], path: str) -> Scenario:
                     raise err(a.where, f"vcpu {a.args['vcpu']} is already run by thread "
                               f"'{owner}' (a vCPU belongs to one thread)")
     return Scenario(name=name, description=description.strip(), path=path, vcpus=vcpus,
-                    root_level=root_level, memslots=memslots, setup=setup, threads=threads)
+                    root_level=root_level, memslots=memslots, setup=setup, threads=threads,
+                    manual_dirty_log_protect=manual)
 
 
 def _action(raw: Any, where: str, ctx: tuple) -> Action:
@@ -256,7 +267,7 @@ def _action(raw: Any, where: str, ctx: tuple) -> Action:
     if not isinstance(raw, dict):
         raise err(where, "must be a table like { op = \"...\", ... }")
     op = raw.get("op")
-    if op not in OPS:
+    if not isinstance(op, str) or op not in OPS:
         raise err(where, f"unknown op {op!r} (known: {', '.join(OPS)})")
     required, optional = OPS[op]
     args: dict[str, Any] = {}
@@ -278,11 +289,15 @@ def _action(raw: Any, where: str, ctx: tuple) -> Action:
         elif key in ("base_gfn",):
             args[key] = _int(value, err, f"{where} ({op}) {key}", 0, max_gfn - 1)
         elif key == "npages":
-            args[key] = _int(value, err, f"{where} ({op}) {key}", 1, max_gfn)
+            lo = 0 if op == "clear_dirty_log" else 1  # 0: to the end of the slot
+            args[key] = _int(value, err, f"{where} ({op}) {key}", lo, max_gfn)
         elif key == "as_id":
             args[key] = _int(value, err, f"{where} ({op}) {key}", 0, 1)
         else:
             args[key] = _int(value, err, f"{where} ({op}) {key}", 0, 1 << 40)
+    if op == "memslot_create" and args["base_gfn"] + args["npages"] > max_gfn:
+        raise err(f"{where} ({op})", f"gfns {args['base_gfn']:#x}+{args['npages']} exceed "
+                  f"the guest's {max_gfn} gfns")
     return Action(op, args, where)
 
 
