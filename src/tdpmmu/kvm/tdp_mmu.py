@@ -392,7 +392,9 @@ class TdpMmu(MmuInternal):
                                                         KVM_PAGES_PER_HPAGE(it.level))
                 it.old_spte = it.sp.spt[it.index]
             if not is_shadow_present_pte(it.old_spte):
-                sp = self.alloc_tdp_mmu_page(vcpu, it.gfn, it.level - 1)
+                # v5.10 gives the child the level of the SPTE that points to it
+                # (later kernels pass iter.level - 1); only bookkeeping reads it.
+                sp = self.alloc_tdp_mmu_page(vcpu, it.gfn, it.level)
                 sp.name = f"p{kvm.nr_pages_made}"
                 kvm.nr_pages_made += 1
                 sp.root = tdp_iter_root_pt(it)
