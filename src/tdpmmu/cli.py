@@ -87,6 +87,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
                    help="CONFIG_KASAN: report reads of freed memory (default: off, as on "
                    "the reporter's kernel)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--html", metavar="FILE",
+                   help="also write the finding as an HTML page with a swimlane timeline")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,6 +166,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     elif single:
         res = results[0]
         print(violation_report(res) if res.violation else ok_report(res))
+    if args.html:
+        _write_html(args.html, [r for r in results if r.violation is not None])
     else:
         found = [r for r in results if r.violation is not None]
         if found:
@@ -188,9 +192,24 @@ def _print_row(res: CheckResult, first: bool) -> None:
                      cols[4].rjust(widths[4]))), flush=True)
 
 
+def _write_html(path: str, found: list[CheckResult]) -> None:
+    """The first finding as an HTML page (a note on stderr when there is none)."""
+    from .report.html import to_html
+    if not found:
+        print(f"tdpmmu: no violation, so no {path} was written", file=sys.stderr)
+        return
+    try:
+        with open(path, "w") as f:
+            f.write(to_html(found[0]))
+    except OSError as exc:
+        raise UserError(f"--html {path}: {exc.strerror}") from None
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     knobs = parse_knobs(args.knob)
     res = replay(args.kernel, args.scenario, args.schedule, knobs=knobs, kasan=args.kasan)
+    if args.html:
+        _write_html(args.html, [res] if res.violation is not None else [])
     if args.json:
         print(json.dumps(to_json(res), indent=2))
     elif res.violation is not None:

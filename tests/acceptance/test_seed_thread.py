@@ -203,3 +203,23 @@ def test_manual_protect_dirty_log_verifies_and_catches_a_clear_that_does_not_pro
     assert ok.violation is None and ok.result.complete
     bad = check(_ClearDoesNotProtect, "dirty-log-clear").violation
     assert bad is not None and bad.message.startswith("dirty-log-complete")
+
+
+def test_html_report_has_one_lane_per_thread_and_the_replay_command(tmp_path):
+    import subprocess
+    import sys
+    import xml.dom.minidom
+
+    out = tmp_path / "seed.html"
+    proc = subprocess.run([sys.executable, "-m", "tdpmmu.cli", "check", "--kernel", "v5.10",
+                           "--scenario", "seed-bug", "--html", str(out)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1
+    page = out.read_text()
+    svg = page[page.index("<svg"):page.index("</svg>") + len("</svg>")]
+    doc = xml.dom.minidom.parseString(svg)  # well-formed
+    lanes = [t.firstChild.data for t in doc.getElementsByTagName("text")
+             if t.getAttribute("font-weight") == "bold"]
+    assert lanes == ["host", "vcpu0"]
+    assert "kvm_mmu_get_root" in page
+    assert "tdpmmu replay --kernel v5.10 --scenario seed-bug --schedule s1." in page
