@@ -17,7 +17,7 @@ from typing import Any, NoReturn
 from . import engine
 from .checker import CheckResult, UserError, check, parse_knobs, replay
 from .kvm.versions import BUILTIN, KNOBS
-from .report import ok_report, summary_row, to_json, violation_report
+from .report import ok_report, replay_command, summary_row, to_json, violation_report
 from .scenarios import SEED_SCENARIOS, builtin_scenario_path, scenario_names
 from .scenarios.format import load_scenario
 
@@ -166,16 +166,15 @@ def cmd_check(args: argparse.Namespace) -> int:
     elif single:
         res = results[0]
         print(violation_report(res) if res.violation else ok_report(res))
-    if args.html:
-        _write_html(args.html, [r for r in results if r.violation is not None])
     else:
         found = [r for r in results if r.violation is not None]
         if found:
             print("\nEach violation replays with `tdpmmu check --kernel K --scenario S` "
                   "(full report) or:")
             for r in found:
-                from .report import replay_command
                 print(f"  {replay_command(r)}")
+    if args.html:
+        _write_html(args.html, [r for r in results if r.violation is not None])
     return 1 if any(r.violation is not None for r in results) else 0
 
 

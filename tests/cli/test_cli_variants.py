@@ -166,8 +166,6 @@ def test_check_turns_kernel_errors_into_user_errors(tmp_path):
     assert "no such variant file" in str(exc.value)
 
 
-@pytest.mark.xfail(strict=True, reason="versions.load_kernel puts Python's multi-line "
-                   "exception text into the KernelError (e.g. the MRO TypeError)")
 def test_bad_base_order_is_one_line(tmp_path):
     spec = write(tmp_path, "mro.py", """\
         from tdpmmu.kvm.versions import V5_10, V5_11
@@ -179,9 +177,6 @@ def test_bad_base_order_is_one_line(tmp_path):
     assert msg.startswith(f"{spec}: cannot load: TypeError: ")
 
 
-@pytest.mark.xfail(strict=True, reason="versions.load_kernel reports a SyntaxError in a "
-                   "module the variant imports at the variant's path with the other "
-                   "file's line number")
 def test_syntax_error_in_an_imported_helper_names_the_helper(tmp_path, monkeypatch):
     helper = write(tmp_path, "variant_helper_bad.py", "x = 1\ny = (\n")
     monkeypatch.syspath_prepend(str(tmp_path))

@@ -191,9 +191,13 @@ def load_kernel(spec: str) -> type[V5_10]:
         sys.modules[mod_name] = module
         loader_spec.loader.exec_module(module)
     except SyntaxError as exc:
-        raise KernelError(f"{spec}:{exc.lineno}: syntax error: {exc.msg}") from None
-    except Exception as exc:  # the user's module failed to import
-        raise KernelError(f"{spec}: cannot load: {type(exc).__name__}: {exc}") from None
+        where = f"{exc.filename or spec}:{exc.lineno}"
+        raise KernelError(f"{where}: syntax error: {exc.msg}") from None
+    except BaseException as exc:  # the user's module failed to import (even sys.exit)
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        what = " ".join(str(exc).split()) or type(exc).__name__
+        raise KernelError(f"{spec}: cannot load: {type(exc).__name__}: {what}") from None
     found = [obj for obj in vars(module).values()
              if inspect.isclass(obj) and issubclass(obj, V5_10) and obj not in BUILTIN.values()
              and obj.__module__ == mod_name]
