@@ -197,7 +197,8 @@ def parse_scenario(data: dict[str, Any], path: str) -> Scenario:
         allowed = {"id", "as_id", "base_gfn", "npages", "hva", "huge", "log_dirty"}
         for key in raw:
             if key not in allowed:
-                raise err(f"{where} key '{key}'", f"unknown (expected {', '.join(sorted(allowed))})")
+                expected = ", ".join(sorted(allowed))
+                raise err(f"{where} key '{key}'", f"unknown (expected {expected})")
         for key in ("id", "base_gfn", "npages", "hva"):
             if key not in raw:
                 raise err(where, f"missing '{key}'")
