@@ -189,22 +189,26 @@ def build(program: tuple, nvars: int, nlocks: int
 class Outcomes:
     """Everything an exhaustive search of a program can observe."""
 
-    finals: set = field(default_factory=set)  # ("ok" | kind, snapshot) of every execution
+    finals: set = field(default_factory=set)  # ("ok" | "deadlock", snapshot) of executions
     kinds: set = field(default_factory=set)  # violation kinds found
     executions: int = 0
     complete: bool = False
 
 
 def outcomes(program: tuple, nvars: int, nlocks: int, strategy: str,
-             max_executions: int = 200_000, kernel: bool = False) -> Outcomes:
+             max_executions: int = 200_000, kernel: bool = False,
+             lockdep: bool = True) -> Outcomes:
     """Explore ``program`` to the end, going on past violations.
 
     ``explore`` stops at the first violation; handing it the same strategy
     object again resumes the search where it stopped, so the whole space is
-    covered and the final state of each violating execution (the last
+    covered and the final state of each deadlocked execution (the last
     ``observed`` of its trace) is collected too.
     """
-    setup, threads = (build_kernel if kernel else build)(program, nvars, nlocks)
+    if kernel:
+        setup, threads = build_kernel(program, nvars, nlocks, lockdep)
+    else:
+        setup, threads = build(program, nvars, nlocks)
     strat = DfsStrategy() if strategy == "dfs" else DporStrategy()
     out = Outcomes()
 
@@ -221,7 +225,11 @@ def outcomes(program: tuple, nvars: int, nlocks: int, strategy: str,
             out.complete = r.complete
             return out
         out.kinds.add(v.kind)
-        out.finals.add((v.kind, v.trace[-1].observed if v.trace else None))
+        if v.kind == "deadlock":
+            # A deadlocked execution is maximal: its state is a final state.  One
+            # stopped by a finding (lockdep...) is not, and how far the threads
+            # independent of the finding got differs between equivalent runs.
+            out.finals.add((v.kind, v.trace[-1].observed if v.trace else None))
 
 
 # ------------------------------------------------- the same programs, kernel locks
@@ -276,9 +284,9 @@ def _kernel_ops(kernel: Any, s: PState, me: int, ops: tuple) -> None:
             _run_ops(s, me, (op,))
 
 
-def build_kernel(program: tuple, nvars: int, nlocks: int
+def build_kernel(program: tuple, nvars: int, nlocks: int, lockdep: bool = True
                  ) -> tuple[Callable[[], PState], list[tuple[str, Callable[[PState], None]]]]:
-    """Like :func:`build`, with the locks of ``tdpmmu.kernel``."""
+    """Like :func:`build`, with the locks of ``tdpmmu.kernel`` (lockdep on or off)."""
     import tdpmmu.kernel as kernel
 
     def setup() -> PState:
@@ -288,6 +296,10 @@ def build_kernel(program: tuple, nvars: int, nlocks: int
                       [[0] * NREGS for _ in program])
 
     def thread(me: int, ops: tuple) -> Callable[[PState], None]:
-        return lambda s: _kernel_ops(kernel, s, me, ops)
+        def run(s: PState) -> None:
+            if not lockdep:
+                kernel.debug_locks_off()  # for this execution only
+            _kernel_ops(kernel, s, me, ops)
+        return run
 
     return setup, [(f"T{i}", thread(i, ops)) for i, ops in enumerate(program)]
