@@ -247,8 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         (indexer(4, size=8, msgs=2), 2_000 if quick else None),
         (indexer(12), 2_000 if quick else 20_000),
     ]
-    # Warm up (allocator arenas, the interpreter's specialised bytecode) so that
-    # the first row does not pay for it.
+    # Warm up: the first second of searching in a process runs measurably
+    # slower, and the first row should not pay for it.
     warm = time.perf_counter()
     while time.perf_counter() - warm < 1.0:
         for strategy in ("dfs", "dpor"):
