@@ -143,14 +143,22 @@ def _grace_period(label: str) -> None:
     snap = [(r, r.gen) for r in readers if r.nesting]
     batch = q.pending
     q.pending = []
-    if snap:
-        def ended() -> bool:
-            return all(r.gen != gen for r, gen in snap)
-
-        names = ", ".join(r.name for r, _ in snap)
-        visible(f"{label} wait", tuple((r, READ) for r, _ in snap), ended,
-                waits_for=f"an RCU grace period ({names})")
+    wait_for_readers(label, snap, "an RCU grace period")
     _run(batch)
+
+
+def wait_for_readers(label: str, snap: list[tuple[Any, int]], what: str) -> None:
+    """Block until each reader in ``snap`` (reader, sections completed when the
+    grace period began) has left the section it was in."""
+    if not snap:
+        return
+
+    def ended() -> bool:
+        return all(r.gen != gen for r, gen in snap)
+
+    names = ", ".join(r.name for r, _ in snap)
+    visible(f"{label} wait", tuple((r, READ) for r, _ in snap), ended,
+            waits_for=f"{what} ({names})")
 
 
 def _take_all() -> list[tuple[Any, Callable[[Any], Any]]]:

@@ -16,22 +16,12 @@ from __future__ import annotations
 from typing import Any
 
 from ..engine import runtime
-from ..engine.access import READ, WRITE
+from ..engine.access import READ
 from ..engine.runtime import Finding, current_execution, current_thread, visible
 from . import callsite, lockdep, sched
+from .rcu import RcuReader, wait_for_readers
 
 runtime.hide_frames_of(__file__)
-
-
-class SrcuReader:
-    __slots__ = ("name", "nesting", "gen", "version", "acc", "__weakref__")
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        self.nesting = 0
-        self.gen = 0
-        self.version = 0
-        self.acc = ((self, WRITE),)
 
 
 class srcu_struct:
@@ -43,11 +33,12 @@ class srcu_struct:
         self.name = name
 
 
-def _reader(ssp: srcu_struct, t: Any) -> SrcuReader:
+def _reader(ssp: srcu_struct, t: Any) -> RcuReader:
     key = ("srcu", id(ssp))
     r = t.local.get(key)
     if r is None:
-        r = t.local[key] = SrcuReader(f"{ssp.name} reader ({t.name})")
+        r = t.local[key] = RcuReader(t.name)
+        r.name = f"{ssp.name} reader ({t.name})"
     return r
 
 
@@ -98,13 +89,7 @@ def synchronize_srcu(ssp: srcu_struct) -> None:
     label = f"synchronize_srcu({ssp.name})"
     visible(label, tuple((r, READ) for r in readers))
     snap = [(r, r.gen) for r in readers if r.nesting]
-    if snap:
-        def ended() -> bool:
-            return all(r.gen != gen for r, gen in snap)
-
-        names = ", ".join(r.name for r, _ in snap)
-        visible(f"{label} wait", tuple((r, READ) for r, _ in snap), ended,
-                waits_for=f"an SRCU grace period ({names})")
+    wait_for_readers(label, snap, "an SRCU grace period")
 
 
 synchronize_srcu_expedited = synchronize_srcu

@@ -294,28 +294,26 @@ class Mmu:
 
     # ---------------------------------------------------------- dirty logging
     def kvm_mmu_slot_remove_write_access(self, kvm: Any, memslot: Any, start_level: int) -> None:
-        spin_lock(kvm.mmu_lock)
-        flush = False
-        if kvm.arch.tdp_mmu_enabled:
-            flush |= self.kvm_tdp_mmu_wrprot_slot(kvm, memslot, PG_LEVEL_4K)
-        spin_unlock(kvm.mmu_lock)
-        if flush:
-            self.kvm_arch_flush_remote_tlbs_memslot(kvm, memslot)
+        # The TDP MMU write-protects down to 4K whatever start_level says (v5.10).
+        self.slot_tdp_walk_and_flush(kvm, memslot, lambda: self.kvm_tdp_mmu_wrprot_slot(
+            kvm, memslot, PG_LEVEL_4K))
 
     def kvm_mmu_slot_leaf_clear_dirty(self, kvm: Any, memslot: Any) -> None:
-        spin_lock(kvm.mmu_lock)
-        flush = False
-        if kvm.arch.tdp_mmu_enabled:
-            flush |= self.kvm_tdp_mmu_clear_dirty_slot(kvm, memslot)
-        spin_unlock(kvm.mmu_lock)
-        if flush:
-            self.kvm_arch_flush_remote_tlbs_memslot(kvm, memslot)
+        self.slot_tdp_walk_and_flush(kvm, memslot, lambda: self.kvm_tdp_mmu_clear_dirty_slot(
+            kvm, memslot))
 
     def kvm_mmu_slot_set_dirty(self, kvm: Any, memslot: Any) -> None:
+        self.slot_tdp_walk_and_flush(kvm, memslot, lambda: self.kvm_tdp_mmu_slot_set_dirty(
+            kvm, memslot))
+
+    def slot_tdp_walk_and_flush(self, kvm: Any, memslot: Any, tdp_walk: Any) -> None:
+        """The shape the three functions above share in mmu.c: run the TDP MMU's
+        slot walk under ``mmu_lock`` (the legacy rmap walk has nothing to do),
+        then flush the slot's TLB entries after dropping the lock if it asked."""
         spin_lock(kvm.mmu_lock)
         flush = False
         if kvm.arch.tdp_mmu_enabled:
-            flush |= self.kvm_tdp_mmu_slot_set_dirty(kvm, memslot)
+            flush |= tdp_walk()
         spin_unlock(kvm.mmu_lock)
         if flush:
             self.kvm_arch_flush_remote_tlbs_memslot(kvm, memslot)
