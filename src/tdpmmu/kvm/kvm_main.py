@@ -59,7 +59,7 @@ class KvmMain:
 
     def kvm_memslots_generation(self, kvm: Any, vcpu: Any) -> int:
         as_id = 1 if vcpu is not None and vcpu.smm else 0
-        return kvm.memslots[as_id].value.generation
+        return self._kvm_memslots(kvm, as_id).generation
 
     def mark_page_dirty_in_slot(self, kvm: Any, memslot: kvm_memory_slot | None,
                                 gfn: int) -> None:

@@ -27,7 +27,7 @@ class DirtyLogComplete:
         self.must: dict[tuple[int, int], set[int]] = {}
 
     def _slot_of(self, as_id: int, gfn: int) -> Any:
-        for slot in self.kvm.memslots[as_id].value.slots:
+        for slot in self.kvm.memslots[as_id].load().slots:  # visible: installs race
             if slot.contains(gfn):
                 return slot
         return None

@@ -1,8 +1,9 @@
 """After an MMU-notifier invalidation completes, nothing maps the range.
 
 At ``invalidate_range_end`` no SPTE in any root and no vCPU TLB entry may map
-a gfn whose host page was in the invalidated range: the host is free to
-reuse those pages from then on.
+a page frame the invalidation took away from the range: the host is free to
+reuse those frames from then on.  (A mapping of the range's *new* frames may
+exist already: ``change_pte`` installs one between start and end.)
 """
 
 from __future__ import annotations
@@ -42,17 +43,6 @@ class InvalidationComplete:
 
     def __init__(self, kvm: Any) -> None:
         self.kvm = kvm
-
-    def range_gfns(self, start: int, end: int) -> dict[int, set[int]]:
-        """as_id -> gfns backed by hvas in [start, end)."""
-        out: dict[int, set[int]] = {}
-        for as_id, var in enumerate(self.kvm.memslots):
-            for slot in var.value.slots:
-                lo = max(start, slot.userspace_addr)
-                hi = min(end, slot.userspace_addr + slot.npages)
-                for hva in range(lo, hi):
-                    out.setdefault(as_id, set()).add(slot.base_gfn + hva - slot.userspace_addr)
-        return out
 
     def probe(self, event: str, fields: dict[str, Any]) -> None:
         if event != "invalidate_range_end":
