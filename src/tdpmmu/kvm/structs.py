@@ -176,7 +176,7 @@ class HostMM:
     def replace(self, hva: int, writable: bool) -> tuple[int, bool]:
         """The host moves an hva to a new page frame (one visible store)."""
         pte = self.pte(hva)
-        old_pfn = pte.value[0]
+        old_pfn = pte.load()[0]
         new = (self.alloc_pfn(), writable)
         pte.store(new)
         self.old_pfns.setdefault(hva, []).append(old_pfn)

@@ -26,7 +26,7 @@ class World:
 def _slot(world: World, a: Action) -> Any:
     """The memslot an ioctl names, or None: then the ioctl fails with -EINVAL
     (in some interleavings another thread may have deleted it)."""
-    slots = world.kvm.memslots[a.args.get("as_id", 0)].value
+    slots = world.kvm.memslots[a.args.get("as_id", 0)].load()
     slot = slots.id_to_memslot(a.args["slot"])
     if slot is None:
         mark(f"{a.op}: no memslot {a.args['slot']}: -EINVAL")
