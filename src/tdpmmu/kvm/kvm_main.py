@@ -68,6 +68,24 @@ class KvmMain:
             memslot.dirty_bitmap[rel_gfn] = 1
             shared.note(f"mark_page_dirty gfn {gfn:#x}")
 
+    def hva_to_pfn(self, kvm: Any, hva: int, write_fault: bool,
+                   writable: bool) -> tuple[int, bool]:
+        """The host page behind ``hva`` and whether it may be mapped writable.
+
+        A write fault on a read-only host page (a KSM page, say) breaks COW as
+        ``get_user_pages(FOLL_WRITE)`` does: the host gives the hva a private
+        copy, and the mm runs the MMU-notifier invalidation around the change,
+        which makes this fault retry.  (Simplification: the host side of the
+        fault runs in the vCPU's thread, as it does in the kernel, but the
+        page-table locking of the mm is not modelled.)
+        """
+        pfn, host_writable = kvm.mm.pte(hva).load()
+        if write_fault and not host_writable:
+            self.kvm_mmu_notifier_invalidate_range_start(kvm, hva, hva + 1)
+            pfn, host_writable = kvm.mm.replace(hva, writable=True)
+            self.kvm_mmu_notifier_invalidate_range_end(kvm, hva, hva + 1)
+        return pfn, host_writable and writable
+
     def install_new_memslots(self, kvm: Any, as_id: int, slots: kvm_memslots) -> kvm_memslots:
         old = kvm.memslots[as_id].value
         slots.generation = old.generation + 1

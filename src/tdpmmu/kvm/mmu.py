@@ -208,8 +208,8 @@ class Mmu:
         if slot is None or slot.flags & KVM_MEMSLOT_INVALID:
             return None, False
         hva = slot.userspace_addr + (gfn - slot.base_gfn)
-        pfn, host_writable = vcpu.kvm.mm.pte(hva).load()
-        return pfn, host_writable and not slot.flags & KVM_MEM_READONLY
+        writable_slot = not slot.flags & KVM_MEM_READONLY
+        return self.hva_to_pfn(vcpu.kvm, hva, write and writable_slot, writable_slot)
 
     def kvm_mmu_hugepage_adjust(self, vcpu: Any, gfn: int, max_level: int,
                                 pfn: int | None) -> int:
