@@ -16,6 +16,7 @@ from typing import Any
 from . import engine
 from .kernel import (
     kmem_cache_create,
+    set_panic_on_warn,
     kmemleak_report,
     mutex,
     object_is_freed,
@@ -67,6 +68,7 @@ class CheckResult:
     kernel_spec: str = ""  # as the user named it (a version or a variant file)
     scenario_spec: str = ""
     kasan: bool = False
+    panic_on_warn: bool = True
 
     @property
     def violation(self) -> engine.Violation | None:
@@ -206,7 +208,8 @@ def snapshot_roots(vm: Any) -> tuple[tuple[str, str, int, bool], ...]:
 def check(kernel: str | type[V5_10], scenario: str | Scenario, *, strategy: str = "dpor",
           knobs: dict[str, str] | None = None, max_executions: int | None = None,
           seed: int = 0, preemption_bound: int | None = None, max_steps: int = 5_000,
-          kasan: bool = False, progress: Callable[[int], None] | None = None) -> CheckResult:
+          kasan: bool = False, panic_on_warn: bool = True,
+          progress: Callable[[int], None] | None = None) -> CheckResult:
     """Explore a kernel version on a scenario; see :class:`CheckResult`."""
     kernel_cls = resolve_kernel(kernel) if isinstance(kernel, str) else kernel
     scen = resolve_scenario(scenario) if isinstance(scenario, str) else scenario
@@ -215,6 +218,7 @@ def check(kernel: str | type[V5_10], scenario: str | Scenario, *, strategy: str 
         raise UserError(f"unknown strategy {strategy!r} (choose from "
                         f"{', '.join(engine.STRATEGIES)})")
     old_kasan = set_kasan(kasan)
+    old_panic = set_panic_on_warn(panic_on_warn)
     try:
         result = engine.explore(model.setup, model.threads, strategy=strategy,
                                 max_executions=max_executions, max_steps=max_steps,
@@ -223,16 +227,20 @@ def check(kernel: str | type[V5_10], scenario: str | Scenario, *, strategy: str 
                                 observe=model.observe, progress=progress)
     finally:
         set_kasan(old_kasan)
+        set_panic_on_warn(old_panic)
     return CheckResult(kernel_cls.name, scen.name, strategy, dict(model.knobs), result, model,
-                       _spec(kernel, kernel_cls.name), _spec(scenario, scen.name), kasan)
+                       _spec(kernel, kernel_cls.name), _spec(scenario, scen.name), kasan,
+                       panic_on_warn)
 
 
 def replay(kernel: str | type[V5_10], scenario: str | Scenario, schedule: str, *,
-           knobs: dict[str, str] | None = None, kasan: bool = False) -> CheckResult:
+           knobs: dict[str, str] | None = None, kasan: bool = False,
+           panic_on_warn: bool = True) -> CheckResult:
     kernel_cls = resolve_kernel(kernel) if isinstance(kernel, str) else kernel
     scen = resolve_scenario(scenario) if isinstance(scenario, str) else scenario
     model = build_model(kernel_cls, scen, knobs)
     old_kasan = set_kasan(kasan)
+    old_panic = set_panic_on_warn(panic_on_warn)
     try:
         result = engine.replay(model.setup, model.threads, schedule, check=model.check,
                                invariant=model.invariant, observe=model.observe)
@@ -243,8 +251,10 @@ def replay(kernel: str | type[V5_10], scenario: str | Scenario, schedule: str, *
                         f"{scen.name}: {exc}") from None
     finally:
         set_kasan(old_kasan)
+        set_panic_on_warn(old_panic)
     return CheckResult(kernel_cls.name, scen.name, "replay", dict(model.knobs), result, model,
-                       _spec(kernel, kernel_cls.name), _spec(scenario, scen.name), kasan)
+                       _spec(kernel, kernel_cls.name), _spec(scenario, scen.name), kasan,
+                       panic_on_warn)
 
 
 def _spec(given: Any, name: str) -> str:

@@ -86,6 +86,9 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kasan", action="store_true",
                    help="CONFIG_KASAN: report reads of freed memory (default: off, as on "
                    "the reporter's kernel)")
+    p.add_argument("--no-panic-on-warn", dest="panic_on_warn", action="store_false",
+                   help="a WARN is recorded and the run goes on (default: a WARN is a "
+                   "finding, as with panic_on_warn)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.add_argument("--html", metavar="FILE",
                    help="also write the finding as an HTML page with a swimlane timeline")
@@ -156,7 +159,8 @@ def cmd_check(args: argparse.Namespace) -> int:
                 res = check(kernel, scenario, strategy=args.strategy, knobs=knobs,
                             max_executions=args.max_executions, seed=args.seed or 0,
                             preemption_bound=args.preemption_bound,
-                            max_steps=args.max_steps, kasan=args.kasan, progress=tick)
+                            max_steps=args.max_steps, kasan=args.kasan,
+                            panic_on_warn=args.panic_on_warn, progress=tick)
             results.append(res)
             if not single and not args.json:
                 _print_row(res, first=len(results) == 1)
@@ -206,7 +210,8 @@ def _write_html(path: str, found: list[CheckResult]) -> None:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     knobs = parse_knobs(args.knob)
-    res = replay(args.kernel, args.scenario, args.schedule, knobs=knobs, kasan=args.kasan)
+    res = replay(args.kernel, args.scenario, args.schedule, knobs=knobs, kasan=args.kasan,
+                 panic_on_warn=args.panic_on_warn)
     if args.html:
         _write_html(args.html, [res] if res.violation is not None else [])
     if args.json:

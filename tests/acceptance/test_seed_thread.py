@@ -224,3 +224,14 @@ def test_html_report_has_one_lane_per_thread_and_the_replay_command(tmp_path):
     assert lanes == ["host", "vcpu0"]
     assert "kvm_mmu_get_root" in page
     assert "tdpmmu replay --kernel v5.10 --scenario seed-bug --schedule s1." in page
+
+
+def test_non_fatal_warn_lets_the_run_go_on_to_the_leak():
+    # With panic_on_warn the teardown WARN is the finding; without it the run
+    # goes on and kmemleak reports the page tables the forgotten roots hold.
+    fatal = check(_ForgetsVcpus, "seed-bug").violation
+    assert fatal.kind == "WARN"
+    res = check(_ForgetsVcpus, "seed-bug", panic_on_warn=False)
+    v = res.violation
+    assert v is not None and v.kind == "kmemleak"
+    assert "kvm_mmu_page" in "\n".join(v.details)

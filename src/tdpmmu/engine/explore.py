@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import schedule as tokens
-from .runtime import EngineError, Execution, Finding, SoftFinding, Step
+from .runtime import EngineError, Execution, Finding, SoftFinding, Step, checking
 from .strategies import (
     STRATEGIES,
     BoundedStrategy,
@@ -118,7 +118,8 @@ def _run_one(setup: Callable[[], Any], threads: list[tuple[str, Callable[[Any], 
     finding = ex.finding
     if finding is None and check is not None:
         try:
-            check(state)
+            with checking(ex):
+                check(state)
         except AssertionError as exc:
             finding = Finding("assertion", str(exc) or "check failed", "check")
         except Finding as f:

@@ -383,11 +383,38 @@ def choose(n: int) -> int:
 
 def report(kind: str, message: str, function: str | None = None,
            details: list[str] | None = None) -> None:
-    """Record a broken property without stopping the execution."""
+    """Record a broken property without stopping the execution.
+
+    In the check after an execution it is recorded for that execution (at its
+    last step); anywhere else outside an execution it is raised.
+    """
     ex = _current
-    if ex is None:
+    if ex is not None:
+        ex.soft_report(Finding(kind, message, function, details))
+    elif _checking is not None:
+        _checking.soft.append(SoftFinding(kind, message, _checking.nsteps, None, function,
+                                          list(details or [])))
+    else:
         raise Finding(kind, message, function, details)
-    ex.soft_report(Finding(kind, message, function, details))
+
+
+_checking: Execution | None = None
+
+
+class checking:  # noqa: N801 - a context manager named for what it marks
+    """``with checking(ex):`` marks the check that runs after execution ``ex``."""
+
+    def __init__(self, ex: Execution) -> None:
+        self.ex = ex
+
+    def __enter__(self) -> Execution:
+        global _checking
+        self.prev, _checking = _checking, self.ex
+        return self.ex
+
+    def __exit__(self, *exc: object) -> None:
+        global _checking
+        _checking = self.prev
 
 
 def execution_local() -> dict[str, Any]:

@@ -23,6 +23,8 @@ def replay_command(res: Any) -> str:
         parts += ["--knob", f"{name}={choice}"]
     if res.kasan:
         parts.append("--kasan")
+    if not res.panic_on_warn:
+        parts.append("--no-panic-on-warn")
     parts += ["--schedule", v.schedule]
     return " ".join(shlex.quote(p) for p in parts)
 
