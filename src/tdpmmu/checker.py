@@ -16,11 +16,11 @@ from typing import Any
 from . import engine
 from .kernel import (
     kmem_cache_create,
-    set_panic_on_warn,
     kmemleak_report,
     mutex,
     object_is_freed,
     set_kasan,
+    set_panic_on_warn,
     srcu_struct,
 )
 from .kvm.structs import (
