@@ -16,7 +16,6 @@ from typing import Any
 from . import engine
 from .kernel import (
     kmem_cache_create,
-    kmemleak_report,
     mutex,
     object_is_freed,
     set_kasan,
@@ -262,4 +261,4 @@ def _spec(given: Any, name: str) -> str:
 
 
 __all__ = ["BUILTIN", "KNOBS", "CheckResult", "Model", "UserError", "build_model", "check",
-           "kmemleak_report", "replay", "snapshot_roots"]
+           "replay", "snapshot_roots"]
