@@ -61,7 +61,7 @@ def main() -> None:
     dfs = measure("v5.11", "teardown", "dfs")
     dpor = measure("v5.11", "teardown", "dpor")
     print(f"\nteardown: dfs {dfs['executions']} executions vs dpor {dpor['executions']} "
-          f"(ratio dpor/dfs {dpor['executions'] / dfs['executions']:.3f})")
+          f"(ratio dpor/dfs {dpor['executions'] / dfs['executions']:.5f})")
 
 
 if __name__ == "__main__":
