@@ -176,6 +176,7 @@ def cond_resched_rwlock_read(lock: rwlock_t) -> int:
     lockdep.lockdep_assert_held_read(lock)
     sched.check_sleep(1)
     read_unlock(lock)
+    runtime.mark(f"cond_resched_rwlock_read: {lock.name} dropped")
     read_lock(lock)
     return 1
 
@@ -185,5 +186,6 @@ def cond_resched_rwlock_write(lock: rwlock_t) -> int:
     lockdep.lockdep_assert_held_write(lock)
     sched.check_sleep(1)
     write_unlock(lock)
+    runtime.mark(f"cond_resched_rwlock_write: {lock.name} dropped")
     write_lock(lock)
     return 1

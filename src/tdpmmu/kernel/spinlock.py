@@ -183,6 +183,7 @@ def cond_resched_lock(lock: spinlock_t) -> int:
     lockdep.lockdep_assert_held(lock)
     sched.check_sleep(1)
     spin_unlock(lock)
+    runtime.mark(f"cond_resched_lock: {lock.name} dropped")
     spin_lock(lock)
     return 1
 

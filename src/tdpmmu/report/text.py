@@ -68,7 +68,8 @@ def trace_table(v: Violation, threads: list[str]) -> list[str]:
         if root_step is not None and st.index == root_step:
             flags.append("<== " + v.root_cause.message.split(":")[0] + " broken here")
         if st.index == _finding_step(v):
-            flags.append(f"<== {v.kind}")
+            where = f" in {v.function}" if v.function else ""
+            flags.append(f"<== {v.kind}{where}")
         out.append(_row(st.index, cells, shown_roots, flags))
         for mark in extra:
             sub = [""] * len(threads)
