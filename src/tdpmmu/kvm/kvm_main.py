@@ -179,23 +179,31 @@ class KvmMain:
             return None
         if kvm.manual_dirty_log_protect:
             return [slot.base_gfn + i for i, bit in enumerate(slot.dirty_bitmap) if bit]
-        dirty = []
+        return self.take_dirty_bits_and_reprotect(kvm, slot, range(slot.npages))
+
+    def take_dirty_bits_and_reprotect(self, kvm: Any, slot: Any, pages: Any) -> list[int]:
+        """The loop get_dirty_log and clear_dirty_log share: under ``mmu_lock``,
+        per long of the bitmap, atomically take the set bits among ``pages``
+        (``xchg`` / ``atomic_long_fetch_andnot``) and write-protect those pages
+        again; flush after dropping the lock.  Returns the gfns taken."""
+        wanted = set(pages)
+        taken = []
         flush = False
         spin_lock(kvm.mmu_lock)
         for offset in range(0, slot.npages, BITS_PER_LONG):
             mask = 0
             for i in range(offset, min(offset + BITS_PER_LONG, slot.npages)):
-                if slot.dirty_bitmap[i]:
+                if i in wanted and slot.dirty_bitmap[i]:
+                    slot.dirty_bitmap[i] = 0
                     mask |= 1 << (i - offset)
-                    slot.dirty_bitmap[i] = 0  # xchg(&dirty_bitmap[i], 0)
-                    dirty.append(slot.base_gfn + i)
+                    taken.append(slot.base_gfn + i)
             if mask:
                 flush = True
                 self.kvm_arch_mmu_enable_log_dirty_pt_masked(kvm, slot, offset, mask)
         spin_unlock(kvm.mmu_lock)
         if flush:
             self.kvm_arch_flush_remote_tlbs_memslot(kvm, slot)
-        return dirty
+        return taken
 
     def kvm_vm_ioctl_get_dirty_log(self, kvm: Any, as_id: int, slot_id: int) -> list[int] | None:
         mutex_lock(kvm.slots_lock)
@@ -213,23 +221,7 @@ class KvmMain:
             return None
         if any(not 0 <= i < slot.npages for i in pages):
             return None
-        cleared = []
-        flush = False
-        spin_lock(kvm.mmu_lock)
-        for offset in range(0, slot.npages, BITS_PER_LONG):
-            mask = 0
-            for i in pages:
-                if offset <= i < offset + BITS_PER_LONG and slot.dirty_bitmap[i]:
-                    slot.dirty_bitmap[i] = 0  # atomic_long_fetch_andnot()
-                    mask |= 1 << (i - offset)
-                    cleared.append(slot.base_gfn + i)
-            if mask:
-                flush = True
-                self.kvm_arch_mmu_enable_log_dirty_pt_masked(kvm, slot, offset, mask)
-        spin_unlock(kvm.mmu_lock)
-        if flush:
-            self.kvm_arch_flush_remote_tlbs_memslot(kvm, slot)
-        return cleared
+        return self.take_dirty_bits_and_reprotect(kvm, slot, pages)
 
     def kvm_vm_ioctl_clear_dirty_log(self, kvm: Any, as_id: int, slot_id: int,
                                      pages: list[int]) -> list[int] | None:
