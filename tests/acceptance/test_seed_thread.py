@@ -235,3 +235,41 @@ def test_non_fatal_warn_lets_the_run_go_on_to_the_leak():
     v = res.violation
     assert v is not None and v.kind == "kmemleak"
     assert "kvm_mmu_page" in "\n".join(v.details)
+
+
+@pytest.mark.parametrize("scenario", ["dirty-log-clear", "change-pte-and-age"])
+def test_v5_11_verifies_the_other_built_in_scenarios(scenario):
+    res = check("v5.11", scenario)
+    assert res.violation is None, res.violation and res.violation.message
+    assert res.result.complete
+
+
+def test_a_guest_write_to_a_ksm_page_breaks_cow_instead_of_looping():
+    from tdpmmu.checker import build_model, resolve_scenario
+    from tdpmmu.kvm.versions import V5_11
+    from tdpmmu.scenarios.format import Action
+
+    model = build_model(V5_11, resolve_scenario("change-pte-and-age"))
+    world = model.setup()
+    kvm = world.kvm
+    pte = kvm.mm.pte(0x101)
+    from tdpmmu.scenarios.actions import ACTIONS
+    ACTIONS["change_pte"](world, Action("change_pte", {"hva": 0x101}, "test"))
+    ksm_pfn, writable = pte.value
+    assert not writable
+    ACTIONS["vcpu_run"](world, Action("vcpu_run", {"vcpu": 0, "guest": [("write", 0x1)]},
+                                      "test"))
+    new_pfn, writable = pte.value
+    assert writable and new_pfn != ksm_pfn
+    assert ksm_pfn in kvm.mm.old_pfns[0x101]
+    tlb = kvm.vcpus[0].tlb.entries
+    assert tlb[0x1] == (new_pfn, True)
+
+
+def test_replay_command_carries_every_run_option():
+    res = check(_ForgetsVcpus, "seed-bug", panic_on_warn=False, kasan=True,
+                knobs={"resched": "always"})
+    from tdpmmu.report import replay_command
+    cmd = replay_command(res)
+    assert "--no-panic-on-warn" in cmd and "--kasan" in cmd
+    assert "--knob resched=always" in cmd
