@@ -12,7 +12,7 @@ from ..kvm import shared
 # Model helpers that stand for one kernel statement; a trace names their caller.
 _HELPERS = {name for name in vars(shared) if callable(getattr(shared, name))} | {
     "thread", "_run_action"}
-COLUMN = 46
+COLUMN = 52
 
 
 def replay_command(res: Any) -> str:
