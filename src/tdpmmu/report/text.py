@@ -58,7 +58,8 @@ def trace_table(v: Violation, threads: list[str]) -> list[str]:
     for st in v.trace:
         cells = [""] * len(threads)
         funcs = step_functions(st, depth=1)
-        text = f"{funcs[0]}: {st.label}" if funcs else st.label
+        text = st.label if not funcs or st.label.startswith(funcs[0]) \
+            else f"{funcs[0]}: {st.label}"
         cells[col.get(st.thread, 0)] = text
         extra = list(st.marks)
         roots = roots_text(st.observed) if st.observed is not None else ""

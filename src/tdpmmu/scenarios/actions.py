@@ -23,7 +23,7 @@ class World:
         self.dirty_reads: list[tuple[int, list[int]]] = []
 
 
-def _slot(world: World, a: Action) -> Any:
+def userspace_memslot(world: World, a: Action) -> Any:
     """The memslot an ioctl names, or None: then the ioctl fails with -EINVAL
     (in some interleavings another thread may have deleted it)."""
     slots = world.kvm.memslots[a.args.get("as_id", 0)].load()
@@ -55,7 +55,7 @@ def do_memslot_create(world: World, a: Action) -> None:
 
 
 def do_memslot_delete(world: World, a: Action) -> None:
-    slot = _slot(world, a)
+    slot = userspace_memslot(world, a)
     if slot is None:
         return
     world.k.kvm_set_memory_region(world.kvm, slot.as_id, slot.id, slot.flags, slot.base_gfn,
@@ -63,7 +63,7 @@ def do_memslot_delete(world: World, a: Action) -> None:
 
 
 def do_memslot_move(world: World, a: Action) -> None:
-    slot = _slot(world, a)
+    slot = userspace_memslot(world, a)
     if slot is None:
         return
     world.k.kvm_set_memory_region(world.kvm, slot.as_id, slot.id, slot.flags,
@@ -79,7 +79,7 @@ def _observe_slot(world: World, slot: Any, event: str, **fields: Any) -> None:
 
 
 def do_dirty_log_enable(world: World, a: Action) -> None:
-    slot = _slot(world, a)
+    slot = userspace_memslot(world, a)
     if slot is None:
         return
     world.k.kvm_set_memory_region(world.kvm, slot.as_id, slot.id,
@@ -89,7 +89,7 @@ def do_dirty_log_enable(world: World, a: Action) -> None:
 
 
 def do_dirty_log_disable(world: World, a: Action) -> None:
-    slot = _slot(world, a)
+    slot = userspace_memslot(world, a)
     if slot is None:
         return
     _observe_slot(world, slot, "dirty_log_disabled")
@@ -99,7 +99,7 @@ def do_dirty_log_disable(world: World, a: Action) -> None:
 
 
 def do_get_dirty_log(world: World, a: Action) -> None:
-    slot = _slot(world, a)
+    slot = userspace_memslot(world, a)
     if slot is None:
         return
     _observe_slot(world, slot, "dirty_log_read_start")
@@ -115,7 +115,7 @@ def do_get_dirty_log(world: World, a: Action) -> None:
 def do_clear_dirty_log(world: World, a: Action) -> None:
     """KVM_CLEAR_DIRTY_LOG as userspace uses it: clear (and re-protect) the pages
     of the range that the last KVM_GET_DIRTY_LOG of the slot reported."""
-    slot = _slot(world, a)
+    slot = userspace_memslot(world, a)
     if slot is None:
         return
     first = a.args["first"]
