@@ -273,3 +273,15 @@ def test_replay_command_carries_every_run_option():
     cmd = replay_command(res)
     assert "--no-panic-on-warn" in cmd and "--kasan" in cmd
     assert "--knob resched=always" in cmd
+
+
+def test_example_variant_with_5_12s_forward_progress_removes_the_livelock():
+    from pathlib import Path
+
+    variant = str(Path(__file__).parents[2] / "examples" / "forward_progress.py")
+    livelock = check("v5.11", "dirty-log-new-root", knobs={"resched": "always"},
+                     max_steps=2000).violation
+    assert livelock is not None and livelock.kind == "livelock"
+    res = check(variant, "dirty-log-new-root", max_steps=2000)
+    assert res.kernel == "v5.11+forward-progress"
+    assert res.violation is None and res.result.complete
