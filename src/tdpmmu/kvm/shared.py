@@ -29,28 +29,27 @@ def write_spte(sp: Any, index: int, new_spte: int) -> None:
     root.version += 1
 
 
-def hardware_walk_point(root: Any, tlb: Any, requests: Any, written: Any = None) -> None:
+def hardware_walk_point(root: Any, tlb: Any, requests: Any, write_acc: tuple = ()) -> None:
     """The scheduling point of one hardware page walk of ``root`` that may fill ``tlb``
-    (and complete a guest write to the page whose ghost word is ``written``)."""
-    acc = ((root, READ), (tlb, WRITE), (requests, READ))
-    if written is not None:
-        acc += ((written, WRITE),)
-    visible(f"EPT walk {root.name}", acc)
+    (and complete a guest write: ``write_acc``, see :func:`guest_write_accesses`)."""
+    visible(f"EPT walk {root.name}", ((root, READ), (tlb, WRITE), (requests, READ)) + write_acc)
     note_read(root)
     note_read(requests)
 
 
-def tlb_lookup_point(tlb: Any, requests: Any, written: Any = None) -> None:
+def tlb_lookup_point(tlb: Any, requests: Any, write_acc: tuple = ()) -> None:
     """The scheduling point of a guest instruction: a TLB lookup, and the check
-    for a pending request (a kick makes the vCPU leave guest mode).
+    for a pending request (a kick makes the vCPU leave guest mode)."""
+    visible("guest write" if write_acc else "guest read",
+            ((tlb, READ), (requests, READ)) + write_acc)
 
-    A write also writes the page's *ghost* word, which only properties read:
-    it orders the write against the events a property compares it with (a
-    dirty-log read, say), which the model's own state would not."""
-    acc = ((tlb, READ), (requests, READ))
-    if written is not None:
-        acc += ((written, WRITE),)
-    visible("guest write" if written is not None else "guest read", acc)
+
+def guest_write_accesses(kvm: Any, as_id: int, gfn: int) -> tuple:
+    """What a guest write touches besides the TLB and the EPT: the page's *ghost*
+    word, which only properties read (it orders the write against a dirty-log
+    read, say, which the model's own state would not), and the memslots the
+    properties look the page up in, in the same step as the write."""
+    return ((kvm.ghost(as_id, gfn), WRITE), (kvm.memslots[as_id], READ))
     note_read(tlb)
     note_read(requests)
 

@@ -146,8 +146,8 @@ class X86:
         """One guest memory access through the TLB and, on a miss, the EPT."""
         kvm = vcpu.kvm
         tlb = vcpu.tlb
-        ghost = kvm.ghost(1 if vcpu.smm else 0, gfn) if write else None
-        shared.tlb_lookup_point(tlb, vcpu.requests, ghost)
+        write_acc = shared.guest_write_accesses(kvm, 1 if vcpu.smm else 0, gfn) if write else ()
+        shared.tlb_lookup_point(tlb, vcpu.requests, write_acc)
         if vcpu.requests.value:
             return VmExit("kick")
         entry = tlb.entries.get(gfn)
@@ -159,7 +159,7 @@ class X86:
                           "vcpu_enter_guest")
         self.check_hardware_pfn(vcpu, vcpu.mmu.root_hpa >> PAGE_SHIFT)
         root = to_shadow_page(kvm, vcpu.mmu.root_hpa >> PAGE_SHIFT)
-        shared.hardware_walk_point(root, tlb, vcpu.requests, ghost)
+        shared.hardware_walk_point(root, tlb, vcpu.requests, write_acc)
         if vcpu.requests.value:
             return VmExit("kick")
         gpa = gfn << PAGE_SHIFT

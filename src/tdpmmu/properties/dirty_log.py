@@ -27,7 +27,9 @@ class DirtyLogComplete:
         self.must: dict[tuple[int, int], set[int]] = {}
 
     def _slot_of(self, as_id: int, gfn: int) -> Any:
-        for slot in self.kvm.memslots[as_id].load().slots:  # visible: installs race
+        # The guest write's own step declared a read of the memslots (see
+        # shared.guest_write_accesses): the lookup belongs to that step.
+        for slot in self.kvm.memslots[as_id].value.slots:
             if slot.contains(gfn):
                 return slot
         return None

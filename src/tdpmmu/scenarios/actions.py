@@ -51,7 +51,9 @@ def do_memslot_create(world: World, a: Action) -> None:
     world.k.kvm_set_memory_region(world.kvm, args["as_id"], args["slot"], flags,
                                   args["base_gfn"], args["npages"], args["hva"], args["huge"])
     if args["log_dirty"]:
-        world.k.trace_event(world.kvm, "dirty_log_enabled", key=(args["as_id"], args["slot"]))
+        slot = userspace_memslot(world, a)
+        if slot is not None:
+            _observe_slot(world, slot, "dirty_log_enabled")
 
 
 def do_memslot_delete(world: World, a: Action) -> None:
