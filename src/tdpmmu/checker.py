@@ -151,6 +151,8 @@ def build_model(kernel_cls: type[V5_10], scenario: Scenario,
                      for m in scenario.memslots if m.as_id == as_id]
             vm.memslots[as_id].value = kvm_memslots(generation=0, slots=slots)
             for s in slots:
+                if s.huge:
+                    vm.mm.map_huge(s.userspace_addr, s.npages)
                 for hva in range(s.userspace_addr, s.userspace_addr + s.npages):
                     vm.mm.pte(hva)
         vm.vcpu_threads_running.value = len(vcpu_threads)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..kernel import WARN_ON, lockdep_assert_held, spin_lock, spin_unlock
+from ..kernel.bug import BUG_ON as VM_BUG_ON
 from . import shared
 from .spte import (
     KVM_PAGES_PER_HPAGE,
@@ -212,28 +213,38 @@ class Mmu:
         return self.hva_to_pfn(vcpu.kvm, hva, write and writable_slot, writable_slot)
 
     def kvm_mmu_hugepage_adjust(self, vcpu: Any, gfn: int, max_level: int,
-                                pfn: int | None) -> int:
-        """Map with a 2M SPTE when the host backs the whole aligned range with a
-        huge page, the memslot covers it and dirty logging is off."""
-        if pfn is None or max_level < PG_LEVEL_2M:
-            return PG_LEVEL_4K
-        slot = self.kvm_vcpu_gfn_to_memslot(vcpu, gfn)
-        if slot is None or not slot.huge or slot.flags & KVM_MEM_LOG_DIRTY_PAGES:
-            return PG_LEVEL_4K
-        base = round_gfn_for_level(gfn, PG_LEVEL_2M)
-        if base < slot.base_gfn or base + KVM_PAGES_PER_HPAGE(PG_LEVEL_2M) > \
-                slot.base_gfn + slot.npages:
-            return PG_LEVEL_4K
-        if (slot.userspace_addr - slot.base_gfn) % KVM_PAGES_PER_HPAGE(PG_LEVEL_2M):
-            return PG_LEVEL_4K
-        return PG_LEVEL_2M
+                                pfn: int | None) -> tuple[int, int | None]:
+        """The level to map ``gfn`` at, and the pfn to map (aligned for a huge SPTE).
 
-    def host_can_map_huge(self, kvm: Any, gfn: int, level: int) -> bool:
-        """``PageTransCompoundMap()`` for the pages a non-leaf SPTE covers."""
-        for slot in self._kvm_memslots(kvm, 0).slots + self._kvm_memslots(kvm, 1).slots:
-            if slot.contains(gfn):
-                return slot.huge and not slot.flags & KVM_MEM_LOG_DIRTY_PAGES
-        return False
+        A 2M SPTE needs the aligned gfn range inside one memslot with the same
+        alignment of host addresses, no dirty logging (the model's stand-in for
+        ``lpage_info``'s ``disallow_lpage``), and the host mapping the page with
+        a huge page (``host_pfn_mapping_level``).  The host mapping is read
+        without a lock, as the kernel does: the MMU-notifier retry check that
+        ran before under ``mmu_lock`` guarantees it is not being changed.
+        """
+        if pfn is None or max_level < PG_LEVEL_2M:
+            return PG_LEVEL_4K, pfn
+        slot = self.kvm_vcpu_gfn_to_memslot(vcpu, gfn)
+        if slot is None or slot.flags & KVM_MEM_LOG_DIRTY_PAGES:
+            return PG_LEVEL_4K, pfn
+        pages = KVM_PAGES_PER_HPAGE(PG_LEVEL_2M)
+        base = round_gfn_for_level(gfn, PG_LEVEL_2M)
+        if base < slot.base_gfn or base + pages > slot.base_gfn + slot.npages:
+            return PG_LEVEL_4K, pfn
+        if (slot.userspace_addr - slot.base_gfn) % pages:
+            return PG_LEVEL_4K, pfn
+        if not vcpu.kvm.mm.is_huge_frame(pfn):
+            return PG_LEVEL_4K, pfn
+        mask = pages - 1
+        VM_BUG_ON((gfn & mask) != (pfn & mask))
+        return PG_LEVEL_2M, pfn & ~mask
+
+    def PageTransCompoundMap(self, kvm: Any, pfn: int) -> bool:
+        """Is ``pfn`` part of a huge page the host maps as one?  Page-table pages
+        never are, so v5.10's zap_collapsible_spte_range (which asks this of
+        a non-leaf SPTE's pfn, the child page table) never zaps."""
+        return kvm.mm.is_huge_frame(pfn)
 
     # ------------------------------------------------------------- fast zap
     def kvm_mmu_zap_all_fast(self, kvm: Any) -> None:

@@ -42,6 +42,8 @@ def tlb_lookup_point(tlb: Any, requests: Any, write_acc: tuple = ()) -> None:
     for a pending request (a kick makes the vCPU leave guest mode)."""
     visible("guest write" if write_acc else "guest read",
             ((tlb, READ), (requests, READ)) + write_acc)
+    note_read(tlb)
+    note_read(requests)
 
 
 def guest_write_accesses(kvm: Any, as_id: int, gfn: int) -> tuple:
@@ -50,8 +52,6 @@ def guest_write_accesses(kvm: Any, as_id: int, gfn: int) -> tuple:
     read, say, which the model's own state would not), and the memslots the
     properties look the page up in, in the same step as the write."""
     return ((kvm.ghost(as_id, gfn), WRITE), (kvm.memslots[as_id], READ))
-    note_read(tlb)
-    note_read(requests)
 
 
 def tlb_flush(tlbs: list[Any], label: str) -> None:

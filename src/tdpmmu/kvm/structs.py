@@ -88,7 +88,7 @@ class kvm_memory_slot:
     userspace_addr: int  # in pages of the host address space, for simplicity
     flags: int = 0
     dirty_bitmap: list[int] | None = None
-    huge: bool = False  # the host backs this slot with huge pages (THP)
+    huge: bool = False  # asked for: the host backs this slot with huge pages (see HostMM)
 
     def contains(self, gfn: int) -> bool:
         return self.base_gfn <= gfn < self.base_gfn + self.npages
@@ -165,6 +165,25 @@ class HostMM:
         self.ptes: dict[int, Var] = {}
         self.next_pfn = 0x100
         self.old_pfns: dict[int, list[int]] = {}  # hva -> pfns it was moved away from
+        self.huge_frames: set[int] = set()  # frames of the huge pages the host maps whole
+
+    def map_huge(self, hva: int, npages: int) -> None:
+        """Back ``hva .. hva+npages`` with huge pages (THP) where whole aligned
+        groups of pages fit: each group gets contiguous, aligned frames."""
+        from .spte import KVM_PAGES_PER_HPAGE, PG_LEVEL_2M
+        group = KVM_PAGES_PER_HPAGE(PG_LEVEL_2M)
+        first = -(-hva // group) * group
+        for start in range(first, hva + npages - group + 1, group):
+            self.next_pfn = -(-self.next_pfn // group) * group
+            for i in range(group):
+                pfn = self.alloc_pfn()
+                self.ptes[start + i] = Var((pfn, True), name=f"host pte {start + i:#x}")
+                self.huge_frames.add(pfn)
+        for h in range(hva, hva + npages):
+            self.pte(h)
+
+    def is_huge_frame(self, pfn: int) -> bool:
+        return pfn in self.huge_frames
 
     def pte(self, hva: int) -> Var:
         """The host PTE of an hva page: a shared ``(pfn, writable)`` word."""
@@ -177,6 +196,10 @@ class HostMM:
         """The host moves an hva to a new page frame (one visible store)."""
         pte = self.pte(hva)
         old_pfn = pte.load()[0]
+        if old_pfn in self.huge_frames:  # the huge page is split first
+            from .spte import KVM_PAGES_PER_HPAGE, PG_LEVEL_2M
+            base = old_pfn & ~(KVM_PAGES_PER_HPAGE(PG_LEVEL_2M) - 1)
+            self.huge_frames.difference_update(range(base, base + KVM_PAGES_PER_HPAGE(2)))
         new = (self.alloc_pfn(), writable)
         pte.store(new)
         self.old_pfns.setdefault(hva, []).append(old_pfn)

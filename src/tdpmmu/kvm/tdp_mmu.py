@@ -380,7 +380,7 @@ class TdpMmu(MmuInternal):
             return RET_PF_RETRY
         if WARN_ON(not self.is_tdp_mmu_root(kvm, vcpu.mmu.root_hpa)):
             return RET_PF_RETRY
-        level = self.kvm_mmu_hugepage_adjust(vcpu, gfn, max_level, pfn)
+        level, pfn = self.kvm_mmu_hugepage_adjust(vcpu, gfn, max_level, pfn)
         it = None
         for it in self.tdp_mmu_for_each_pte(vcpu, gfn, gfn + 1):
             if it.level == level:
@@ -597,7 +597,9 @@ class TdpMmu(MmuInternal):
         for it in self.tdp_root_for_each_pte(kvm, root, start, end):
             if not is_shadow_present_pte(it.old_spte) or is_last_spte(it.old_spte, it.level):
                 continue
-            if not self.host_can_map_huge(kvm, it.gfn, it.level):
+            # v5.10 takes the pfn of a non-leaf SPTE: the child page table.
+            pfn = spte_to_pfn(it.old_spte)
+            if not self.PageTransCompoundMap(kvm, pfn):
                 continue
             self.tdp_mmu_set_spte(kvm, it, 0)
             spte_set = self.tdp_mmu_iter_flush_cond_resched(kvm, it)

@@ -46,6 +46,8 @@ def do_vcpu_unload(world: World, a: Action) -> None:
 def do_memslot_create(world: World, a: Action) -> None:
     args = a.args
     flags = KVM_MEM_LOG_DIRTY_PAGES if args["log_dirty"] else 0
+    if args["huge"]:
+        world.kvm.mm.map_huge(args["hva"], args["npages"])
     for hva in range(args["hva"], args["hva"] + args["npages"]):
         world.kvm.mm.pte(hva)
     world.k.kvm_set_memory_region(world.kvm, args["as_id"], args["slot"], flags,
