@@ -12,8 +12,10 @@ resched=always`` shows the livelock).  The patch yields only once the walk has
 moved past the SPTE it last yielded at.
 
 The model's tdp_iter still names the target gfn ``goal_gfn`` (5.12 renamed it
-``next_last_level_gfn``) and keeps the last yield position in ``yielded_at``
-(5.12's ``yielded_gfn``, set when the walk restarts).
+``next_last_level_gfn``) and keeps the last yield target in ``yielded_at``
+(5.12's ``yielded_gfn``, set when the walk restarts).  The model's default
+``resched`` policy makes the same assumption; this variant makes need_resched()
+always true, so that the guarantee comes from the patch alone.
 """
 
 from tdpmmu.kernel import cond_resched_lock

@@ -285,3 +285,32 @@ def test_example_variant_with_5_12s_forward_progress_removes_the_livelock():
     res = check(variant, "dirty-log-new-root", max_steps=2000)
     assert res.kernel == "v5.11+forward-progress"
     assert res.violation is None and res.result.complete
+
+
+def test_knob_resched_never_shows_the_bug_needs_the_walk_to_yield():
+    res = check("v5.10", "seed-bug", knobs={"resched": "never"})
+    assert res.violation is None and res.result.complete
+
+
+def test_default_resched_policy_does_not_livelock_a_single_yielding_walk():
+    # set_dirty_gfn_range rewrites non-leaf SPTEs too; it must still finish
+    # when it yields after every SPTE it sets.
+    from tdpmmu.checker import build_model
+    from tdpmmu.scenarios.format import parse_scenario
+
+    class SetsDirty(V5_11):
+        name = "test-set-dirty"
+
+        def kvm_arch_commit_memory_region(self, kvm, old, new, change):
+            self.kvm_mmu_slot_set_dirty(kvm, new)
+
+    scen = parse_scenario({
+        "name": "set-dirty", "memslot": [{"id": 0, "base_gfn": 0, "npages": 4, "hva": 256}],
+        "setup": [{"op": "vcpu_run", "vcpu": 0, "guest": ["write 0x1", "write 0x2"]}],
+        "thread": [{"name": "host", "actions": [{"op": "dirty_log_enable", "slot": 0}]}]},
+        "test")
+    assert build_model(SetsDirty, scen) is not None
+    res = check(SetsDirty, scen, max_steps=2000)
+    assert res.violation is None and res.result.complete
+    always = check(SetsDirty, scen, knobs={"resched": "always"}, max_steps=2000).violation
+    assert always is not None and always.kind == "livelock"

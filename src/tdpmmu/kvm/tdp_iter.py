@@ -43,7 +43,7 @@ class tdp_iter:
         self.level = 0
         self.old_spte = 0
         self.valid = False
-        self.yielded_at: tuple[int, int] | None = None  # model only: see need_resched()
+        self.yielded_at: int | None = None  # model only: goal_gfn at the last yield
 
     @property
     def sptep(self) -> tuple[Any, int]:

@@ -11,14 +11,16 @@ kernel's ``__foo`` helpers are spelled ``_foo`` here.
 
 Simplifications (each keeps the behaviour under test):
 - the paging geometry is small (see :mod:`tdpmmu.kvm.spte`);
-- ``need_resched() || spin_needbreak()`` is taken as true at a yield point
-  (``cond_resched_lock`` drops the lock with a scheduling point in between,
-  which covers both "nobody wanted the lock" and "somebody ran"), except when
-  the walk yielded at this same SPTE and has not moved since: a timeslice has
-  just begun, so the re-check right after the restart does not yield again.
-  The ``resched`` knob's ``always`` drops that exception; then v5.10/v5.11
-  walks can restart at one SPTE forever (the livelock Linux 5.12 fixed with
-  "KVM: x86/mmu: Ensure forward progress when yielding in TDP MMU iter");
+- ``need_resched() || spin_needbreak()`` is a policy (the ``resched`` knob).
+  By default it is true at a yield point unless the walk has not moved on to a
+  new target gfn since it last yielded: a timeslice has just begun, so the
+  re-check after the restart does not yield again.  Yielding means
+  ``cond_resched_lock``: the lock is dropped with a scheduling point in
+  between, which covers both "nobody wanted the lock" and "somebody ran".
+  ``always`` drops the exception: v5.10/v5.11 walks can then restart at one
+  SPTE forever (the livelock Linux 5.12 fixed with "KVM: x86/mmu: Ensure
+  forward progress when yielding in TDP MMU iter").  ``never`` holds the lock
+  for the whole walk, so SPTEs stay zapped but unflushed until its end;
 - NX huge pages, MTRR memory types and access tracking without A/D bits are not
   modelled.
 """
@@ -105,7 +107,7 @@ class TdpMmu(MmuInternal):
     # ------------------------------------------------------------ knobs
     # The seed's what-ifs; a run may set them (see versions.KNOBS).
     list_add_new_root_tail = False  # get_tdp_mmu_vcpu_root: list_add (v5.10) or list_add_tail
-    resched_always = False  # need_resched(): see the module docstring
+    resched_policy = "progress"  # need_resched(): "progress", "always" or "never"
 
     # ---------------------------------------------------------- lifecycle
     def kvm_mmu_init_tdp_mmu(self, kvm: Any) -> None:
@@ -295,12 +297,15 @@ class TdpMmu(MmuInternal):
         return for_each_tdp_pte(tdp_iter(kvm), root, vcpu.mmu.shadow_root_level, start, end)
 
     def need_resched(self, kvm: Any, it: tdp_iter) -> bool:
-        """``need_resched() || spin_needbreak(&kvm->mmu_lock)``, as the module
-        docstring describes: true unless the walk just yielded at this SPTE."""
-        here = (it.gfn, it.level)
-        if not self.resched_always and it.yielded_at == here:
+        """``need_resched() || spin_needbreak(&kvm->mmu_lock)`` under the
+        ``resched_policy`` the module docstring describes."""
+        if self.resched_policy == "never":
             return False
-        it.yielded_at = here
+        if self.resched_policy == "always":
+            return True
+        if it.yielded_at == it.goal_gfn:
+            return False
+        it.yielded_at = max(it.goal_gfn, it.gfn)  # where the restart will aim
         return True
 
     def tdp_mmu_iter_flush_cond_resched(self, kvm: Any, it: tdp_iter) -> bool:

@@ -155,8 +155,10 @@ KNOBS: dict[str, tuple[str, dict[str, bool], str, str]] = {
     "dirty-log-order": ("dirty_log_flag_after_wrprot",
                         {"flag-first": False, "wrprot-first": True}, "flag-first",
                         "publish the dirty-log flag before or after write-protecting"),
-    "resched": ("resched_always", {"once-per-spte": False, "always": True}, "once-per-spte",
-                "whether a walk may yield again at the SPTE it just restarted at"),
+    "resched": ("resched_policy", {"after-progress": "progress", "always": "always",
+                                   "never": "never"}, "after-progress",
+                "when a yielding walk yields (always: also again before it moved on; "
+                "never: it holds mmu_lock throughout)"),
 }
 
 
