@@ -4,6 +4,12 @@ dirty-log ioctl and VM teardown, as far as the TDP MMU is concerned.
 Memslots are published with ``rcu_assign_pointer`` and freed after
 ``synchronize_srcu_expedited(&kvm->srcu)``; vCPUs hold ``kvm->srcu`` while
 outside guest mode, so an update waits for every fault in flight.
+
+Simplifications: a memslots generation goes up by one per install and per
+address space, without KVM_MEMSLOT_GEN_UPDATE_IN_PROGRESS (so an MMIO SPTE
+made during an update's grace period counts as current); the dirty ring, the
+private memslots x86 deletes at VM destruction, and
+``kvm_arch_mmu_notifier_invalidate_range`` are not modelled.
 """
 
 from __future__ import annotations
@@ -65,8 +71,10 @@ class KvmMain:
                                 gfn: int) -> None:
         if memslot is not None and memslot.dirty_bitmap is not None:
             rel_gfn = gfn - memslot.base_gfn
+            # set_bit_le(): the manual-protect KVM_GET_DIRTY_LOG reads the
+            # bitmap without mmu_lock, so the store is a visible one.
+            shared.bitmap_point(memslot.dirty_bitmap, f"set_bit_le(dirty gfn {gfn:#x})", True)
             memslot.dirty_bitmap[rel_gfn] = 1
-            shared.note(f"mark_page_dirty gfn {gfn:#x}")
 
     def hva_to_pfn(self, kvm: Any, hva: int, write_fault: bool,
                    writable: bool) -> tuple[int, bool]:
@@ -178,6 +186,8 @@ class KvmMain:
         if slot is None or slot.dirty_bitmap is None:
             return None
         if kvm.manual_dirty_log_protect:
+            # Only a copy for userspace, read without mmu_lock.
+            shared.bitmap_point(slot.dirty_bitmap, "copy dirty_bitmap", False)
             return [slot.base_gfn + i for i, bit in enumerate(slot.dirty_bitmap) if bit]
         return self.take_dirty_bits_and_reprotect(kvm, slot, range(slot.npages))
 

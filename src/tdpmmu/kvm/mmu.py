@@ -5,6 +5,11 @@ hooks, dirty-logging helpers, VM init/uninit.
 The legacy (shadow) MMU's own pages are not modelled: with ``tdp_mmu=1`` and
 TDP enabled, the VM has none, so its loops (``kvm_zap_obsolete_pages``, the
 rmap walks) have nothing to do.
+
+Also simplified: a vCPU has one MMU (no nested ``guest_mmu``) and no cached
+``prev_roots`` (the fast CR3 switch), so ``kvm_mmu_unload`` frees one root;
+the fault path has no page tracking, async page faults or per-vCPU MMIO
+cache, and of ``handle_abnormal_pfn`` only the no-slot and read-only cases.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ KVM_MR_DELETE = 1
 KVM_MR_MOVE = 2
 KVM_MR_FLAGS_ONLY = 3
 PFERR_RSVD_MASK = 1 << 3
+KVM_PFN_ERR_RO_FAULT = -2  # a write fault on a read-only memslot
 EIO = 5
 ENOSPC = 28
 
@@ -73,6 +79,7 @@ class Mmu:
         self.kvm_flush_remote_tlbs(kvm)
 
     def kvm_arch_flush_remote_tlbs_memslot(self, kvm: Any, memslot: Any) -> None:
+        lockdep_assert_held(kvm.slots_lock)
         self.kvm_flush_remote_tlbs_with_address(kvm, memslot.base_gfn, memslot.npages)
 
     def kvm_vcpu_flush_tlb_all(self, vcpu: Any) -> None:
@@ -181,6 +188,8 @@ class Mmu:
         # (or an invalidation in progress) makes the fault retry.
         mmu_seq = kvm.mmu_notifier_seq.load()
         pfn, map_writable = self.try_async_pf(vcpu, prefault, gfn, gpa, write)
+        if pfn is KVM_PFN_ERR_RO_FAULT:
+            return RET_PF_EMULATE  # handle_abnormal_pfn(): a write to a read-only slot
         r = RET_PF_RETRY
         spin_lock(kvm.mmu_lock)
         if self.mmu_notifier_retry(kvm, mmu_seq):
@@ -210,7 +219,9 @@ class Mmu:
             return None, False
         hva = slot.userspace_addr + (gfn - slot.base_gfn)
         writable_slot = not slot.flags & KVM_MEM_READONLY
-        return self.hva_to_pfn(vcpu.kvm, hva, write and writable_slot, writable_slot)
+        if write and not writable_slot:
+            return KVM_PFN_ERR_RO_FAULT, False
+        return self.hva_to_pfn(vcpu.kvm, hva, write, writable_slot)
 
     def kvm_mmu_hugepage_adjust(self, vcpu: Any, gfn: int, max_level: int,
                                 pfn: int | None) -> tuple[int, int | None]:

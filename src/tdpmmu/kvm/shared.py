@@ -9,6 +9,11 @@ scheduling points:
   a walk is atomic with respect to stores (a remote TLB flush waits for
   vCPUs to leave guest mode, so no walk straddles an unlink-flush-free
   sequence), and one object per root keeps the dependency exact enough.
+  Not modelled: ``get_mmio_spte``'s software walk (``kvm_tdp_mmu_get_walk``)
+  runs in host mode with no lock at v5.10/v5.11 (RCU protection came in
+  5.12), so the flush does not wait for it and a page table could be freed
+  under it; the model walks atomically there too, so that window is not
+  explored.
 * vCPU request bits and TLBs, set and flushed by other threads.
 * words read locklessly by the fault path (memslots, the MMU-notifier
   sequence, the host page tables), which are engine ``Var``s.
@@ -77,6 +82,11 @@ def test_and_clear(var: Any, bits: int, label: str) -> bool:
         var.value &= ~bits
         var.version += 1
     return hit
+
+
+def bitmap_point(bitmap: list[int], label: str, write: bool) -> None:
+    """A visible access of a memslot's dirty bitmap (the list is the object)."""
+    visible(label, ((bitmap, WRITE if write else READ),))
 
 
 class Ghost:
