@@ -97,6 +97,15 @@ RET_PF_FIXED = 3
 RET_PF_SPURIOUS = 4
 
 
+def spte_with_dirty_cleared(old_spte: int, wrprot: bool) -> int | None:
+    """The step clear_dirty_gfn_range and clear_dirty_pt_masked share: write-protect
+    the SPTE (``wrprot``, or A/D bits unusable) or clear its dirty bit; None when
+    there is nothing to clear."""
+    if wrprot or spte_ad_need_write_protect(old_spte):
+        return old_spte & ~PT_WRITABLE_MASK if is_writable_pte(old_spte) else None
+    return old_spte & ~shadow_dirty_mask if old_spte & shadow_dirty_mask else None
+
+
 def kvm_mmu_page_as_id(sp: kvm_mmu_page) -> int:
     return 1 if sp.role.smm else 0
 
@@ -533,14 +542,8 @@ class TdpMmu(MmuInternal):
     def clear_dirty_gfn_range(self, kvm: Any, root: kvm_mmu_page, start: int, end: int) -> bool:
         spte_set = False
         for it in self.tdp_root_for_each_leaf_pte(kvm, root, start, end):
-            if spte_ad_need_write_protect(it.old_spte):
-                if is_writable_pte(it.old_spte):
-                    new_spte = it.old_spte & ~PT_WRITABLE_MASK
-                else:
-                    continue
-            elif it.old_spte & shadow_dirty_mask:
-                new_spte = it.old_spte & ~shadow_dirty_mask
-            else:
+            new_spte = spte_with_dirty_cleared(it.old_spte, False)
+            if new_spte is None:
                 continue
             self.tdp_mmu_set_spte_no_dirty_log(kvm, it, new_spte)
             spte_set = True
@@ -561,14 +564,8 @@ class TdpMmu(MmuInternal):
                 break
             if it.level > PG_LEVEL_4K or not (mask & (1 << (it.gfn - gfn))):
                 continue
-            if wrprot or spte_ad_need_write_protect(it.old_spte):
-                if is_writable_pte(it.old_spte):
-                    new_spte = it.old_spte & ~PT_WRITABLE_MASK
-                else:
-                    continue
-            elif it.old_spte & shadow_dirty_mask:
-                new_spte = it.old_spte & ~shadow_dirty_mask
-            else:
+            new_spte = spte_with_dirty_cleared(it.old_spte, wrprot)
+            if new_spte is None:
                 continue
             self.tdp_mmu_set_spte_no_dirty_log(kvm, it, new_spte)
             mask &= ~(1 << (it.gfn - gfn))
