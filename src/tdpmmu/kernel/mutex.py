@@ -15,7 +15,7 @@ from ..engine import runtime
 from ..engine.access import ACQUIRE, RELEASE
 from ..engine.runtime import Finding, current_thread, visible
 from . import callsite, lockdep, sched
-from .spinlock import NOT_A_THREAD, spin_bug
+from .spinlock import spin_bug, take_outside_threads
 
 runtime.hide_frames_of(__file__)
 
@@ -41,10 +41,7 @@ def mutex_lock(lock: mutex) -> None:
     """Take ``lock``, sleeping while another thread holds it."""
     t = current_thread()
     if t is None:
-        if lock.owner is not None:
-            raise Finding("deadlock", f"mutex_lock({lock.name}) outside model threads: "
-                          "the mutex is held")
-        lock.owner = NOT_A_THREAD
+        take_outside_threads(lock, "mutex_lock")
         return
     sched.might_sleep()
     if lock.owner is t:

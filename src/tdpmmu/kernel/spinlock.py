@@ -87,14 +87,19 @@ def spin_lock_init(lock: spinlock_t) -> None:
     lock.owner = None
 
 
+def take_outside_threads(lock: Any, op: str) -> None:
+    """Setup and checks run unobserved: an owner-tracked lock is simply taken,
+    and finding it held there is a deadlock of the whole model."""
+    if lock.owner is not None:
+        raise Finding("deadlock", f"{op}({lock.name}) outside model threads: the lock is held")
+    lock.owner = NOT_A_THREAD
+
+
 def spin_lock(lock: spinlock_t) -> None:
     """Take ``lock``, waiting while another thread holds it."""
     t = current_thread()
     if t is None:
-        if lock.owner is not None:
-            raise Finding("deadlock", f"spin_lock({lock.name}) outside model threads: "
-                          "the lock is held")
-        lock.owner = NOT_A_THREAD
+        take_outside_threads(lock, "spin_lock")
         return
     if lock.owner is t:
         spin_bug(lock, "recursion", t)
