@@ -66,7 +66,7 @@ class CheckResult:
     model: Model = field(repr=False)
     kernel_spec: str = ""  # as the user named it (a version or a variant file)
     scenario_spec: str = ""
-    kasan: bool = False
+    kasan: bool = True
     panic_on_warn: bool = True
 
     @property
@@ -209,7 +209,7 @@ def snapshot_roots(vm: Any) -> tuple[tuple[str, str, int, bool], ...]:
 def check(kernel: str | type[V5_10], scenario: str | Scenario, *, strategy: str = "dpor",
           knobs: dict[str, str] | None = None, max_executions: int | None = None,
           seed: int = 0, preemption_bound: int | None = None, max_steps: int = 5_000,
-          kasan: bool = False, panic_on_warn: bool = True,
+          kasan: bool = True, panic_on_warn: bool = True,
           progress: Callable[[int], None] | None = None) -> CheckResult:
     """Explore a kernel version on a scenario; see :class:`CheckResult`."""
     kernel_cls = resolve_kernel(kernel) if isinstance(kernel, str) else kernel
@@ -235,7 +235,7 @@ def check(kernel: str | type[V5_10], scenario: str | Scenario, *, strategy: str 
 
 
 def replay(kernel: str | type[V5_10], scenario: str | Scenario, schedule: str, *,
-           knobs: dict[str, str] | None = None, kasan: bool = False,
+           knobs: dict[str, str] | None = None, kasan: bool = True,
            panic_on_warn: bool = True) -> CheckResult:
     kernel_cls = resolve_kernel(kernel) if isinstance(kernel, str) else kernel
     scen = resolve_scenario(scenario) if isinstance(scenario, str) else scenario

@@ -83,9 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
 def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--knob", action="append", default=[], metavar="NAME=CHOICE",
                    help="a what-if of the seed thread (see `tdpmmu list`)")
-    p.add_argument("--kasan", action="store_true",
-                   help="CONFIG_KASAN: report reads of freed memory (default: off, as on "
-                   "the reporter's kernel)")
+    p.add_argument("--kasan", dest="kasan", action="store_true", default=True,
+                   help="CONFIG_KASAN: report uses of freed memory (the default, as KVM "
+                   "developers test)")
+    p.add_argument("--no-kasan", dest="kasan", action="store_false",
+                   help="no KASAN, as on the seed reporter's kernel: a freed object keeps "
+                   "its stale contents (the first fix attempt then faults on LIST_POISON1)")
     p.add_argument("--no-panic-on-warn", dest="panic_on_warn", action="store_false",
                    help="a WARN is recorded and the run goes on (default: a WARN is a "
                    "finding, as with panic_on_warn)")

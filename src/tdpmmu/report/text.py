@@ -21,8 +21,8 @@ def replay_command(res: Any) -> str:
     parts = ["tdpmmu", "replay", "--kernel", res.kernel_spec, "--scenario", res.scenario_spec]
     for name, choice in sorted(res.knobs.items()):
         parts += ["--knob", f"{name}={choice}"]
-    if res.kasan:
-        parts.append("--kasan")
+    if not res.kasan:
+        parts.append("--no-kasan")
     if not res.panic_on_warn:
         parts.append("--no-panic-on-warn")
     parts += ["--schedule", v.schedule]
