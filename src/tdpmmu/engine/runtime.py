@@ -98,7 +98,7 @@ class ModelThread:
     """One model thread of an execution."""
 
     __slots__ = ("tid", "name", "fn", "glet", "finished", "label", "acc", "enabled",
-                 "waits_for", "seq", "local")
+                 "waits_for", "seq", "local", "idle")
 
     def __init__(self, tid: int, name: str, fn: Callable[[Any], Any]) -> None:
         self.tid = tid
@@ -111,6 +111,9 @@ class ModelThread:
         self.enabled: Callable[[], bool] | None = None
         self.waits_for: str | None = None
         self.local: dict[str, Any] = {}  # thread-local storage for primitives (lockdep...)
+        # Set by a primitive while the thread waits for work that may never come
+        # (an idle worker): an execution may end with it waiting, no deadlock.
+        self.idle = False
 
     def is_enabled(self) -> bool:
         return not self.finished and (self.enabled is None or self.enabled())
@@ -258,7 +261,7 @@ class Execution:
         enabled = [t for t in self.threads
                    if not t.finished and (t.enabled is None or t.enabled())]
         if not enabled:
-            live = [t for t in self.threads if not t.finished]
+            live = [t for t in self.threads if not t.finished and not t.idle]
             if live:
                 self._deadlock(live)
             else:

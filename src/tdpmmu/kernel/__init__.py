@@ -15,6 +15,7 @@ reports of the kernel's debugging options:
   engine ``Var`` words; ``refcount_t`` with lib/refcount.c's warnings.
 - ``list``: intrusive ``list_head`` with poisoning and CONFIG_DEBUG_LIST.
 - ``slab``: allocation with KASAN use-after-free/double-free and kmemleak.
+- ``workqueue``: work queues whose workers (``kworker``) are model threads.
 
 Reports name the *model* functions (frames of this package and of the engine
 are hidden) and, for BUG/WARN, the kernel file a model module declares in a
@@ -76,6 +77,7 @@ from .list import (  # noqa: E402
     list_entry_is_head,
     list_first_entry,
     list_first_entry_or_null,
+    list_first_or_null_rcu,
     list_for_each_entry,
     list_for_each_entry_continue,
     list_for_each_entry_rcu,
@@ -86,6 +88,7 @@ from .list import (  # noqa: E402
     list_move,
     list_move_tail,
     list_next_entry,
+    list_next_or_null_rcu,
 )
 from .lockdep import (  # noqa: E402
     debug_locks,
@@ -181,6 +184,23 @@ from .srcu import (  # noqa: E402
     synchronize_srcu,
     synchronize_srcu_expedited,
 )
+from .workqueue import (  # noqa: E402
+    INIT_WORK,
+    WQ_CPU_INTENSIVE,
+    WQ_FREEZABLE,
+    WQ_HIGHPRI,
+    WQ_MEM_RECLAIM,
+    WQ_UNBOUND,
+    alloc_workqueue,
+    destroy_workqueue,
+    drain_workqueue,
+    flush_workqueue,
+    kworker,
+    queue_work,
+    work_pending,
+    work_struct,
+    workqueue_struct,
+)
 
 __all__ = [
     # bug
@@ -216,13 +236,19 @@ __all__ = [
     "INIT_LIST_HEAD", "LIST_HEAD", "LIST_POISON1", "LIST_POISON2", "container_of",
     "list_add", "list_add_rcu", "list_add_tail", "list_add_tail_rcu", "list_del",
     "list_del_init", "list_del_rcu", "list_empty", "list_entry", "list_entry_is_head",
-    "list_first_entry", "list_first_entry_or_null", "list_for_each_entry",
+    "list_first_entry", "list_first_entry_or_null", "list_first_or_null_rcu",
+    "list_for_each_entry",
     "list_for_each_entry_continue", "list_for_each_entry_rcu", "list_for_each_entry_safe",
     "list_head", "list_is_singular", "list_last_entry", "list_move", "list_move_tail",
-    "list_next_entry",
+    "list_next_entry", "list_next_or_null_rcu",
     # slab
     "AllocSite", "Leak", "free_page", "get_zeroed_page", "kfree", "kmalloc", "kmem_cache",
     "kmem_cache_alloc", "kmem_cache_create", "kmem_cache_destroy", "kmem_cache_free",
     "kmem_cache_zalloc", "kmemleak_check", "kmemleak_not_leak", "kmemleak_report",
     "kzalloc", "object_is_freed", "set_kasan",
+    # workqueue
+    "INIT_WORK", "WQ_CPU_INTENSIVE", "WQ_FREEZABLE", "WQ_HIGHPRI", "WQ_MEM_RECLAIM",
+    "WQ_UNBOUND", "alloc_workqueue", "destroy_workqueue", "drain_workqueue",
+    "flush_workqueue", "kworker", "queue_work", "work_pending", "work_struct",
+    "workqueue_struct",
 ]

@@ -318,3 +318,29 @@ def list_for_each_entry_rcu(head: list_head, cond: Any = False) -> Iterator[Any]
         _deref(pos)
         yield object.__getattribute__(pos, "owner")
         node = pos
+
+
+def list_first_or_null_rcu(head: list_head) -> Any:
+    """The first entry of ``head`` or None: one visible READ of ``head->next``.
+
+    Like the C macro it has no lockdep check of its own; the caller is in a
+    read-side section (or holds the update lock), and a node it returns is
+    only safe to use while that holds.
+    """
+    visible("list_first_or_null_rcu", ((head, READ),))
+    pos = head.next
+    if pos is head:
+        return None
+    return object.__getattribute__(_deref(pos), "owner")
+
+
+def list_next_or_null_rcu(head: list_head, ptr: list_head) -> Any:
+    """The entry after node ``ptr`` on ``head``, or None at the end: a visible READ of
+    ``ptr->next``.  ``ptr`` may have been removed with ``list_del_rcu`` (its ``next``
+    still leads on); reading it after its owner was freed is a use-after-free.
+    """
+    visible("list_next_or_null_rcu", ((ptr, READ),))
+    pos = ptr.next
+    if pos is head:
+        return None
+    return object.__getattribute__(_deref(pos), "owner")
