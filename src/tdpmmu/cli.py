@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 from . import engine
 from .checker import CheckResult, UserError, check, parse_knobs, replay
+from .kvm import fidelity
 from .kvm.versions import BUILTIN, KNOBS
 from .report import ok_report, replay_command, summary_row, to_json, violation_report
 from .scenarios import SEED_SCENARIOS, builtin_scenario_path, scenario_names
@@ -131,6 +132,9 @@ def cmd_list() -> int:
         print(f"  {name:<14} {cls.summary}")
     print("  FILE.py        a variant: a subclass of a built-in version "
           "(see tdpmmu.kvm.versions.load_kernel)")
+    print("\nFidelity (src/tdpmmu/kvm/fidelity: the kernel functions each version must carry):")
+    for line in fidelity.coverage(BUILTIN):
+        print(f"  {line}")
     print("\nScenarios:")
     for name in scenario_names():
         scen = load_scenario(builtin_scenario_path(name))

@@ -1,0 +1,72 @@
+"""Fidelity lists: every listed kernel function is modelled under its name or left out
+with a reason, for every version that is built in."""
+
+from __future__ import annotations
+
+import pytest
+
+from tdpmmu.kvm import fidelity
+from tdpmmu.kvm.versions import BUILTIN
+
+RELEASES = fidelity.versions()
+
+
+def test_every_list_parses_and_names_its_tree() -> None:
+    assert "v5.10" in RELEASES and "v5.11" in RELEASES
+    for version in RELEASES:
+        fl = fidelity.load(version)
+        assert fl is not None and fl.version == version
+        assert fl.tree_release, f"{version}: which tree was read?"
+        assert fl.functions, f"{version}: empty list"
+        for f in fl.functions:
+            assert f.file in ("tdp_mmu.c", "tdp_mmu.h", "mmu.c"), (version, f.name)
+            assert set(f.touches) <= {"roots", "mmu_lock", "yields"} or \
+                f.touches[0].startswith("calls "), (version, f.name, f.touches)
+
+
+@pytest.mark.parametrize("version", RELEASES)
+def test_listed_functions_are_modelled_or_left_out_with_a_reason(version: str) -> None:
+    cls = BUILTIN.get(version)
+    if cls is None:
+        pytest.skip(f"{version} is not modelled yet (not in tdpmmu.kvm.versions.BUILTIN)")
+    fl = fidelity.load(version)
+    assert fl is not None
+    missing = [f.name for f in fl.missing(cls)]
+    assert not missing, (f"{version}: listed in {fidelity.file_for(version).name} but neither "
+                         f"a method of {cls.__name__} nor left out with a reason: {missing}")
+
+
+def test_variants_of_a_release_are_measured_against_its_list() -> None:
+    assert fidelity.release_of("v5.10-fix-v1") == "v5.10"
+    assert fidelity.release_of("v5.11+my-patch") == "v5.11"
+
+
+def test_a_function_the_class_lacks_is_reported_missing() -> None:
+    fl = fidelity.load("v5.11")
+    assert fl is not None
+
+    class Bare:
+        pass
+
+    # Nothing modelled: all but the left-out functions are missing.
+    assert len(fl.missing(Bare)) == sum(1 for f in fl.functions if not f.left_out)
+    assert fl.modelled(Bare) == []
+
+
+def test_kernel_names_with_two_underscores_map_to_one() -> None:
+    fl = fidelity.load("v5.11")
+    assert fl is not None
+    listed = {f.name: f for f in fl.functions}
+    assert listed["__tdp_mmu_set_spte"].model_name == "_tdp_mmu_set_spte"
+    assert listed["zap_gfn_range"].model_name == "zap_gfn_range"
+
+
+def test_list_command_shows_coverage_per_version(capsys: pytest.CaptureFixture[str]) -> None:
+    from tdpmmu.cli import main
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    fl = fidelity.load("v5.11")
+    assert fl is not None
+    n = len(fl.modelled(BUILTIN["v5.11"]))
+    assert f"v5.11   {n}/{len(fl.functions)} tdp_mmu.c/mmu.c functions modelled" in out
