@@ -18,6 +18,9 @@ from tdpmmu.kernel import (
     destroy_workqueue,
     drain_workqueue,
     flush_workqueue,
+    kfree,
+    kmalloc,
+    kmemleak_check,
     kworker,
     mutex,
     mutex_lock,
@@ -175,6 +178,40 @@ def test_an_item_returning_with_a_lock_held_is_reported() -> None:
     assert v is not None and v.kind == "BUG"
     assert v.message.startswith("BUG: workqueue leaked lock or atomic: kworker/")
     assert v.function == "leaks"
+
+
+def test_an_item_may_free_the_struct_that_embeds_it() -> None:
+    def frees_itself(work: work_struct) -> None:
+        s = work.owner.s
+        WRITE_ONCE(s.runs, 1)
+        kfree(work.owner)
+
+    def producer(s: SimpleNamespace) -> None:
+        s.c = kmalloc(thing)
+        s.c.s = s
+        INIT_WORK(s.c.work, frees_itself)
+        queue_work(s.wq, s.c.work)
+        flush_workqueue(s.wq)
+
+    def check(s: SimpleNamespace) -> None:
+        destroy_workqueue(s.wq)  # outside threads: freed at once (no readers to wait for)
+        kmemleak_check()
+
+    res = explore(setup, [producer, kworker], strategy="dpor", check=check)
+    assert res.ok and res.complete
+
+
+def test_freeing_a_queued_item_is_use_after_free() -> None:
+    def producer(s: SimpleNamespace) -> None:
+        s.c = kmalloc(thing)
+        s.c.s = s
+        INIT_WORK(s.c.work, count_run)
+        queue_work(s.wq, s.c.work)
+        kfree(s.c)  # still queued: the worker reads a freed item
+
+    v = explore(setup, [producer, kworker], strategy="dpor").violation
+    assert v is not None and v.kind == "KASAN"
+    assert "Freed by task producer:" in v.details
 
 
 def test_destroy_drains_pending_items_first() -> None:

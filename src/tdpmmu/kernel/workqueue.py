@@ -261,19 +261,23 @@ def process_one_work(t: Any, item: _Item) -> None:
     before the item was taken, so no outcome is added or lost.
     """
     work, wq = item.work, item.wq
-    visible(f"process_one_work({getattr(work.func, '__name__', '?')})", ((work, WRITE),))
+    func = work.func
+    name = getattr(func, "__name__", "?")
+    visible(f"process_one_work({name})", ((work, WRITE),))
     work.pending = False
     work.version += 1
     wq.running += 1
+    # The item may free the struct that embeds it (the kernel allows that and
+    # copies the item's lockdep map first): nothing below touches ``work``.
+    work_map = work.lockdep_map
     _lock_map_acquire(t, wq.lockdep_map)
-    _lock_map_acquire(t, work.lockdep_map)
+    _lock_map_acquire(t, work_map)
     t.local["workqueue.current"] = item
-    work.func(work)
+    func(work)
     t.local["workqueue.current"] = None
-    _lock_map_release(t, work.lockdep_map)
+    _lock_map_release(t, work_map)
     _lock_map_release(t, wq.lockdep_map)
     if lockdep.held_locks(t) or lockdep.rcu_read_lock_nesting(t):
-        name = getattr(work.func, "__name__", "?")
         raise Finding("BUG", "BUG: workqueue leaked lock or atomic: "
                       f"{t.name}/0x{lockdep.atomic_holds(t):08x}/{t.tid}", function=name,
                       details=[f"    last function: {name}", *lockdep.held_lines(t)])
