@@ -16,6 +16,7 @@ from typing import Any
 from . import engine
 from .kernel import (
     kmem_cache_create,
+    kworker,
     mutex,
     object_is_freed,
     set_kasan,
@@ -190,6 +191,9 @@ def build_model(kernel_cls: type[V5_10], scenario: Scenario,
         return snapshot_roots(world.kvm)
 
     threads = [(name, make_thread(name, actions)) for name, actions in scenario.threads]
+    # A version whose code queues work (5.18's tdp_mmu_zap_wq) says how many
+    # kernel worker threads run it: ``kworker_threads`` on the version class.
+    threads += [(f"kworker/u:{i}", kworker) for i in range(getattr(k, "kworker_threads", 0))]
     return Model(kernel_cls, scenario, knobs, setup, threads, check, invariant, observe)
 
 
