@@ -485,4 +485,4 @@ def test_version_classes_override_what_their_patch_changed():
 
 
 def test_builtin_versions_by_name():
-    assert {"v5.10": V5_10, "v5.10-fix-v1": V5_10_fix_v1, "v5.11": V5_11} == BUILTIN
+    assert {"v5.10": V5_10, "v5.10-fix-v1": V5_10_fix_v1, "v5.11": V5_11}.items() <= BUILTIN.items()

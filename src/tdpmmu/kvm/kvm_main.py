@@ -20,14 +20,13 @@ from ..kernel import (
     BUG_ON,
     mutex_lock,
     mutex_unlock,
-    spin_lock,
-    spin_unlock,
     srcu_read_lock,
     srcu_read_unlock,
     synchronize_srcu_expedited,
 )
 from . import shared
 from .mmu import KVM_MR_CREATE, KVM_MR_DELETE, KVM_MR_FLAGS_ONLY, KVM_MR_MOVE
+from .mmu_lock import KVM_MMU_LOCK, KVM_MMU_UNLOCK
 from .structs import (
     KVM_MEM_LOG_DIRTY_PAGES,
     KVM_MEMSLOT_INVALID,
@@ -199,7 +198,7 @@ class KvmMain:
         wanted = set(pages)
         taken = []
         flush = False
-        spin_lock(kvm.mmu_lock)
+        KVM_MMU_LOCK(kvm)
         for offset in range(0, slot.npages, BITS_PER_LONG):
             mask = 0
             for i in range(offset, min(offset + BITS_PER_LONG, slot.npages)):
@@ -210,7 +209,7 @@ class KvmMain:
             if mask:
                 flush = True
                 self.kvm_arch_mmu_enable_log_dirty_pt_masked(kvm, slot, offset, mask)
-        spin_unlock(kvm.mmu_lock)
+        KVM_MMU_UNLOCK(kvm)
         if flush:
             self.kvm_arch_flush_remote_tlbs_memslot(kvm, slot)
         return taken
@@ -248,50 +247,50 @@ class KvmMain:
 
     def kvm_mmu_notifier_invalidate_range_start(self, kvm: Any, start: int, end: int) -> None:
         idx = srcu_read_lock(kvm.srcu)
-        spin_lock(kvm.mmu_lock)
+        KVM_MMU_LOCK(kvm)
         # Faults must not install SPTEs from the old pfns until _end.
         kvm.mmu_notifier_count += 1
         need_tlb_flush = self.kvm_unmap_hva_range(kvm, start, end)
         need_tlb_flush |= kvm.tlbs_dirty
         if need_tlb_flush:
             self.kvm_flush_remote_tlbs(kvm)
-        spin_unlock(kvm.mmu_lock)
+        KVM_MMU_UNLOCK(kvm)
         srcu_read_unlock(kvm.srcu, idx)
 
     def kvm_mmu_notifier_invalidate_range_end(self, kvm: Any, start: int, end: int) -> None:
-        spin_lock(kvm.mmu_lock)
+        KVM_MMU_LOCK(kvm)
         # Bump the sequence before dropping the count, so a fault that looked
         # up a pfn during the invalidation retries.
         kvm.mmu_notifier_seq.store(kvm.mmu_notifier_seq.value + 1)
         kvm.mmu_notifier_count -= 1
         self.trace_event(kvm, "invalidate_range_end", start=start, end=end)
-        spin_unlock(kvm.mmu_lock)
+        KVM_MMU_UNLOCK(kvm)
         BUG_ON(kvm.mmu_notifier_count < 0)
 
     def kvm_mmu_notifier_change_pte(self, kvm: Any, address: int, pte: Any) -> None:
         idx = srcu_read_lock(kvm.srcu)
-        spin_lock(kvm.mmu_lock)
+        KVM_MMU_LOCK(kvm)
         kvm.mmu_notifier_seq.store(kvm.mmu_notifier_seq.value + 1)
         if self.kvm_set_spte_hva(kvm, address, pte):
             self.kvm_flush_remote_tlbs(kvm)
-        spin_unlock(kvm.mmu_lock)
+        KVM_MMU_UNLOCK(kvm)
         srcu_read_unlock(kvm.srcu, idx)
 
     def kvm_mmu_notifier_clear_flush_young(self, kvm: Any, start: int, end: int) -> int:
         idx = srcu_read_lock(kvm.srcu)
-        spin_lock(kvm.mmu_lock)
+        KVM_MMU_LOCK(kvm)
         young = self.kvm_age_hva(kvm, start, end)
         if young:
             self.kvm_flush_remote_tlbs(kvm)
-        spin_unlock(kvm.mmu_lock)
+        KVM_MMU_UNLOCK(kvm)
         srcu_read_unlock(kvm.srcu, idx)
         return young
 
     def kvm_mmu_notifier_test_young(self, kvm: Any, address: int) -> int:
         idx = srcu_read_lock(kvm.srcu)
-        spin_lock(kvm.mmu_lock)
+        KVM_MMU_LOCK(kvm)
         young = self.kvm_test_age_hva(kvm, address)
-        spin_unlock(kvm.mmu_lock)
+        KVM_MMU_UNLOCK(kvm)
         srcu_read_unlock(kvm.srcu, idx)
         return young
 

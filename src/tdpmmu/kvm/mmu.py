@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..kernel import WARN_ON, lockdep_assert_held, spin_lock, spin_unlock
+from ..kernel import WARN_ON, lockdep_assert_held
 from ..kernel.bug import BUG_ON as VM_BUG_ON
 from . import shared
+from .mmu_lock import KVM_MMU_LOCK, KVM_MMU_UNLOCK
 from .spte import (
     KVM_PAGES_PER_HPAGE,
     PAGE_SHIFT,
@@ -119,9 +120,9 @@ class Mmu:
         kvm = vcpu.kvm
         if mmu.root_hpa == INVALID_PAGE:
             return
-        spin_lock(kvm.mmu_lock)
+        KVM_MMU_LOCK(kvm)
         self.mmu_free_root_page(kvm, mmu)
-        spin_unlock(kvm.mmu_lock)
+        KVM_MMU_UNLOCK(kvm)
 
     def mmu_free_root_page(self, kvm: Any, mmu: Any) -> None:
         if mmu.root_hpa == INVALID_PAGE:
@@ -191,7 +192,7 @@ class Mmu:
         if pfn is KVM_PFN_ERR_RO_FAULT:
             return RET_PF_EMULATE  # handle_abnormal_pfn(): a write to a read-only slot
         r = RET_PF_RETRY
-        spin_lock(kvm.mmu_lock)
+        KVM_MMU_LOCK(kvm)
         if self.mmu_notifier_retry(kvm, mmu_seq):
             shared.note("mmu_notifier_retry: the fault will be retried")
             vcpu.fault_retry_spin = True
@@ -200,7 +201,7 @@ class Mmu:
                                      prefault)
         else:
             r = self._direct_map(vcpu, gpa)
-        spin_unlock(kvm.mmu_lock)
+        KVM_MMU_UNLOCK(kvm)
         return r
 
     def _direct_map(self, vcpu: Any, gpa: int) -> int:
@@ -260,7 +261,7 @@ class Mmu:
     # ------------------------------------------------------------- fast zap
     def kvm_mmu_zap_all_fast(self, kvm: Any) -> None:
         lockdep_assert_held(kvm.slots_lock)
-        spin_lock(kvm.mmu_lock)
+        KVM_MMU_LOCK(kvm)
         kvm.arch.mmu_valid_gen = 1 - kvm.arch.mmu_valid_gen
         # Every vCPU must drop its root; TDP roots are not invalidated at v5.10,
         # so a reloading vCPU finds the same root again if its role matches.
@@ -268,7 +269,7 @@ class Mmu:
         self.kvm_zap_obsolete_pages(kvm)
         if kvm.arch.tdp_mmu_enabled:
             self.kvm_tdp_mmu_zap_all(kvm)
-        spin_unlock(kvm.mmu_lock)
+        KVM_MMU_UNLOCK(kvm)
 
     def kvm_zap_obsolete_pages(self, kvm: Any) -> None:
         """Zaps the legacy MMU's obsolete pages; there are none with the TDP MMU."""
@@ -281,10 +282,10 @@ class Mmu:
         self.kvm_mmu_invalidate_zap_pages_in_memslot(kvm, slot)
 
     def kvm_mmu_zap_all(self, kvm: Any) -> None:
-        spin_lock(kvm.mmu_lock)
+        KVM_MMU_LOCK(kvm)
         if kvm.arch.tdp_mmu_enabled:
             self.kvm_tdp_mmu_zap_all(kvm)
-        spin_unlock(kvm.mmu_lock)
+        KVM_MMU_UNLOCK(kvm)
 
     def kvm_arch_flush_shadow_all(self, kvm: Any) -> None:
         self.kvm_mmu_zap_all(kvm)
@@ -332,19 +333,19 @@ class Mmu:
         """The shape the three functions above share in mmu.c: run the TDP MMU's
         slot walk under ``mmu_lock`` (the legacy rmap walk has nothing to do),
         then flush the slot's TLB entries after dropping the lock if it asked."""
-        spin_lock(kvm.mmu_lock)
+        KVM_MMU_LOCK(kvm)
         flush = False
         if kvm.arch.tdp_mmu_enabled:
             flush |= tdp_walk()
-        spin_unlock(kvm.mmu_lock)
+        KVM_MMU_UNLOCK(kvm)
         if flush:
             self.kvm_arch_flush_remote_tlbs_memslot(kvm, memslot)
 
     def kvm_mmu_zap_collapsible_sptes(self, kvm: Any, memslot: Any) -> None:
-        spin_lock(kvm.mmu_lock)
+        KVM_MMU_LOCK(kvm)
         if kvm.arch.tdp_mmu_enabled:
             self.kvm_tdp_mmu_zap_collapsible_sptes(kvm, memslot)
-        spin_unlock(kvm.mmu_lock)
+        KVM_MMU_UNLOCK(kvm)
 
     def kvm_mmu_write_protect_pt_masked(self, kvm: Any, slot: Any, gfn_offset: int,
                                         mask: int) -> None:

@@ -34,6 +34,37 @@ def write_spte(sp: Any, index: int, new_spte: int) -> None:
     root.version += 1
 
 
+def read_spte(sp: Any, index: int) -> int:
+    """``READ_ONCE(*sptep)`` by a walker that does not exclude writers (5.12+)."""
+    root = sp.root
+    visible(f"READ_ONCE(spte {sp.name}[{index}])", ((root, READ),))
+    note_read(root)
+    return sp.spt[index]
+
+
+def cmpxchg_spte(sp: Any, index: int, old_spte: int, new_spte: int) -> int:
+    """``cmpxchg64(sptep, old_spte, new_spte)``: one atomic step; returns the old value."""
+    root = sp.root
+    visible(f"cmpxchg64(spte {sp.name}[{index}])", ((root, WRITE),))
+    note_read(root)
+    cur = sp.spt[index]
+    if cur == old_spte:
+        sp.spt[index] = new_spte
+        root.version += 1
+    return cur
+
+
+def xchg_spte(sp: Any, index: int, new_spte: int) -> int:
+    """``xchg(sptep, new_spte)``: one atomic step; returns the old value."""
+    root = sp.root
+    visible(f"xchg(spte {sp.name}[{index}])", ((root, WRITE),))
+    note_read(root)
+    cur = sp.spt[index]
+    sp.spt[index] = new_spte
+    root.version += 1
+    return cur
+
+
 def hardware_walk_point(root: Any, tlb: Any, requests: Any, write_acc: tuple = ()) -> None:
     """The scheduling point of one hardware page walk of ``root`` that may fill ``tlb``
     (and complete a guest write: ``write_acc``, see :func:`guest_write_accesses`)."""

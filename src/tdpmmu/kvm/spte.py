@@ -68,8 +68,18 @@ def is_mmio_spte(spte: int) -> bool:
     return (spte & SPTE_SPECIAL_MASK) == SPTE_MMIO_MASK
 
 
+# 5.12+: the frozen value a thread without exclusive mmu_lock parks an SPTE at
+# while it finishes a multi-step change; others must not touch it meanwhile.
+# Non-present (a v5.10 SPTE never holds it).
+REMOVED_SPTE = 1 << 59
+
+
+def is_removed_spte(spte: int) -> bool:
+    return spte == REMOVED_SPTE
+
+
 def is_shadow_present_pte(pte: int) -> bool:
-    return pte != 0 and not is_mmio_spte(pte)
+    return pte != 0 and not is_mmio_spte(pte) and not is_removed_spte(pte)
 
 
 def is_large_pte(pte: int) -> bool:

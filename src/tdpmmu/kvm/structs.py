@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from ..engine import Var
-from ..kernel import list_head, spinlock_t
+from ..kernel import list_head, rcu_head, spinlock_t
 from .spte import PT64_ENT_PER_PAGE
 
 INVALID_PAGE = -1
@@ -74,6 +74,7 @@ class kvm_mmu_page:
         self.name = "?"  # a stable label for traces: r0, r1, ... for roots, p0, ... for others
         self.root: Any = None  # the root whose paging structure holds this page
         self.version = 0  # bumped by SPTE stores under this root (spin-wait detection)
+        self.rcu_head = rcu_head(self)  # 5.12+: page tables are freed through call_rcu
 
     def __repr__(self) -> str:
         return f"<kvm_mmu_page {self.name}>"
@@ -231,6 +232,8 @@ class kvm:
                          for i in range(KVM_ADDRESS_SPACE_NUM)]
         self.mmu_notifier_seq = Var(0, name="kvm->mmu_notifier_seq")
         self.mmu_notifier_count = 0  # protected by mmu_lock
+        self.mmu_notifier_range_start = 0  # 5.12+: the hvas being invalidated
+        self.mmu_notifier_range_end = 0
         self.tlbs_dirty = 0
         self.manual_dirty_log_protect = False  # KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2
         self.root_level = root_level

@@ -2,7 +2,12 @@
 
 The iterator reads SPTEs with plain loads: every writer holds ``mmu_lock``
 (exclusive at v5.10) and so does every walker, so these reads need no
-scheduling point.  After a yield the walk restarts from the root towards
+scheduling point.  From 5.12 ``mmu_lock`` is an rwlock and walkers under the
+read lock (or under RCU alone) race with other threads' cmpxchg'es: their
+``READ_ONCE(*rcu_dereference(sptep))`` is then a visible read
+(:func:`read_spte`); a walker holding the lock for write still reads plainly.
+
+After a yield the walk restarts from the root towards
 ``max(goal_gfn, gfn)`` (``tdp_iter_refresh_walk``), which is why the root must
 stay alive while the lock is dropped.
 """
@@ -11,7 +16,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..kernel import WARN_ON
+from ..engine import current_thread
+from ..kernel import WARN_ON, rwlock_t
+from . import shared
 from .spte import (
     KVM_PAGES_PER_HPAGE,
     PT64_ROOT_MAX_LEVEL,
@@ -29,7 +36,7 @@ class tdp_iter:
     """``struct tdp_iter``: ``sptep`` is modelled as (page, index)."""
 
     __slots__ = ("kvm", "goal_gfn", "pt_path", "sp", "index", "gfn", "root_level",
-                 "min_level", "level", "old_spte", "valid", "yielded_at")
+                 "min_level", "level", "old_spte", "valid", "yielded_at", "yielded_gfn")
 
     def __init__(self, kvm: Any) -> None:
         self.kvm = kvm
@@ -44,6 +51,12 @@ class tdp_iter:
         self.old_spte = 0
         self.valid = False
         self.yielded_at: int | None = None  # model only: goal_gfn at the last yield
+        self.yielded_gfn = 0  # 5.12+: next_last_level_gfn when the walk last (re)started
+
+    @property
+    def next_last_level_gfn(self) -> int:
+        """5.12's name for ``goal_gfn`` (74953d353028 renamed it)."""
+        return self.goal_gfn
 
     @property
     def sptep(self) -> tuple[Any, int]:
@@ -62,10 +75,22 @@ def to_shadow_page(kvm: Any, pfn: int) -> Any:
     return kvm.phys.get(pfn)
 
 
+def read_spte(kvm: Any, sp: Any, index: int) -> int:
+    """``READ_ONCE(*rcu_dereference(sptep))``: plain while this thread holds
+    ``mmu_lock`` exclusively (nobody else writes SPTEs then), a visible read of
+    the root otherwise (5.12+, where writers under the read lock race)."""
+    lock = kvm.mmu_lock
+    if isinstance(lock, rwlock_t):
+        t = current_thread()
+        if t is not None and lock.writer is not t:
+            return shared.read_spte(sp, index)
+    return sp.spt[index]
+
+
 def tdp_iter_refresh_sptep(it: tdp_iter) -> None:
     it.sp = it.pt_path[it.level - 1]
     it.index = SHADOW_PT_INDEX(it.gfn, it.level)
-    it.old_spte = it.sp.spt[it.index]
+    it.old_spte = read_spte(it.kvm, it.sp, it.index)
 
 
 def tdp_iter_start(it: tdp_iter, root_pt: Any, root_level: int, min_level: int,
@@ -80,13 +105,24 @@ def tdp_iter_start(it: tdp_iter, root_pt: Any, root_level: int, min_level: int,
     it.gfn = round_gfn_for_level(it.goal_gfn, it.level)
     tdp_iter_refresh_sptep(it)
     it.valid = True
+    it.yielded_gfn = it.goal_gfn
+
+
+def tdp_iter_restart(it: tdp_iter) -> None:
+    """5.12's restart after a yield: from the root towards next_last_level_gfn,
+    remembering where it yielded (the forward-progress check reads it)."""
+    it.yielded_gfn = it.goal_gfn
+    it.level = it.root_level
+    it.gfn = round_gfn_for_level(it.goal_gfn, it.level)
+    tdp_iter_refresh_sptep(it)
+    it.valid = True
 
 
 def try_step_down(it: tdp_iter) -> bool:
     if it.level == it.min_level:
         return False
     # Re-read the SPTE: the caller may have just zapped it.
-    it.old_spte = it.sp.spt[it.index]
+    it.old_spte = read_spte(it.kvm, it.sp, it.index)
     child = spte_to_child_pt(it.kvm, it.old_spte, it.level)
     if child is None:
         return False
@@ -103,7 +139,7 @@ def try_step_side(it: tdp_iter) -> bool:
     it.gfn += KVM_PAGES_PER_HPAGE(it.level)
     it.goal_gfn = it.gfn
     it.index += 1
-    it.old_spte = it.sp.spt[it.index]
+    it.old_spte = read_spte(it.kvm, it.sp, it.index)
     return True
 
 

@@ -44,11 +44,10 @@ from ..kernel import (
     list_empty,
     list_for_each_entry,
     lockdep_assert_held,
-    spin_lock,
-    spin_unlock,
 )
 from . import shared
 from .mmu_internal import MmuInternal
+from .mmu_lock import KVM_MMU_LOCK, KVM_MMU_UNLOCK
 from .spte import (
     ACC_ALL,
     KVM_PAGES_PER_HPAGE,
@@ -181,12 +180,12 @@ class TdpMmu(MmuInternal):
     def get_tdp_mmu_vcpu_root(self, vcpu: Any) -> kvm_mmu_page:
         kvm = vcpu.kvm
         role = self.page_role_for_level(vcpu, vcpu.mmu.shadow_root_level)
-        spin_lock(kvm.mmu_lock)
+        KVM_MMU_LOCK(kvm)
         # Reuse an existing root with the same role.
         for root in self.for_each_tdp_mmu_root(kvm):
             if root.role.word == role.word:
                 self.kvm_mmu_get_root(kvm, root)
-                spin_unlock(kvm.mmu_lock)
+                KVM_MMU_UNLOCK(kvm)
                 return root
         root = self.alloc_tdp_mmu_page(vcpu, 0, vcpu.mmu.shadow_root_level)
         root.name = f"r{kvm.nr_roots_made}"
@@ -198,7 +197,7 @@ class TdpMmu(MmuInternal):
             list_add_tail(root.link, kvm.arch.tdp_mmu_roots)
         else:
             list_add(root.link, kvm.arch.tdp_mmu_roots)
-        spin_unlock(kvm.mmu_lock)
+        KVM_MMU_UNLOCK(kvm)
         return root
 
     def kvm_tdp_mmu_get_vcpu_root_hpa(self, vcpu: Any) -> int:
