@@ -414,6 +414,30 @@ def _touches(acc: Accesses, watch: dict[int, Any]) -> bool:
 _current: Execution | None = None
 
 
+_serial = [0]
+
+
+def new_serial() -> int:
+    """A creation number for a shared object.
+
+    Numbers restart before each execution's ``setup()``, so the objects that
+    setup and a replayed prefix create get the same numbers in every
+    execution: a strategy that remembers an access across executions (optimal
+    DPOR's wakeup trees) recognises the object by it.
+    """
+    n = _serial[0]
+    _serial[0] = n + 1
+    return n
+
+
+def reset_serials() -> None:
+    _serial[0] = 0
+
+
+def serials_issued() -> int:
+    return _serial[0]
+
+
 def current_execution() -> Execution | None:
     """The execution running now, or None outside any execution (setup, check)."""
     return _current
