@@ -29,7 +29,8 @@ from collections.abc import Callable
 from typing import Any
 
 from tdpmmu.engine import ACQUIRE, RELEASE, WRITE, Var, current_thread, explore, visible
-from tdpmmu.engine.strategies import DfsStrategy, DporStrategy
+from tdpmmu.engine.runtime import new_serial
+from tdpmmu.engine.strategies import DfsStrategy, OptimalDporStrategy
 
 # ------------------------------------------------------------------ the models
 
@@ -37,10 +38,11 @@ from tdpmmu.engine.strategies import DfsStrategy, DporStrategy
 class Lock:
     """A lock built on the engine alone (the kernel's spinlock adds lockdep work)."""
 
-    __slots__ = ("name", "owner", "acc_acq", "acc_rel", "free")
+    __slots__ = ("name", "owner", "acc_acq", "acc_rel", "free", "_serial")
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self._serial = new_serial()  # lets optimal DPOR recognise it across executions
         self.owner: Any = None
         self.acc_acq = ((self, ACQUIRE),)
         self.acc_rel = ((self, RELEASE),)
@@ -150,7 +152,7 @@ class CountingDfs(_Counting, DfsStrategy):
     pass
 
 
-class CountingDpor(_Counting, DporStrategy):
+class CountingDpor(_Counting, OptimalDporStrategy):
     pass
 
 

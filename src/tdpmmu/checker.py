@@ -184,8 +184,8 @@ def build_model(kernel_cls: type[V5_10], scenario: Scenario,
             world.k.kvm_destroy_vm(world.kvm)
         world.props.final(world.kvm)
 
-    def invariant(world: World) -> None:
-        world.props.invariant(world.kvm)
+    def invariant(world: World) -> Any:
+        return world.props.invariant(world.kvm)
 
     def observe(world: World) -> Any:
         return snapshot_roots(world.kvm)

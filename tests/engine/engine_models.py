@@ -25,7 +25,8 @@ from tdpmmu.engine import (
     explore,
     visible,
 )
-from tdpmmu.engine.strategies import DfsStrategy, DporStrategy
+from tdpmmu.engine.runtime import new_serial
+from tdpmmu.engine.strategies import DfsStrategy, DporStrategy, OptimalDporStrategy
 
 
 class TLock:
@@ -35,6 +36,7 @@ class TLock:
         self.name = name
         self.owner: str | None = None
         self.readers = 0
+        self._serial = new_serial()  # recognised across executions by optimal DPOR
 
 
 def lock(lk: TLock) -> None:
@@ -209,7 +211,8 @@ def outcomes(program: tuple, nvars: int, nlocks: int, strategy: str,
         setup, threads = build_kernel(program, nvars, nlocks, lockdep)
     else:
         setup, threads = build(program, nvars, nlocks)
-    strat = DfsStrategy() if strategy == "dfs" else DporStrategy()
+    strat = {"dfs": DfsStrategy, "dpor": OptimalDporStrategy,
+             "source-dpor": DporStrategy}[strategy]()
     out = Outcomes()
 
     def check(s: PState) -> None:
@@ -303,3 +306,103 @@ def build_kernel(program: tuple, nvars: int, nlocks: int, lockdep: bool = True
         return run
 
     return setup, [(f"T{i}", thread(i, ops)) for i, ops in enumerate(program)]
+
+
+# ------------------------------------------------------- classic DPOR benchmarks
+
+
+class Classic:
+    """A named program: setup, threads, and the final-state snapshot of its state."""
+
+    def __init__(self, name: str, setup: Callable[[], Any], threads: list,
+                 snapshot: Callable[[Any], tuple]) -> None:
+        self.name, self.setup, self.threads, self.snapshot = name, setup, threads, snapshot
+
+
+def lastzero(n: int) -> Classic:
+    """lastzero(n) (Abdulla et al., POPL 2014): thread 0 scans a[n..0] for the last
+    zero while thread i sets a[i] = a[i-1] + 1."""
+    class S:
+        def __init__(self) -> None:
+            self.a = [Var(0, f"a{i}") for i in range(n + 1)]
+            self.found = -1
+
+    def scan(s: S) -> None:
+        i = n
+        while i >= 0 and s.a[i].load() != 0:
+            i -= 1
+        s.found = i
+
+    def bump(i: int) -> Callable[[S], None]:
+        def t(s: S) -> None:
+            s.a[i].store(s.a[i - 1].load() + 1)
+        return t
+
+    return Classic(f"lastzero({n})", S, [("scan", scan)] + [(f"w{i}", bump(i))
+                                                           for i in range(1, n + 1)],
+                   lambda s: (tuple(v.value for v in s.a), s.found))
+
+
+def indexer(nthreads: int, size: int, msgs: int) -> Classic:
+    """Indexer (Flanagan & Godefroid, POPL 2005): threads insert into a hash table
+    with linear probing by cmpxchg; a small table makes them collide."""
+    class S:
+        def __init__(self) -> None:
+            self.table = [Var(0, f"t{i}") for i in range(size)]
+
+    def insert(tid: int) -> Callable[[S], None]:
+        def t(s: S) -> None:
+            for m in range(msgs):
+                w = (m + 1) * 11 + tid
+                h = w * 7 % size
+                while cmpxchg(s.table[h], 0, w) != 0:
+                    h = (h + 1) % size
+        return t
+
+    return Classic(f"indexer({nthreads}, table {size})", S,
+                   [(f"T{t}", insert(t)) for t in range(nthreads)],
+                   lambda s: tuple(v.value for v in s.table))
+
+
+def locked_counter(nthreads: int, incs: int) -> Classic:
+    """Threads increment a counter under a lock, ``incs`` times each."""
+    class S:
+        def __init__(self) -> None:
+            self.count = Var(0, "count")
+            self.lock = TLock("L")
+            self.order: list[str] = []
+
+    def inc(name: str) -> Callable[[S], None]:
+        def t(s: S) -> None:
+            for _ in range(incs):
+                lock(s.lock)
+                s.order.append(name)
+                s.count.store(s.count.load() + 1)
+                unlock(s.lock)
+        return t
+
+    return Classic(f"locked counter ({nthreads} x {incs})", S,
+                   [(f"T{i}", inc(f"T{i}")) for i in range(nthreads)],
+                   lambda s: (s.count.value, tuple(s.order)))
+
+
+def two_locks(nthreads: int) -> Classic:
+    """Threads update two counters, each under its own lock, in both nestings."""
+    class S:
+        def __init__(self) -> None:
+            self.x, self.y = Var(0, "x"), Var(0, "y")
+            self.lx, self.ly = TLock("LX"), TLock("LY")
+
+    def t(i: int) -> Callable[[S], None]:
+        def run(s: S) -> None:
+            lock(s.lx)
+            s.x.store(s.x.load() + i + 1)
+            unlock(s.lx)
+            lock(s.ly)
+            s.y.store(s.y.load() * 2 + i)
+            unlock(s.ly)
+        return run
+
+    return Classic(f"two locks ({nthreads} threads)", S,
+                   [(f"T{i}", t(i)) for i in range(nthreads)],
+                   lambda s: (s.x.value, s.y.value))

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from . import runtime
 from . import schedule as tokens
 from .runtime import EngineError, Execution, Finding, SoftFinding, Step, checking
 from .strategies import (
@@ -15,6 +16,7 @@ from .strategies import (
     BoundedStrategy,
     DfsStrategy,
     DporStrategy,
+    OptimalDporStrategy,
     PctStrategy,
     RandomStrategy,
     ReplayMismatch,
@@ -94,6 +96,8 @@ def _make_strategy(strategy: str | Strategy, max_executions: int | None,
     if strategy == "dfs":
         return DfsStrategy()
     if strategy == "dpor":
+        return OptimalDporStrategy()
+    if strategy == "source-dpor":
         return DporStrategy()
     if strategy == "bounded":
         return BoundedStrategy(2 if preemption_bound is None else preemption_bound)
@@ -108,6 +112,7 @@ def _run_one(setup: Callable[[], Any], threads: list[tuple[str, Callable[[Any], 
              strat: Strategy, max_steps: int, check: Callable[[Any], Any] | None,
              invariant: Callable[[Any], None] | None, trace: bool = False,
              observe: Callable[[Any], Any] | None = None) -> tuple[Execution, Violation | None]:
+    runtime.reset_serials()
     state = setup()
     ex = Execution(state, threads, strat, max_steps, invariant, trace, observe)
     ex.run()
@@ -175,7 +180,7 @@ def explore(setup: Callable[[], Any], threads: list[ThreadSpec], *, strategy: st
     cut_by: str | None = None
     while True:
         if max_executions is not None and executions >= max_executions \
-                and strat.name in ("dfs", "dpor", "bounded"):
+                and strat.name in ("dfs", "dpor", "bounded", "source-dpor"):
             cut_by = "max_executions"
             break
         if not strat.begin():

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import threading
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -73,12 +74,38 @@ def model_stack(frame: Any, skip_prefixes: tuple[str, ...] = ()) -> list[str]:
     Engine frames are left out; so are frames whose file starts with one of
     ``skip_prefixes`` (a library of primitives can hide its own internals).
     """
-    names = []
+    return code_names(frame_codes(frame), skip_prefixes)
+
+
+def frame_codes(frame: Any) -> tuple[Any, ...]:
+    """The code objects of ``frame`` and its callers, innermost first: a stack
+    captured for a later report costs a walk, and the names are made only if
+    the report is printed (see :func:`code_names`)."""
+    codes = []
     while frame is not None:
-        fname = frame.f_code.co_filename
-        if not fname.startswith(_ENGINE_DIR) and not fname.startswith(skip_prefixes):
-            names.append(frame.f_code.co_name)
+        codes.append(frame.f_code)
         frame = frame.f_back
+    return tuple(codes)
+
+
+# Per tuple of hidden prefixes: code object -> is it hidden?  Code objects live
+# as long as their functions, so the cache stays as small as the model.
+_HIDDEN_CODE: dict[tuple[str, ...], dict[Any, bool]] = {}
+
+
+def code_names(codes: tuple[Any, ...], skip_prefixes: tuple[str, ...] = ()) -> list[str]:
+    """Names of the model frames among ``codes`` (innermost first), outermost first."""
+    hidden = _HIDDEN_CODE.get(skip_prefixes)
+    if hidden is None:
+        hidden = _HIDDEN_CODE[skip_prefixes] = {}
+    names = []
+    for code in codes:
+        h = hidden.get(code)
+        if h is None:
+            fname = code.co_filename
+            h = hidden[code] = fname.startswith(_ENGINE_DIR) or fname.startswith(skip_prefixes)
+        if not h:
+            names.append(code.co_name)
     names.reverse()
     return names
 
@@ -92,6 +119,7 @@ def hide_frames_of(module_file: str) -> None:
     prefix = module_file.rsplit("/", 1)[0]
     if prefix not in HIDDEN_FRAME_PREFIXES:
         HIDDEN_FRAME_PREFIXES.append(prefix)
+        _HIDDEN_CODE.clear()
 
 
 class ModelThread:
@@ -146,6 +174,42 @@ class Step:
     marks: list[str] = field(default_factory=list)
 
 
+class _Pool(threading.local):
+    """Idle worker greenlets of this OS thread (greenlets cannot cross threads)."""
+
+    def __init__(self) -> None:
+        self.idle: list[greenlet] = []
+
+
+_POOL = _Pool()
+POOL_SIZE = 64
+
+
+def _worker(job: tuple[Execution, ModelThread]) -> None:
+    """Runs model threads one after another: creating a greenlet costs about as
+    much as ten visible operations, and every execution needs one per thread."""
+    me = getcurrent()
+    while True:
+        ex, t = job
+        res = ex._thread_body(t)
+        t.glet = None  # the thread's body is done; its greenlet can take another
+        ex = t = None  # type: ignore[assignment]
+        idle = _POOL.idle
+        if len(idle) < POOL_SIZE:
+            idle.append(me)
+        job = me.parent.switch(res)
+
+
+def _worker_greenlet(main: greenlet) -> greenlet:
+    idle = _POOL.idle
+    while idle:
+        g = idle.pop()
+        if not g.dead:
+            g.parent = main
+            return g
+    return greenlet(_worker, parent=main)
+
+
 class Execution:
     """State of one execution: its threads, the decisions taken, its outcome."""
 
@@ -177,18 +241,20 @@ class Execution:
         self.error: EngineError | None = None
         self.main: greenlet | None = None
         self.local: dict[str, Any] = {}  # execution-local storage for primitives
+        self.step_acc: Accesses = ()  # accesses of the step that ran last
+        self.inv_watch: dict[int, Any] | None = None  # what the invariant last read
 
     # ----------------------------------------------------------------- running
     def run(self) -> None:
         global _current
         prev = _current
         _current = self
-        self.main = getcurrent()
+        self.main = main = getcurrent()
         try:
             for t in self.threads:
-                t.glet = greenlet(self._thread_body, parent=self.main)
+                t.glet = g = _worker_greenlet(main)
                 self.running = t
-                t.glet.switch(t)
+                g.switch((self, t))
                 if self.stopped:
                     break
             self.priming = False
@@ -235,8 +301,7 @@ class Execution:
             g = t.glet
             if g is not None and not g.dead and g:
                 with contextlib.suppress(_Stop):
-                    g.throw(_Stop)
-            t.glet = None if g is None or g.dead else g
+                    g.throw(_Stop)  # the worker ends the body and sets t.glet = None
 
     def fail(self, finding: Finding, t: ModelThread | None) -> None:
         """Record the execution's finding and stop it."""
@@ -254,10 +319,9 @@ class Execution:
         if self.observe is not None and self.steps:
             self.steps[-1].observed = self.observe(self.state)
         if self.invariant is not None and self.nsteps:
-            try:
-                self.invariant(self.state)
-            except Finding as f:
-                self.soft_report(f)
+            watch = self.inv_watch
+            if watch is None or _touches(self.step_acc, watch):
+                self._check_invariant()
         enabled = [t for t in self.threads
                    if not t.finished and (t.enabled is None or t.enabled())]
         if not enabled:
@@ -283,10 +347,29 @@ class Execution:
             return None
         self.decisions.append(t.tid * 2)
         self.last = t
+        self.step_acc = t.acc
         if self.tracing:
             self.steps.append(Step(self.nsteps, t.name, t.tid, t.label, t.stack()))
         self.nsteps += 1
         return t
+
+    def _check_invariant(self) -> None:
+        """Run the per-step invariant and keep what it says it read.
+
+        An invariant may return the access objects its outcome depends on: it
+        is then not run again until a step declares an access to one of them.
+        That is sound under the model's rule that shared memory changes only
+        in the step of a visible operation on it, or under a lock whose
+        acquire and release are visible operations: an invariant that reads a
+        lock-protected structure returns the lock (and skips the structure
+        while the lock is held).
+        """
+        try:
+            watch = self.invariant(self.state)
+        except Finding as f:
+            self.soft_report(f)
+            watch = None
+        self.inv_watch = None if watch is None else {id(o): o for o in watch}
 
     def choose(self, n: int) -> int:
         """Data nondeterminism: a value in ``range(n)`` chosen by the strategy."""
@@ -321,7 +404,38 @@ class Execution:
                           details=self._where_threads_are()), None)
 
 
+def _touches(acc: Accesses, watch: dict[int, Any]) -> bool:
+    for obj, _mode in acc:  # noqa: SIM110 - a loop is cheaper than any() on 1-2 items
+        if id(obj) in watch:
+            return True
+    return False
+
+
 _current: Execution | None = None
+
+
+_serial = [0]
+
+
+def new_serial() -> int:
+    """A creation number for a shared object.
+
+    Numbers restart before each execution's ``setup()``, so the objects that
+    setup and a replayed prefix create get the same numbers in every
+    execution: a strategy that remembers an access across executions (optimal
+    DPOR's wakeup trees) recognises the object by it.
+    """
+    n = _serial[0]
+    _serial[0] = n + 1
+    return n
+
+
+def reset_serials() -> None:
+    _serial[0] = 0
+
+
+def serials_issued() -> int:
+    return _serial[0]
 
 
 def current_execution() -> Execution | None:

@@ -16,12 +16,13 @@ class Var:
     as blocked until another thread writes (see :func:`cpu_relax`).
     """
 
-    __slots__ = ("value", "version", "name", "__weakref__")
+    __slots__ = ("value", "version", "name", "_serial", "__weakref__")
 
     def __init__(self, value: Any = None, name: str | None = None) -> None:
         self.value = value
         self.version = 0
         self.name = name
+        self._serial = runtime.new_serial()
 
     def load(self) -> Any:
         runtime.visible(f"load {self.name or 'var'}", ((self, READ),))

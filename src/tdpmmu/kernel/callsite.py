@@ -6,14 +6,18 @@ source file it transliterates with a module-level ``__kernel_file__`` (e.g.
 ``"arch/x86/kvm/mmu/tdp_mmu.c"``); otherwise the Python file name is used.
 
 These helpers walk the Python stack, so they are for report paths and for rare
-events (allocation, a new lock dependency), never for every lock operation.
+events (allocation, a new lock dependency), never for every lock operation.  A
+chain kept for a later report (an allocation's, a free's) is a :class:`CallChain`:
+the walk keeps the code objects only, the names are made when a report reads it.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator, Sequence
 from types import FrameType
+from typing import Any, overload
 
 from ..engine import runtime
 
@@ -53,10 +57,50 @@ def model_function() -> str:
     return function_of(caller_frame())
 
 
-def call_chain(limit: int = CHAIN_LIMIT) -> list[str]:
-    """Model function names, innermost first (at most ``limit``)."""
-    names = runtime.model_stack(sys._getframe(1), _hidden_prefixes())
-    return names[::-1][:limit]
+class CallChain(Sequence[str]):
+    """Model function names, innermost first, made from the captured code objects
+    on first use (most allocation and free sites are never reported)."""
+
+    __slots__ = ("_codes", "_limit", "_names")
+
+    def __init__(self, codes: tuple[Any, ...], limit: int) -> None:
+        self._codes = codes
+        self._limit = limit
+        self._names: list[str] | None = None
+
+    def names(self) -> list[str]:
+        if self._names is None:
+            self._names = runtime.code_names(self._codes, _hidden_prefixes())[::-1][:self._limit]
+            self._codes = ()
+        return self._names
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        return self.names()[i]
+
+    def __len__(self) -> int:
+        return len(self.names())
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, CallChain):
+            other = other.names()
+        return self.names() == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return repr(self.names())
+
+
+def call_chain(limit: int = CHAIN_LIMIT) -> CallChain:
+    """Model function names, innermost first (at most ``limit``), made lazily."""
+    return CallChain(runtime.frame_codes(sys._getframe(1)), limit)
 
 
 def task_name() -> str:
@@ -71,5 +115,5 @@ def cpu() -> int:
     return t.tid if t is not None else 0
 
 
-def indented(chain: list[str], indent: str = "  ") -> list[str]:
+def indented(chain: Sequence[str], indent: str = "  ") -> list[str]:
     return [indent + name for name in chain] or [indent + "?"]

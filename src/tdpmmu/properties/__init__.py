@@ -28,9 +28,9 @@ class Properties:
         self.dirty_log = DirtyLogComplete(kvm)
         kvm.probes.extend([self.invalidation.probe, self.dirty_log.probe])
 
-    def invariant(self, kvm: Any) -> None:
-        """Checked between steps."""
-        self.root_list.check()
+    def invariant(self, kvm: Any) -> tuple[Any, ...]:
+        """Checked between steps; returns what it read (see ``Execution._check_invariant``)."""
+        return self.root_list.check()
 
     def final(self, kvm: Any) -> None:
         """Checked after the VM is torn down."""

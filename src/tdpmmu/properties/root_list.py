@@ -20,13 +20,30 @@ class NoZeroCountRoot:
         self.kvm = kvm
         self.reported: set[int] = set()
 
-    def check(self) -> None:
+    def check(self) -> tuple[Any, ...]:
+        """Check now; return the access objects a change of the outcome needs a step on.
+
+        The list and the counts change under ``mmu_lock`` (or, for RCU list
+        writers and atomic counts, by visible operations on the list heads
+        and the counters), so a step that touches none of them cannot change
+        what this check sees.
+        """
         kvm = self.kvm
-        if peek(kvm.mmu_lock, "owner") is not None:
-            return
+        lock = kvm.mmu_lock
+        if peek(lock, "owner") is not None:
+            return (lock,)
+        head = kvm.arch.tdp_mmu_roots
+        watch: list[Any] = [lock, head]
         for root in roots_on_list(kvm):
-            if peek(root, "root_count") == 0 and id(root) not in self.reported:
+            count = peek(root, "root_count")
+            node = peek(root, "link")
+            if node is not None:
+                watch.append(node)
+            if not isinstance(count, int):
+                watch.append(count)
+            if count == 0 and id(root) not in self.reported:
                 self.reported.add(id(root))
                 report("property", f"{self.name}: root {peek(root, 'name')} is on "
                        "tdp_mmu_roots with root_count 0 while mmu_lock is free",
                        "kvm_mmu_put_root")
+        return tuple(watch)

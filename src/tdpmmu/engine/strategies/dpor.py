@@ -32,17 +32,21 @@ from __future__ import annotations
 from typing import Any
 
 from ..access import ACQUIRE, ACQUIRE_SHARED, READ, RELEASE, RELEASE_SHARED, WRITE, dependent
+from ..runtime import serials_issued
 from .tree import Node, TreeStrategy
 
 
 class _ObjState:
     """Happens-before bookkeeping of one shared object in the current execution."""
 
-    __slots__ = ("obj", "last_w", "reads", "last_acq", "shared_acq", "last_rel", "shared_rel",
-                 "locked")
+    __slots__ = ("obj", "num", "last_w", "reads", "last_acq", "shared_acq", "last_rel",
+                 "shared_rel", "locked")
 
-    def __init__(self, obj: object) -> None:
+    def __init__(self, obj: object, num: int) -> None:
         self.obj = obj  # keeps the object alive, so its id() is not reused meanwhile
+        # Objects are numbered in the order events first touch them: executions
+        # that share a prefix number the objects that prefix touches alike.
+        self.num = num
         self.last_w = -1  # event index of the last write
         self.reads: dict[int, int] = {}  # tid -> last read event since last_w
         self.last_acq = -1  # last exclusive acquire
@@ -53,7 +57,9 @@ class _ObjState:
 
 
 class DporStrategy(TreeStrategy):
-    name = "dpor"
+    """Source-DPOR; :class:`~.odpor.OptimalDporStrategy` adds wakeup trees."""
+
+    name = "source-dpor"
 
     def __init__(self) -> None:
         super().__init__()
@@ -65,6 +71,7 @@ class DporStrategy(TreeStrategy):
         self.ev_seq: list[int] = []
         self.ev_clock: list[list[int]] = []
         self.ev_node: list[int] = []
+        self.ev_acc: list[Any] = []
         self.clocks: dict[int, list[int]] = {}
         self.objs: dict[int, _ObjState] = {}
         self.pending_sleep = frozenset()
@@ -89,10 +96,13 @@ class DporStrategy(TreeStrategy):
         threads = ex.threads
         nthreads = len(threads)
         acc = t.acc
+        node.nobj = len(self.objs)
+        node.nser = serials_issued()
         # Sleep set of the next node: what slept here or was explored here
         # before, and commutes with the step now taken.
         asleep = node.sleep | node.done
         if asleep:
+            node.sacc = {q: threads[q].acc for q in asleep}
             self.pending_sleep = frozenset(
                 q for q in asleep
                 if q != t.tid and not dependent(threads[q].acc, acc))
@@ -121,7 +131,7 @@ class DporStrategy(TreeStrategy):
             for e in self._maximal(races) if races else ():
                 self._reverse(ex, e, tid, clock)
             self._update(tid, acc, index)
-        self._record(tid, seq, clock, index)
+        self._record(tid, seq, clock, index, acc)
 
     def end(self, ex: Any) -> None:
         """Race the operations that never ran against the execution.
@@ -223,7 +233,7 @@ class DporStrategy(TreeStrategy):
             key = id(obj)
             st = objs.get(key)
             if st is None:
-                st = objs[key] = _ObjState(obj)
+                st = objs[key] = _ObjState(obj, len(objs))
             if mode == READ:
                 st.reads[tid] = index
             elif mode == WRITE:
@@ -265,8 +275,9 @@ class DporStrategy(TreeStrategy):
                 if c > clock[i]:
                     clock[i] = c
 
-    def _record(self, tid: int, seq: int, clock: list[int], index: int) -> None:
+    def _record(self, tid: int, seq: int, clock: list[int], index: int, acc: Any) -> None:
         self.clocks[tid] = clock
+        self.ev_acc.append(acc)
         self.ev_tid.append(tid)
         self.ev_seq.append(seq)
         self.ev_clock.append(clock)

@@ -17,7 +17,8 @@ from .base import Strategy
 
 
 class Node:
-    __slots__ = ("kind", "chosen", "enabled", "backtrack", "done", "sleep", "n")
+    __slots__ = ("kind", "chosen", "enabled", "backtrack", "done", "sleep", "n", "wut", "cur",
+                 "sacc", "nobj", "nser")
 
     def __init__(self, kind: str) -> None:
         self.kind = kind  # "s": which thread steps; "c": which value
@@ -27,6 +28,11 @@ class Node:
         self.done: set[int] = set()
         self.sleep: frozenset[int] = frozenset()
         self.n = 0  # number of values, for choice nodes
+        self.wut: list | None = None  # optimal DPOR: the wakeup tree still to explore
+        self.cur: Any = None  # optimal DPOR: the wakeup-tree child being explored
+        self.sacc: dict[int, Any] | None = None  # accesses of the sleeping threads here
+        self.nobj = 0  # DPOR: objects seen by the events before this node
+        self.nser = 0  # DPOR: object serials issued before this node
 
 
 class TreeStrategy(Strategy):
