@@ -23,7 +23,7 @@ can follow from it, in this model) has its reason in
 
 Usage::
 
-    .venv/bin/python bench/mutants.py [--kernel v5.11]... [--max-executions 400]
+    .venv/bin/python bench/mutants.py [--kernel v5.11]... [--max-executions 300]
         [--jobs 2] [--seed 0] [--sample N] [--only ID_PREFIX] [--list]
 
 ``--sample N`` runs N mutants drawn with ``--seed`` (default 120 of them, so that
@@ -39,6 +39,7 @@ import hashlib
 import inspect
 import multiprocessing
 import random
+import signal
 import sys
 import textwrap
 import time
@@ -49,6 +50,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 EQUIVALENT_FILE = HERE / "mutants-equivalent.toml"
+TIMEOUT_CPU = 120.0  # seconds of CPU per mutant before it counts as a hang
 
 # The functions under mutation, by area (names of model methods).
 TARGETS: dict[str, tuple[str, ...]] = {
@@ -316,42 +318,111 @@ def baseline(version: str, scenarios: list[str], bound: int) -> list[str]:
     return [s for s in scenarios if _violated(version, s, bound) is None]
 
 
+class _CpuTimeoutError(Exception):
+    pass
+
+
+def _on_timer(signum: int, frame: Any) -> None:
+    raise _CpuTimeoutError
+
+
 def run_mutant(args: tuple[Mutant, list[str], int]) -> tuple[str, str | None, str | None, float]:
+    """(id, scenario that killed it or None, the finding, CPU seconds).
+
+    A mutant that makes a run spin without a visible operation (an endless loop
+    in Python) would hang the checker: after TIMEOUT_CPU seconds of CPU it is
+    stopped and counted as *not* caught (scenario "timeout")."""
     m, scenarios, bound = args
     t = time.process_time()
     cls = mutant_class(m)
-    for s in scenarios:
-        found = _violated(cls, s, bound)
-        if found is not None:
-            return m.id, s, found, time.process_time() - t
-    return m.id, None, None, time.process_time() - t
+    old = signal.signal(signal.SIGPROF, _on_timer)
+    signal.setitimer(signal.ITIMER_PROF, TIMEOUT_CPU)
+    try:
+        for s in scenarios:
+            found = _violated(cls, s, bound)
+            if found is not None:
+                return m.id, s, found, time.process_time() - t
+        return m.id, None, None, time.process_time() - t
+    except _CpuTimeoutError:
+        return m.id, "timeout", None, time.process_time() - t
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, old)
 
 
-def load_equivalent(path: Path = EQUIVALENT_FILE) -> dict[str, str]:
+def code_digest() -> str:
+    """A digest of the model and its scenarios: cached results are only reused for it."""
+    import tdpmmu
+    root = Path(tdpmmu.__file__).parent
+    h = hashlib.sha1()
+    for f in sorted(root.rglob("*")):
+        if f.suffix in (".py", ".toml") and "__pycache__" not in f.parts:
+            h.update(str(f.relative_to(root)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:12]
+
+
+def load_cache(path: Path, key: str) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    import json
+    data = json.loads(path.read_text())
+    return data.get(key, {})
+
+
+def save_cache(path: Path, key: str, results: dict[str, Any]) -> None:
+    import json
+    data = json.loads(path.read_text()) if path.exists() else {}
+    data[key] = {k: list(v) for k, v in results.items()}
+    path.write_text(json.dumps(data, indent=0, sort_keys=True))
+
+
+def load_reasons(path: Path = EQUIVALENT_FILE) -> dict[str, tuple[str, str]]:
+    """id -> (kind, reason).  Kind ``equivalent``: no behaviour of the model can
+    differ (excluded from the score); ``unmodelled``: a real bug in what the
+    model leaves out (still counted as a survivor, the reason says what is
+    missing)."""
     if not path.exists():
         return {}
     with path.open("rb") as f:
         data = tomllib.load(f)
-    return {k: v["reason"] if isinstance(v, dict) else str(v) for k, v in data.items()}
+    return {k: (v.get("kind", "equivalent"), v["reason"]) for k, v in data.items()}
+
+
+def load_equivalent(path: Path = EQUIVALENT_FILE) -> dict[str, str]:
+    return {k: r for k, (kind, r) in load_reasons(path).items() if kind == "equivalent"}
 
 
 def evaluate(mutants: list[Mutant], versions: list[str], bound: int, jobs: int,
-             out: Any = sys.stdout) -> dict[str, Any]:
+             out: Any = sys.stdout, cache: Path | None = None) -> dict[str, Any]:
     scenarios = scenario_order()
+    key = f"{code_digest()}/bound={bound}"
+    cached = load_cache(cache, key) if cache is not None else {}
     judged = {v: baseline(v, scenarios, bound) for v in versions}
     for v, ok in judged.items():
         print(f"{v}: judged on {len(ok)} of {len(scenarios)} scenarios (where it verifies "
               f"within {bound} executions)", file=out, flush=True)
-    work = [(m, judged[m.version], bound) for m in mutants]
-    results: dict[str, tuple[str | None, str | None, float]] = {}
+    results: dict[str, tuple[str | None, str | None, float]] = {
+        m.id: tuple(cached[m.id]) for m in mutants if m.id in cached}
+    if results:
+        print(f"  {len(results)} results reused from {cache} (same model code, same bound)",
+              file=out, flush=True)
+    work = [(m, judged[m.version], bound) for m in mutants if m.id not in results]
+
+    def note(mid: str, s: str | None, found: str | None, cpu: float) -> None:
+        results[mid] = (s, found, cpu)
+        what = f"killed on {s}: {found[:90]}" if found else s or "survived"
+        print(f"  [{len(results)}/{len(mutants)}] {mid} {what}", file=out, flush=True)
+        if cache is not None:
+            save_cache(cache, key, results)
+
     if jobs > 1:
         with multiprocessing.get_context("fork").Pool(jobs) as pool:
-            for mid, s, found, cpu in pool.imap_unordered(run_mutant, work):
-                results[mid] = (s, found, cpu)
+            for r in pool.imap_unordered(run_mutant, work):
+                note(*r)
     else:
         for w in work:
-            mid, s, found, cpu = run_mutant(w)
-            results[mid] = (s, found, cpu)
+            note(*run_mutant(w))
     return {"results": results, "judged": judged}
 
 
@@ -365,6 +436,7 @@ def report(mutants: list[Mutant], results: dict[str, Any], equivalent: dict[str,
         killed = [m for m in ms if results[m.id][1] is not None]
         equiv = [m for m in ms if results[m.id][1] is None and m.id in equivalent]
         survivors = [m for m in ms if results[m.id][1] is None and m.id not in equivalent]
+        hangs = [m for m in survivors if results[m.id][0] == "timeout"]
         judged = len(ms) - len(equiv)
         score = 100.0 * len(killed) / judged if judged else 100.0
         worst = min(worst, score)
@@ -378,8 +450,12 @@ def report(mutants: list[Mutant], results: dict[str, Any], equivalent: dict[str,
         print("  by operator: " + ", ".join(f"{op} {k}/{n}" for op, (k, n) in
                                               sorted(ops.items())), file=out)
         print(f"  mutation score: {score:.1f}% of non-equivalent mutants killed", file=out)
+        reasons = load_reasons()
         for m in survivors:
-            print(f"  SURVIVED {m.id}: {m.description}", file=out)
+            how = "HUNG (counted as not caught)" if m in hangs else "SURVIVED"
+            print(f"  {how} {m.id}: {m.description}", file=out)
+            if m.id in reasons:
+                print(f"      ({reasons[m.id][0]}: {reasons[m.id][1]})", file=out)
         stale = [mid for mid in equivalent if mid.startswith(version + "/")
                  and mid in results and results[mid][1] is not None]
         for mid in stale:
@@ -391,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--kernel", action="append", help="version(s) to mutate (default: v5.11 "
                    "and every later built-in version)")
-    p.add_argument("--max-executions", type=int, default=400)
+    p.add_argument("--max-executions", type=int, default=300)
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sample", type=int, default=120,
@@ -399,6 +475,9 @@ def main(argv: list[str] | None = None) -> int:
                    "on 2 cores)")
     p.add_argument("--only", default="", help="run the mutants whose id starts with this")
     p.add_argument("--list", action="store_true", help="list the mutants and stop")
+    p.add_argument("--cache", default="/tmp/tdpmmu-mutants-cache.json",
+                   help="results of earlier runs on the same model code and bound are "
+                   "reused from this file ('' to disable)")
     args = p.parse_args(argv)
     from tdpmmu.kvm.versions import BUILTIN
     names = list(BUILTIN)
@@ -415,7 +494,8 @@ def main(argv: list[str] | None = None) -> int:
           f"executions per run; {args.jobs} jobs", flush=True)
     t = time.perf_counter()
     cpu0 = time.process_time()
-    ev = evaluate(mutants, versions, args.max_executions, args.jobs)
+    ev = evaluate(mutants, versions, args.max_executions, args.jobs,
+                  cache=Path(args.cache) if args.cache else None)
     equivalent = load_equivalent()
     worst = report(mutants, ev["results"], equivalent)
     cpu = time.process_time() - cpu0 + sum(r[2] for r in ev["results"].values())
