@@ -158,7 +158,7 @@ def build_model(kernel_cls: type[V5_10], scenario: Scenario,
                     vm.mm.pte(hva)
         vm.vcpu_threads_running.value = len(vcpu_threads)
         world = World(k, vm, None)
-        world.props = Properties(vm)
+        world.props = Properties(vm, k)
         for m in scenario.memslots:
             if m.log_dirty:
                 k.trace_event(vm, "dirty_log_enabled", key=(m.as_id, m.id))

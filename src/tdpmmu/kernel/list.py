@@ -38,6 +38,7 @@ from ..engine import runtime
 from ..engine.access import READ, WRITE
 from ..engine.runtime import Finding, visible
 from . import callsite, lockdep
+from .guard import Guard, check_write
 from .slab import describe, object_fields
 
 runtime.hide_frames_of(__file__)
@@ -49,8 +50,8 @@ LIST_POISON2 = 0xDEAD000000000122
 class list_head:
     """A list node or list head; ``owner`` is the struct that embeds it (None for a head)."""
 
-    __slots__ = ("next", "prev", "owner", "name", "__weakref__")
-    __kasan_ignore__ = frozenset({"owner", "name"})
+    __slots__ = ("next", "prev", "owner", "name", "guard", "__weakref__")
+    __kasan_ignore__ = frozenset({"owner", "name", "guard"})
     __kasan_embedded_in_owner__ = True
 
     def __init__(self, owner: Any = None, name: str | None = None) -> None:
@@ -58,6 +59,7 @@ class list_head:
         self.prev: list_head | int = self
         self.owner = owner
         self.name = name
+        self.guard: Guard | None = None  # the lock writes must hold (see kernel.guard)
 
     def __repr__(self) -> str:
         return f"list_head({_px(self)})"
@@ -152,6 +154,10 @@ def __list_del_entry_valid(entry: list_head) -> None:
 
 def __list_add(new: list_head, prev: list_head, next: list_head) -> None:
     __list_add_valid(new, prev, next)
+    g = prev.guard or next.guard
+    if g is not None:
+        check_write(g)
+    new.guard = g  # a node on a guarded list is guarded with it
     next.prev = new
     new.next = next
     new.prev = prev
@@ -160,6 +166,8 @@ def __list_add(new: list_head, prev: list_head, next: list_head) -> None:
 
 def __list_del_entry(entry: list_head) -> None:
     __list_del_entry_valid(entry)
+    if entry.guard is not None:
+        check_write(entry.guard)
     prev, next = entry.prev, entry.next
     next.prev = prev
     prev.next = next

@@ -30,12 +30,12 @@ class rwlock_t:
     """A reader-writer lock; ``name`` is its lockdep class."""
 
     __slots__ = ("name", "writer", "readers", "word", "_rfree", "_wfree", "_racq", "_rrel",
-                 "_rtry", "_wacq", "_wrel", "_wtry", "_labels", "__weakref__")
+                 "_rtry", "_wacq", "_wrel", "_wtry", "_labels", "on_release", "__weakref__")
     # Readable after a free (the scheduler evaluates waiters' predicates at any
     # time); every lock and unlock writes the state, and that is reported.
     __kasan_ignore__ = frozenset({"name", "writer", "readers", "word", "_rfree", "_wfree",
                                   "_racq", "_rrel", "_rtry", "_wacq", "_wrel", "_wtry",
-                                  "_labels"})
+                                  "_labels", "on_release"})
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name or default_lock_name("rwlock")
@@ -50,6 +50,7 @@ class rwlock_t:
         self._wacq = ((self, ACQUIRE),)
         self._wrel = ((self, RELEASE), (self.word, WRITE))
         self._wtry = ((self, ACQUIRE), (self.word, WRITE))
+        self.on_release: Any = None  # as spinlock_t.on_release, for both modes
         n = self.name
         self._labels = (f"read_lock({n})", f"read_unlock({n})", f"read_trylock({n})",
                         f"write_lock({n})", f"write_unlock({n})", f"write_trylock({n})")
@@ -107,6 +108,8 @@ def read_unlock(lock: rwlock_t) -> None:
     if lock.readers <= 0 or not lockdep.released(t, lock, True):
         lockdep.bad_unlock(lock, t)
     lock.readers -= 1
+    if lock.on_release is not None:
+        lock.on_release(t)
 
 
 def read_trylock(lock: rwlock_t) -> int:
@@ -151,6 +154,8 @@ def write_unlock(lock: rwlock_t) -> None:
         spin_bug(lock, "wrong owner", t, kind="rwlock")
     lock.writer = None
     lockdep.released(t, lock, False)
+    if lock.on_release is not None:
+        lock.on_release(t)
 
 
 def write_trylock(lock: rwlock_t) -> int:

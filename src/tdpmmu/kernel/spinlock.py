@@ -52,12 +52,12 @@ class spinlock_t:
     """A spinlock; ``name`` is its lockdep class and appears in reports and traces."""
 
     __slots__ = ("name", "owner", "word", "_free", "_acq", "_rel", "_try", "_l_lock",
-                 "_l_unlock", "_l_try", "__weakref__")
+                 "_l_unlock", "_l_try", "on_release", "__weakref__")
     # The scheduler evaluates ``_is_free`` of waiters at any time, so reading the
     # state of a freed lock must not raise there; taking or releasing it writes
     # ``owner``, and that is reported.
     __kasan_ignore__ = frozenset({"name", "owner", "word", "_free", "_acq", "_rel", "_try",
-                                  "_l_lock", "_l_unlock", "_l_try"})
+                                  "_l_lock", "_l_unlock", "_l_try", "on_release"})
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name or default_lock_name("spinlock")
@@ -70,6 +70,9 @@ class spinlock_t:
         self._l_lock = f"spin_lock({self.name})"
         self._l_unlock = f"spin_unlock({self.name})"
         self._l_try = f"spin_trylock({self.name})"
+        # Model only: called with the releasing thread in the step of each release
+        # by a model thread (a property checking what must hold at unlock).
+        self.on_release: Any = None
 
     def _is_free(self) -> bool:
         return self.owner is None
@@ -132,6 +135,8 @@ def spin_unlock(lock: spinlock_t) -> None:
         held.pop()
     else:
         lockdep.released(t, lock, False)
+    if lock.on_release is not None:
+        lock.on_release(t)
 
 
 def spin_trylock(lock: spinlock_t) -> int:

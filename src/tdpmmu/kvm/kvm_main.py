@@ -89,7 +89,10 @@ class KvmMain:
         pfn, host_writable = kvm.mm.pte(hva).load()
         if write_fault and not host_writable:
             self.kvm_mmu_notifier_invalidate_range_start(kvm, hva, hva + 1)
+            # The mm's side of the notifier contract, for the properties.
+            self.trace_event(kvm, "invalidate_range_start_returned", start=hva, end=hva + 1)
             pfn, host_writable = kvm.mm.replace(hva, writable=True)
+            self.trace_event(kvm, "invalidate_range_end_called", start=hva, end=hva + 1)
             self.kvm_mmu_notifier_invalidate_range_end(kvm, hva, hva + 1)
         return pfn, host_writable and writable
 

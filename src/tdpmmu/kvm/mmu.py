@@ -281,6 +281,17 @@ class Mmu:
         """``kvm_page_track_flush_slot`` -> the MMU's page-track notifier."""
         self.kvm_mmu_invalidate_zap_pages_in_memslot(kvm, slot)
 
+    def kvm_zap_gfn_range(self, kvm: Any, gfn_start: int, gfn_end: int) -> None:
+        """Zap a gfn range in every address space (a guest MTRR update does it,
+        ``update_mtrr``); no vCPU is asked to reload.  The legacy MMU's memslot
+        loop has nothing to zap with the TDP MMU."""
+        spin_lock(kvm.mmu_lock)
+        if kvm.arch.tdp_mmu_enabled:
+            flush = self.kvm_tdp_mmu_zap_gfn_range(kvm, gfn_start, gfn_end)
+            if flush:
+                self.kvm_flush_remote_tlbs(kvm)
+        spin_unlock(kvm.mmu_lock)
+
     def kvm_mmu_zap_all(self, kvm: Any) -> None:
         KVM_MMU_LOCK(kvm)
         if kvm.arch.tdp_mmu_enabled:

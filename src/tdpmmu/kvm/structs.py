@@ -14,6 +14,7 @@ from typing import Any
 
 from ..engine import Var
 from ..kernel import list_head, rcu_head, spinlock_t
+from ..kernel.guard import Guarded, check_write
 from .spte import PT64_ENT_PER_PAGE
 
 INVALID_PAGE = -1
@@ -78,6 +79,21 @@ class kvm_mmu_page:
 
     def __repr__(self) -> str:
         return f"<kvm_mmu_page {self.name}>"
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # Once on a guarded list (published), the page's protected fields are
+        # written under the list's lock (see kernel.guard and lock_contract).
+        if name in _PAGE_GUARDED:
+            link = self.__dict__.get("link")
+            g = link.guard if link is not None else None
+            if g is not None:
+                fg = g.fields.get(name)
+                if fg is not None:
+                    check_write(fg, f"{self.name}->{name}")
+        object.__setattr__(self, name, value)
+
+
+_PAGE_GUARDED = frozenset({"root_count", "role"})
 
 
 @dataclass
@@ -147,7 +163,7 @@ class kvm_vcpu:
         self.mmu_role: Any = None
 
 
-class kvm_arch:
+class kvm_arch(Guarded):
     def __init__(self) -> None:
         self.tdp_mmu_enabled = True
         self.tdp_mmu_roots = list_head(None)
@@ -167,6 +183,9 @@ class HostMM:
         self.next_pfn = 0x100
         self.old_pfns: dict[int, list[int]] = {}  # hva -> pfns it was moved away from
         self.huge_frames: set[int] = set()  # frames of the huge pages the host maps whole
+        # pfn -> (task, call chain) of the host's release of a frame it took away
+        # from an hva: from then on the frame is not the VM's (see properties.host_frames).
+        self.released: dict[int, tuple[str, list[str]]] = {}
 
     def map_huge(self, hva: int, npages: int) -> None:
         """Back ``hva .. hva+npages`` with huge pages (THP) where whole aligned
@@ -204,6 +223,8 @@ class HostMM:
         new = (self.alloc_pfn(), writable)
         pte.store(new)
         self.old_pfns.setdefault(hva, []).append(old_pfn)
+        from ..kernel import callsite
+        self.released[old_pfn] = (callsite.task_name(), callsite.call_chain())
         return new
 
     def alloc_pfn(self) -> int:
@@ -212,7 +233,7 @@ class HostMM:
         return pfn
 
 
-class kvm:
+class kvm(Guarded):
     """``struct kvm`` with the fields the TDP MMU paths use (and the model's
     ghost words, which only properties read)."""
 

@@ -117,6 +117,38 @@ class TdpMmu(MmuInternal):
     list_add_new_root_tail = False  # get_tdp_mmu_vcpu_root: list_add (v5.10) or list_add_tail
     resched_policy = "progress"  # need_resched(): "progress", "always" or "never"
 
+    # ------------------------------------------------------ lock contract
+    def lock_contract(self, kvm: Any) -> dict[str, tuple[Any, bool]]:
+        """What each lock protects at this version: state name -> (lock, exclusive).
+
+        Model only (the kernel states it in comments and some assertions); the
+        properties install it so that every write asserts its lock (see
+        :mod:`tdpmmu.kernel.guard`).  A version whose locking changed overrides
+        this.  At 5.10/5.11 (``struct kvm_arch`` in ``kvm_host.h``, and
+        ``mmu_internal.h``): the list of roots and the list of other TDP MMU
+        pages are changed under ``mmu_lock``, and a root on the list has a
+        positive ``root_count`` except while a thread holding ``mmu_lock`` takes
+        it off; ``root_count`` itself is a plain int under ``mmu_lock``, and so
+        is a page's role.  ``mmu_notifier_count`` (``kvm_main.c``) and
+        ``mmu_valid_gen`` (``kvm_mmu_zap_all_fast``) are changed under
+        ``mmu_lock`` too.  ``mmu_lock`` is a spinlock here, so "held" is
+        exclusive.
+        """
+        mmu_lock = (kvm.mmu_lock, True)
+        return {
+            "kvm->arch.tdp_mmu_roots": mmu_lock,
+            "kvm->arch.tdp_mmu_pages": mmu_lock,
+            "kvm_mmu_page.root_count": mmu_lock,
+            "kvm_mmu_page.role": mmu_lock,
+            "kvm->mmu_notifier_count": mmu_lock,
+            "kvm->arch.mmu_valid_gen": mmu_lock,
+        }
+
+    # When a zap's TLB flush is due (model only; see properties.tlb): at 5.10
+    # every zap is flushed before mmu_lock is dropped, at a yield
+    # (tdp_mmu_iter_flush_cond_resched) or by the caller of zap_gfn_range.
+    tlb_flush_contract = "before-unlock"
+
     # ---------------------------------------------------------- lifecycle
     def kvm_mmu_init_tdp_mmu(self, kvm: Any) -> None:
         kvm.arch.tdp_mmu_enabled = True
@@ -239,6 +271,8 @@ class TdpMmu(MmuInternal):
         if old_spte == new_spte:
             return
 
+        self.trace_kvm_tdp_mmu_spte_changed(kvm, as_id, gfn, level, old_spte, new_spte)
+
         if not was_present and not is_present:
             # Only MMIO SPTEs change between non-present values.
             WARN_ON(not is_mmio_spte(old_spte) and not is_mmio_spte(new_spte))
@@ -258,6 +292,13 @@ class TdpMmu(MmuInternal):
                                          old_child_spte, 0, level - 1)
             self.kvm_flush_remote_tlbs_with_address(kvm, gfn, KVM_PAGES_PER_HPAGE(level))
             self.free_mmu_page(kvm, sp)
+
+    def trace_kvm_tdp_mmu_spte_changed(self, kvm: Any, as_id: int, gfn: int, level: int,
+                                       old_spte: int, new_spte: int) -> None:
+        """The kernel's tracepoint in ``__handle_changed_spte``: what the properties
+        see of every SPTE change (in the step of the store)."""
+        self.trace_event(kvm, "kvm_tdp_mmu_spte_changed", as_id=as_id, gfn=gfn, level=level,
+                         old_spte=old_spte, new_spte=new_spte)
 
     def handle_changed_spte(self, kvm: Any, as_id: int, gfn: int, old_spte: int,
                             new_spte: int, level: int) -> None:

@@ -12,30 +12,50 @@ from __future__ import annotations
 from typing import Any
 
 from .dirty_log import DirtyLogComplete
+from .host_frames import HostFrames
 from .invalidation import InvalidationComplete
 from .leak import check_no_leak
+from .lock_contract import install_lock_contract
 from .root_list import NoZeroCountRoot
+from .tlb import TlbCoherence
+from .vcpu_root import VcpuRootLive
 
-ALL = ("no-zero-count-root", "invalidation-complete", "dirty-log-complete", "no-leak")
+ALL = ("lock-contract", "no-zero-count-root", "vcpu-root-live", "mmu-notifier",
+       "guest-access-frame", "tlb-coherence", "invalidation-complete", "dirty-log-complete",
+       "no-leak")
 
 
 class Properties:
     """The properties of one execution, attached to its VM."""
 
-    def __init__(self, kvm: Any) -> None:
+    def __init__(self, kvm: Any, kernel: Any = None) -> None:
+        if kernel is not None:
+            install_lock_contract(kvm, kernel.lock_contract(kvm))
         self.root_list = NoZeroCountRoot(kvm)
         self.invalidation = InvalidationComplete(kvm)
         self.dirty_log = DirtyLogComplete(kvm)
-        kvm.probes.extend([self.invalidation.probe, self.dirty_log.probe])
+        self.vcpu_root = VcpuRootLive(kvm)
+        self.frames = HostFrames(kvm)
+        self.tlb = TlbCoherence(kvm, getattr(kernel, "tlb_flush_contract", None))
+        kvm.probes.extend([self.invalidation.probe, self.dirty_log.probe, self.frames.probe,
+                           self.tlb.probe])
 
-    def invariant(self, kvm: Any) -> tuple[Any, ...]:
-        """Checked between steps; returns what it read (see ``Execution._check_invariant``)."""
-        return self.root_list.check()
+    def invariant(self, kvm: Any) -> tuple[Any, ...] | None:
+        """Checked between steps; returns what it read (see ``Execution._check_invariant``).
+
+        ``vcpu_root`` reads each vCPU's ``root_hpa``, a plain field its own
+        thread writes outside any visible operation, so no set of accesses
+        covers what it read: the invariant runs after every step (``None``)
+        until ``root_hpa`` is a watched word.
+        """
+        self.root_list.check()
+        self.vcpu_root.check()
+        return None
 
     def final(self, kvm: Any) -> None:
         """Checked after the VM is torn down."""
         check_no_leak(kvm)
 
 
-__all__ = ["ALL", "DirtyLogComplete", "InvalidationComplete", "NoZeroCountRoot", "Properties",
-           "check_no_leak"]
+__all__ = ["ALL", "DirtyLogComplete", "HostFrames", "InvalidationComplete", "NoZeroCountRoot",
+           "Properties", "TlbCoherence", "VcpuRootLive", "check_no_leak", "install_lock_contract"]

@@ -138,8 +138,10 @@ def do_invalidate(world: World, a: Action) -> None:
     kvm, k = world.kvm, world.k
     start, end = a.args["hva"], a.args["hva"] + a.args["npages"]
     k.kvm_mmu_notifier_invalidate_range_start(kvm, start, end)
+    k.trace_event(kvm, "invalidate_range_start_returned", start=start, end=end)
     for hva in range(start, end):  # the host moves the pages to new frames
         kvm.mm.replace(hva, writable=True)
+    k.trace_event(kvm, "invalidate_range_end_called", start=start, end=end)
     k.kvm_mmu_notifier_invalidate_range_end(kvm, start, end)
 
 
@@ -147,8 +149,10 @@ def do_change_pte(world: World, a: Action) -> None:
     kvm, k = world.kvm, world.k
     hva = a.args["hva"]
     k.kvm_mmu_notifier_invalidate_range_start(kvm, hva, hva + 1)
+    k.trace_event(kvm, "invalidate_range_start_returned", start=hva, end=hva + 1)
     new = kvm.mm.replace(hva, writable=False)  # KSM merges it into a read-only page
     k.kvm_mmu_notifier_change_pte(kvm, hva, new)
+    k.trace_event(kvm, "invalidate_range_end_called", start=hva, end=hva + 1)
     k.kvm_mmu_notifier_invalidate_range_end(kvm, hva, hva + 1)
 
 
@@ -163,6 +167,11 @@ def do_test_age(world: World, a: Action) -> None:
 
 def do_zap_all(world: World, a: Action) -> None:
     world.k.kvm_arch_flush_shadow_all(world.kvm)
+
+
+def do_zap_gfn_range(world: World, a: Action) -> None:
+    start = a.args["base_gfn"]
+    world.k.kvm_zap_gfn_range(world.kvm, start, start + a.args["npages"])
 
 
 def do_destroy_vm(world: World, a: Action) -> None:
@@ -190,5 +199,6 @@ ACTIONS: dict[str, Callable[[World, Action], None]] = {
     "age": do_age,
     "test_age": do_test_age,
     "zap_all": do_zap_all,
+    "zap_gfn_range": do_zap_gfn_range,
     "destroy_vm": do_destroy_vm,
 }

@@ -52,6 +52,8 @@ Actions (``op`` and its fields; ``as_id`` defaults to 0 everywhere):
   read-only copy, ``change_pte``, invalidate end
 - ``age``: hva, npages (``clear_flush_young``);  ``test_age``: hva
 - ``zap_all``: ``kvm_mmu_zap_all`` (``kvm_arch_flush_shadow_all``)
+- ``zap_gfn_range``: base_gfn, npages — ``kvm_zap_gfn_range`` (as a guest MTRR
+  update does): zaps without asking vCPUs to reload
 - ``destroy_vm``: waits until every vCPU thread has left KVM_RUN, then tears
   the VM down
 
@@ -135,6 +137,7 @@ OPS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "age": (("hva", "npages"), {}),
     "test_age": (("hva",), {}),
     "zap_all": ((), {}),
+    "zap_gfn_range": (("base_gfn", "npages"), {}),
     "destroy_vm": ((), {}),
 }
 BOOL_FIELDS = {"huge", "log_dirty"}

@@ -1,0 +1,136 @@
+"""TLB coherence after a zap: each kernel version's own flush contract.
+
+A vCPU's TLB caches translations it walked; only a flush
+(``kvm_flush_remote_tlbs``) removes them.  When an SPTE that maps a page is
+zapped (made non-present, or replaced by something that no longer maps the
+same frame), the zapper owes a flush; *when* it must be done is the version's
+contract, ``tlb_flush_contract`` on the kernel class:
+
+``"before-unlock"`` (5.10-5.17): no vCPU TLB entry maps a zapped SPTE once the
+zapper drops ``mmu_lock``.  ``tdp_mmu_iter_flush_cond_resched`` (5.10
+``tdp_mmu.c``) flushes before ``cond_resched_lock`` lets anyone else in,
+``zap_gfn_range`` returns the flush it still owes and ``kvm_tdp_mmu_zap_all``
+and the MMU notifier's ``invalidate_range_start`` do it before unlocking:
+another thread taking ``mmu_lock`` next (a fault reinstalling the page, the
+host freeing a page table or the page) relies on no vCPU still using the old
+translation.  Write-protection is not a zap: dirty logging flushes it after
+``mmu_lock`` (``kvm_arch_flush_remote_tlbs_memslot``), and the dirty-log
+property judges that.
+
+Later versions defer some flushes to the caller and rely on a flush before
+the RCU free of page tables; a version with another contract names it, and an
+unknown contract is not checked here.
+
+A TLB entry counts as stale if the vCPU's *current* root no longer maps it
+(an entry another root of the vCPU's still backs is not the zapper's debt);
+a vCPU without a root has its TLB flushed when it loads one
+(``kvm_mmu_load``).  The check runs in the step of the release; it reads the
+TLBs without declaring it, which keeps the search the same: the fills and
+flushes that decide it are ordered against the zap by the SPTE stores.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..engine import report, runtime
+from ..engine.runtime import current_thread
+from ..kernel import callsite
+from ..kvm.spte import (
+    KVM_PAGES_PER_HPAGE,
+    PAGE_SHIFT,
+    SHADOW_PT_INDEX,
+    is_last_spte,
+    is_shadow_present_pte,
+    round_gfn_for_level,
+    spte_to_pfn,
+)
+from ..kvm.structs import INVALID_PAGE
+from .peek import peek
+
+# Reports name kernel code, not the property's own frames.
+runtime.hide_frames_of(__file__)
+
+CONTRACTS = ("before-unlock",)
+
+
+def root_translation(kvm: Any, root: Any, gfn: int) -> int | None:
+    """The frame ``root`` maps ``gfn`` to now, or None (read like a debugger)."""
+    if root is None:
+        return None
+    role = peek(root, "role")
+    level = role.level if role is not None else 0
+    sp = root
+    while level > 0:
+        spt = peek(sp, "spt") or []
+        spte = spt[SHADOW_PT_INDEX(gfn, level)]
+        if not is_shadow_present_pte(spte):
+            return None
+        if is_last_spte(spte, level):
+            return spte_to_pfn(spte) + (gfn - round_gfn_for_level(gfn, level))
+        sp = kvm.phys.get(spte_to_pfn(spte))
+        if sp is None:
+            return None
+        level -= 1
+    return None
+
+
+class TlbCoherence:
+    name = "tlb-coherence"
+
+    def __init__(self, kvm: Any, contract: str | None) -> None:
+        self.kvm = kvm
+        self.contract = contract
+        self.owed: dict[Any, list[tuple[int, int, int, int]]] = {}  # thread -> zaps
+        self.reported: set[Any] = set()
+        if contract == "before-unlock":
+            kvm.mmu_lock.on_release = self.on_release
+
+    def probe(self, event: str, f: dict[str, Any]) -> None:
+        if event != "kvm_tdp_mmu_spte_changed" or self.contract not in CONTRACTS:
+            return
+        old, new, level = f["old_spte"], f["new_spte"], f["level"]
+        if not is_shadow_present_pte(old) or not is_last_spte(old, level):
+            return
+        if is_shadow_present_pte(new) and is_last_spte(new, level) \
+                and spte_to_pfn(new) == spte_to_pfn(old):
+            return  # the same frame: a permission or A/D change, not a zap
+        t = current_thread()
+        if t is None:
+            return
+        self.owed.setdefault(t, []).append((f["as_id"], f["gfn"], KVM_PAGES_PER_HPAGE(level),
+                                            spte_to_pfn(old)))
+
+    def on_release(self, t: Any) -> None:
+        owed = self.owed.pop(t, None)
+        if not owed:
+            return
+        kvm = self.kvm
+        for v in kvm.vcpus:
+            hpa = v.mmu.root_hpa
+            if hpa == INVALID_PAGE or not v.tlb.entries:
+                continue
+            as_id = 1 if v.smm else 0
+            root = kvm.phys.get(hpa >> PAGE_SHIFT)
+            for a, gfn0, n, pfn0 in owed:
+                if a != as_id:
+                    continue
+                for i in range(n):
+                    entry = v.tlb.entries.get(gfn0 + i)
+                    if entry is None or entry[0] != pfn0 + i:
+                        continue
+                    if root_translation(kvm, root, gfn0 + i) == pfn0 + i:
+                        continue
+                    self._report(t, v, gfn0 + i, pfn0 + i)
+                    return
+
+    def _report(self, t: Any, v: Any, gfn: int, pfn: int) -> None:
+        key = (v.vcpu_id, gfn, pfn)
+        if key in self.reported:
+            return
+        self.reported.add(key)
+        function = callsite.model_function()
+        report("property", f"{self.name}: {t.name} dropped mmu_lock in {function} while "
+               f"vcpu{v.vcpu_id}'s TLB still maps zapped gfn {gfn:#x} -> pfn {pfn:#x} "
+               "(no TLB flush since the zap)", function,
+               [f"released by task {t.name}:", *callsite.indented(callsite.call_chain(12))])

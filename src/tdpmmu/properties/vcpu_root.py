@@ -1,0 +1,67 @@
+"""A vCPU's ``root_hpa`` always names a live root.
+
+``mmu_alloc_direct_roots`` (``mmu.c``) stores in ``vcpu->arch.mmu->root_hpa``
+the root that ``kvm_tdp_mmu_get_vcpu_root_hpa`` took a reference on for the
+vCPU, and ``mmu_free_root_page`` drops that reference and resets
+``root_hpa`` to ``INVALID_PAGE`` in the same ``mmu_lock`` section: so while
+``mmu_lock`` is free, a valid ``root_hpa`` is the page of a root that is
+allocated, on ``tdp_mmu_roots``, and counted (``root_count`` >= 1, the
+vCPU's own reference).  The page fault path and the guest's hardware walk
+use ``root_hpa`` without checking any of that (``kvm_tdp_mmu_map`` only
+WARNs on a zero count), so a root freed or uncounted under a vCPU is checked
+here, between steps, before it is used.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..engine import report
+from ..kernel import object_is_freed
+from ..kvm.spte import PAGE_SHIFT
+from ..kvm.structs import INVALID_PAGE
+from .peek import peek, roots_on_list
+
+
+class VcpuRootLive:
+    name = "vcpu-root-live"
+
+    def __init__(self, kvm: Any) -> None:
+        self.kvm = kvm
+        self.reported: set[tuple[int, int]] = set()
+
+    def check(self) -> None:
+        kvm = self.kvm
+        if peek(kvm.mmu_lock, "owner") is not None:
+            return
+        listed = None
+        for v in kvm.vcpus:
+            hpa = v.mmu.root_hpa
+            if hpa == INVALID_PAGE:
+                continue
+            pfn = hpa >> PAGE_SHIFT
+            sp = kvm.phys.get(pfn)
+            if listed is None:
+                listed = {id(r) for r in roots_on_list(kvm)}
+            if sp is None:
+                what = f"{kvm.freed_phys.get(pfn, hex(pfn))}, a freed page"
+            elif object_is_freed(sp):
+                what = f"{peek(sp, 'name')}, a freed page"
+            elif id(sp) not in listed:
+                what = f"root {peek(sp, 'name')}, not on tdp_mmu_roots"
+            elif root_count(sp) < 1:
+                what = f"root {peek(sp, 'name')} with root_count {root_count(sp)}"
+            else:
+                continue
+            key = (v.vcpu_id, hpa)
+            if key in self.reported:
+                continue
+            self.reported.add(key)
+            report("property", f"{self.name}: vcpu{v.vcpu_id}'s root_hpa names {what}, "
+                   "while mmu_lock is free", "mmu_alloc_direct_roots")
+
+
+def root_count(sp: Any) -> int:
+    """A root's count, a plain int (5.10-5.12) or a ``refcount_t`` (later)."""
+    count = peek(sp, "root_count", 0)
+    return count if isinstance(count, int) else int(peek(count, "refs", 0))
