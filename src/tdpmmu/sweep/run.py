@@ -80,7 +80,7 @@ class SweepResult:
 
 def run_sweep(kernel: type, scenarios: list[tuple[dict[str, Any], Any]], *,
               max_executions: int | None, time_limit: float | None,
-              max_steps: int = 5_000, kasan: bool = False, panic_on_warn: bool = True,
+              max_steps: int = 5_000, kasan: bool = True, panic_on_warn: bool = True,
               tick: Callable[[int, SweepResult], None] | None = None) -> SweepResult:
     """Run each scenario with the default strategy (serially, one work unit
     each) until done or ``time_limit`` seconds have passed."""
