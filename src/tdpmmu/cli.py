@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--scenario", required=True, metavar="NAME|FILE")
     r.add_argument("--schedule", required=True, metavar="TOKEN")
     _run_options(r)
+
+    from .sweep.command import add_parser as add_sweep
+    add_sweep(sub, _positive)
     return p
 
 
@@ -113,6 +116,9 @@ def _main(argv: list[str] | None) -> int:
             return cmd_list()
         if args.command == "replay":
             return cmd_replay(args)
+        if args.command == "sweep":
+            from .sweep.command import cmd_sweep
+            return cmd_sweep(args)
         if args.command in (None, "check"):
             if args.command is None:
                 args = build_parser().parse_args(["check"])

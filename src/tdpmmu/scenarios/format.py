@@ -141,6 +141,52 @@ OPS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "destroy_vm": ((), {}),
 }
 BOOL_FIELDS = {"huge", "log_dirty"}
+
+
+@dataclass(frozen=True)
+class OpMeta:
+    """What the sweep (and a reader) needs to know of an op beyond its fields.
+
+    ``thread``: ``"vcpu"`` if the op runs on the thread of the vCPU its
+    ``vcpu`` field names (KVM_RUN and what the guest makes the vCPU do),
+    ``"host"`` if a VMM or host thread runs it (VM ioctls, MMU-notifier
+    events, teardown).  ``since``: the first kernel version that has it.
+    ``sweep``: the value domains (see :mod:`tdpmmu.sweep`) its fields are drawn
+    from; ``None`` means one domain per required field, named as the field.
+    """
+
+    thread: str
+    since: str = "v5.10"
+    sweep: tuple[str, ...] | None = None
+
+
+OP_META: dict[str, OpMeta] = {
+    "vcpu_run": OpMeta("vcpu"),
+    "vcpu_unload": OpMeta("vcpu"),
+    "memslot_create": OpMeta("host", sweep=("new_memslot",)),
+    "memslot_delete": OpMeta("host"),
+    "memslot_move": OpMeta("host", sweep=("slot", "free_gfn")),
+    "dirty_log_enable": OpMeta("host"),
+    "dirty_log_disable": OpMeta("host"),
+    "get_dirty_log": OpMeta("host"),
+    "clear_dirty_log": OpMeta("host"),
+    "invalidate": OpMeta("host", sweep=("hva_range",)),
+    "change_pte": OpMeta("host"),
+    "age": OpMeta("host", sweep=("hva_range",)),
+    "test_age": OpMeta("host"),
+    "zap_all": OpMeta("host"),
+    "destroy_vm": OpMeta("host"),
+}
+
+
+def op_meta(op: str) -> OpMeta:
+    """An op's metadata; an op without an entry runs on a vCPU's thread if it
+    names a vCPU, else on a host thread, and exists from the first version."""
+    meta = OP_META.get(op)
+    if meta is None:
+        meta = OpMeta("vcpu" if "vcpu" in OPS[op][0] else "host")
+    return meta
+
 GUEST_KINDS = {"read": True, "write": True, "smi": False, "rsm": False}
 
 
@@ -261,9 +307,56 @@ def parse_scenario(data: dict[str, Any], path: str) -> Scenario:
                 if owner != tname:
                     raise err(a.where, f"vcpu {a.args['vcpu']} is already run by thread "
                               f"'{owner}' (a vCPU belongs to one thread)")
+    _check_sequences(memslots, setup, threads, err)
     return Scenario(name=name, description=description.strip(), path=path, vcpus=vcpus,
                     root_level=root_level, memslots=memslots, setup=setup, threads=threads,
                     manual_dirty_log_protect=manual)
+
+
+def _check_sequences(memslots: list[MemslotSpec], setup: list[Action],
+                     threads: list[tuple[str, list[Action]]], err: Any) -> None:
+    """Reject action sequences no userspace would issue: an op on a memslot that
+    this thread itself deleted before; creating
+    a memslot that exists for this thread; moving a slot to where this thread
+    put it; anything after ``destroy_vm``, or a VM destroyed twice.
+
+    Each thread is judged on what it alone knows (the VM's memslots, what
+    setup did, its own earlier actions): another thread may delete or create a
+    slot concurrently, and then the ioctl fails at run time as in the kernel.
+    """
+    initial = {(m.as_id, m.id): m.base_gfn for m in memslots}
+    destroyed = None
+    for tname, actions in [("setup", setup), *threads]:
+        slots = dict(initial)  # (as_id, id) -> base_gfn, as this thread knows them
+        deleted: dict[tuple[int, int], str] = {}
+        for a in actions:
+            if destroyed is not None and destroyed[0] == tname:
+                raise err(a.where, f"the VM was destroyed by {destroyed[1]}")
+            if a.op == "destroy_vm":
+                if destroyed is not None:
+                    raise err(a.where, f"the VM is already destroyed by {destroyed[1]}")
+                destroyed = (tname, a.where)
+            if "slot" not in a.args:
+                continue
+            key = (a.args.get("as_id", 0), a.args["slot"])
+            if a.op == "memslot_create":
+                if key in slots:
+                    raise err(a.where, f"memslot {key[1]} (as_id {key[0]}) already exists")
+                slots[key] = a.args["base_gfn"]
+                deleted.pop(key, None)
+                continue
+            if key in deleted:
+                raise err(a.where, f"memslot {key[1]} was deleted by {deleted[key]}")
+            if a.op == "memslot_delete":
+                deleted[key] = a.where
+                slots.pop(key, None)
+            elif a.op == "memslot_move":
+                if slots.get(key) == a.args["base_gfn"]:
+                    raise err(a.where, f"memslot {key[1]} is already at gfn "
+                              f"{a.args['base_gfn']:#x}")
+                slots[key] = a.args["base_gfn"]
+        if tname == "setup":
+            initial = slots
 
 
 def _action(raw: Any, where: str, ctx: tuple) -> Action:
