@@ -35,7 +35,7 @@ from .properties import Properties
 from .properties.peek import peek, roots_on_list
 from .scenarios import builtin_scenario_path, scenario_names
 from .scenarios.actions import ACTIONS, World
-from .scenarios.format import Action, Scenario, ScenarioError, load_scenario
+from .scenarios.format import Action, Scenario, ScenarioError, holds_vm_fd, load_scenario
 
 
 class UserError(ValueError):
@@ -129,8 +129,8 @@ def build_model(kernel_cls: type[V5_10], scenario: Scenario,
                 knobs: dict[str, str] | None = None) -> Model:
     knobs = dict(knobs or {})
     k = make_kernel(kernel_cls, knobs)
-    vcpu_threads = {name for name, actions in scenario.threads
-                    if any("vcpu" in a.args for a in actions)}
+    # The threads destroy_vm waits for: they hold the VM's fd (vCPU threads among them).
+    vcpu_threads = {name for name, actions in scenario.threads if holds_vm_fd(actions)}
 
     def setup() -> World:
         vm = kvm(scenario.vcpus, scenario.root_level)
