@@ -81,7 +81,8 @@ def decode_full(token: str, max_steps: int = DEFAULT_MAX_STEPS) -> tuple[list[in
     # Each decision takes at least one byte before compression, plus a run length.
     limit = 2 * _MAX_VARINT_BYTES * (max_steps + 1) + 16
     try:
-        packed = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+        packed = base64.b64decode(body + "=" * (-len(body) % 4), altchars=b"-_",
+                                  validate=True)
         inflater = zlib.decompressobj()
         raw = inflater.decompress(packed, limit)
         if inflater.unconsumed_tail:
@@ -92,7 +93,7 @@ def decode_full(token: str, max_steps: int = DEFAULT_MAX_STEPS) -> tuple[list[in
             raise
         raise TokenError(f"schedule token is corrupt ({exc})") from None
     if not inflater.eof:
-        raise TokenError("schedule token is truncated (the zlib stream does not end)")
+        raise TokenError("schedule token is corrupt (its zlib stream is cut short)")
     if inflater.unused_data:
         raise TokenError(f"schedule token has {len(inflater.unused_data)} bytes of trailing "
                          "data after its zlib stream")
