@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from . import engine
-from .checker import CheckResult, UserError, check, parse_knobs, replay
+from .checker import CheckResult, UserError, check, parse_knobs, replay, resolve_kernel_notes
 from .escape import one_line, terminal_safe
 from .kvm import fidelity
 from .kvm.versions import BUILTIN, KNOBS
@@ -94,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--kernel", required=True, metavar="NAME|FILE.py")
     r.add_argument("--scenario", required=True, metavar="NAME|FILE")
     r.add_argument("--schedule", required=True, metavar="TOKEN")
+    r.add_argument("--max-steps", type=_positive, default=100_000, metavar="N",
+                   help="a longer schedule is rejected before it is decoded (default 100000)")
     _run_options(r)
     return p
 
@@ -196,14 +198,16 @@ def cmd_check(args: argparse.Namespace) -> int:
         _out(note)
     results: list[CheckResult] = []
     try:
+        loaded = {kernel: _load_kernel(kernel, knobs) for kernel in dict.fromkeys(kernels)}
         for kernel in kernels:
             for scenario in scenarios:
                 with _progress(f"{kernel} / {scenario}", quiet=args.json) as tick:
-                    res = check(kernel, scenario, strategy=args.strategy, knobs=knobs,
+                    res = check(loaded[kernel], scenario, strategy=args.strategy, knobs=knobs,
                                 max_executions=args.max_executions, seed=args.seed or 0,
                                 preemption_bound=args.preemption_bound,
                                 max_steps=args.max_steps, kasan=args.kasan,
                                 panic_on_warn=args.panic_on_warn, progress=tick)
+                res.kernel_spec = kernel  # the replay line names it as the user did
                 results.append(res)
                 _found[0] = _found[0] or res.violation is not None
                 if not single and not args.json:
@@ -221,6 +225,14 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.html:
         _write_html(args.html, [r for r in results if r.violation is not None])
     return 1 if any(r.violation is not None for r in results) else 0
+
+
+def _load_kernel(spec: str, knobs: dict[str, str]) -> Any:
+    """The kernel class of ``spec``; its notes and warnings go to stderr."""
+    cls, notes = resolve_kernel_notes(spec, knobs)
+    for note in notes:
+        print(f"tdpmmu: {one_line(note)}", file=sys.stderr)
+    return cls
 
 
 def default_scenarios_note(ran: list[str]) -> str | None:
@@ -280,8 +292,9 @@ def _write_html(path: str, found: list[CheckResult]) -> None:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     knobs = parse_knobs(args.knob)
-    res = replay(args.kernel, args.scenario, args.schedule, knobs=knobs, kasan=args.kasan,
-                 panic_on_warn=args.panic_on_warn)
+    res = replay(_load_kernel(args.kernel, knobs), args.scenario, args.schedule, knobs=knobs,
+                 kasan=args.kasan, panic_on_warn=args.panic_on_warn, max_steps=args.max_steps)
+    res.kernel_spec = args.kernel
     if args.html:
         _write_html(args.html, [res] if res.violation is not None else [])
     _found[0] = res.violation is not None
