@@ -258,9 +258,24 @@ def build_model(kernel_cls: type[V5_10], scenario: Scenario,
     def observe(world: World) -> Any:
         return snapshot_roots(world.kvm)
 
-    threads = [(name, make_thread(name, actions)) for name, actions in scenario.threads]
-    return Model(kernel_cls, scenario, knobs, _guarded_setup(kernel_cls, setup), threads, check,
-                 invariant, observe)
+    threads = [(name, _exit_is_an_error(make_thread(name, actions)))
+                for name, actions in scenario.threads]
+    return Model(kernel_cls, scenario, knobs,
+                 _guarded_setup(kernel_cls, _exit_is_an_error(setup)), threads,
+                 _exit_is_an_error(check), invariant, observe)
+
+
+def _exit_is_an_error(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` with a ``sys.exit()`` in model code (a variant's) turned into an
+    exception with the same traceback: it must not end the tool with its code."""
+    def run(*args: Any) -> Any:
+        try:
+            return fn(*args)
+        except SystemExit as exc:
+            err = RuntimeError(f"SystemExit({exc.code!r}): sys.exit() in kernel code")
+            raise err.with_traceback(exc.__traceback__) from None
+    run.__name__ = fn.__name__
+    return run
 
 
 def _run_action(world: World, action: Action) -> None:

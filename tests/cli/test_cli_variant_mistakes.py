@@ -211,3 +211,16 @@ def test_a_kernel_bug_during_setup_is_a_finding(tmp_path):
     assert v is not None and v.kind == "BUG" and v.thread == "setup"
     again = replay(spec, "seed-bug", v.schedule)
     assert again.violation is not None and again.violation.kind == "BUG"
+
+
+def test_a_python_error_in_kernel_code_fed_by_the_variant_is_exit_2(tmp_path, capsys):
+    spec = write(tmp_path, """\
+        from tdpmmu.kvm.versions import V5_11
+
+        class NotIterable(V5_11):
+            def for_each_tdp_mmu_root_yield_safe(self, kvm):
+                return False
+        """)
+    assert cli.main(["check", "--kernel", spec, "--scenario", "next-root-deleted"]) == 2
+    err = capsys.readouterr().err
+    assert "TypeError" in err and "running your variant" in err and "not a kernel finding" in err

@@ -141,14 +141,28 @@ def variant_files(cls: type) -> set[str]:
 
 
 def variant_raised(cls: type, message: str, traceback_lines: list[str]) -> str | None:
-    """"your variant raised ..." when the innermost frame of a model thread's
-    traceback is in a variant file, with the traceback's lines in that file."""
+    """The user error for a Python exception (not a kernel finding) in a model
+    thread of a variant that overrides functions, or None for a built-in kernel.
+
+    When the innermost frame is in a variant file it is "your variant raised",
+    with the traceback's lines in that file.  Otherwise the exception came
+    from kernel code the variant's code fed (an override that returned or
+    passed the wrong thing): the modelled kernel raises no Python errors of
+    its own, so that is the variant's too, said as such.
+    """
     files = variant_files(cls)
+    overrides = any(callable(v) for c in user_classes(cls) for v in vars(c).values())
     lines = "\n".join(traceback_lines).splitlines()
     frames = [m for line in lines for m in [_FRAME.match(line)] if m]
-    if not files or not frames or frames[-1]["file"] not in files:
+    if not files or not frames or not overrides:
         return None
     inner = frames[-1]
     mine = [f"{f['line']} in {f['func']}" for f in frames if f["file"] in files]
-    return (f"{inner['file']}:{inner['line']}: your variant raised {message} (traceback lines "
-            f"in the variant file, innermost first: {', '.join(reversed(mine))})")
+    if inner["file"] in files:
+        return (f"{inner['file']}:{inner['line']}: your variant raised {message} (traceback "
+                f"lines in the variant file, innermost first: {', '.join(reversed(mine))})")
+    via = (f"called from the variant at lines {', '.join(reversed(mine))}" if mine else
+           "after the variant's code ran: check what its overrides return")
+    return (f"{inner['file']}:{inner['line']}: {message} in {inner['func']}, kernel code "
+            f"running your variant {', '.join(sorted(files))} ({via}); a Python error, "
+            "not a kernel finding")
