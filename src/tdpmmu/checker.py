@@ -8,12 +8,14 @@ properties).  :func:`check` explores it; :func:`replay` re-runs a token.
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import engine
+from .engine import schedule as engine_tokens
 from .kernel import (
     kmem_cache_create,
     kworker,
@@ -31,12 +33,13 @@ from .kvm.structs import (
     kvm_mmu_page,
     kvm_mmu_page_role,
 )
-from .kvm.versions import BUILTIN, KNOBS, V5_10, KernelError, load_kernel
+from .kvm.variants import knob_warnings, variant_raised
+from .kvm.versions import BUILTIN, KNOBS, V5_10, KernelError, load_kernel, load_kernel_notes
 from .properties import Properties
 from .properties.peek import peek, roots_on_list
 from .scenarios import builtin_scenario_path, scenario_names
 from .scenarios.actions import ACTIONS, World
-from .scenarios.format import Action, Scenario, ScenarioError, load_scenario
+from .scenarios.format import Action, Scenario, ScenarioError, holds_vm_fd, load_scenario
 
 
 class UserError(ValueError):
@@ -86,6 +89,63 @@ def resolve_kernel(spec: str) -> type[V5_10]:
         raise UserError(str(exc)) from None
 
 
+def resolve_kernel_notes(spec: str, knobs: dict[str, str]) -> tuple[type[V5_10], list[str]]:
+    """The kernel class of ``spec`` and what to tell the user about it: which
+    class of a variant file is used, and the knobs its code no longer reads."""
+    try:
+        cls, notes = load_kernel_notes(spec)
+    except KernelError as exc:
+        raise UserError(str(exc)) from None
+    return cls, [f"note: {n}" for n in notes] + [
+        f"warning: {w}" for w in knob_warnings(cls, knobs, KNOBS)]
+
+
+class _SetupFinding(Exception):  # noqa: N818 - carries a finding out of the engine
+    """A finding raised while the VM was set up: it holds in every execution."""
+
+    def __init__(self, violation: engine.Violation) -> None:
+        super().__init__(violation.message)
+        self.violation = violation
+
+
+def _guarded_setup(kernel_cls: type[V5_10], setup: Callable[[], World]) -> Callable[[], World]:
+    """``setup`` with what it raises sorted: the variant's own Python error is
+    the user's (exit 2); a kernel finding or a model error is a finding."""
+    def guarded() -> World:
+        try:
+            return setup()
+        except engine.Finding as f:
+            raise _SetupFinding(_setup_violation(f.kind, f.message, f.function,
+                                                 list(f.details))) from None
+        except Exception as exc:
+            tb = [line.rstrip() for line in traceback.format_exception(exc)]
+            what = f"{type(exc).__name__}: {exc}"
+            mine = variant_raised(kernel_cls, what, tb)
+            if mine is not None:
+                raise UserError(f"{mine}, while setting up the VM") from None
+            frames = traceback.extract_tb(exc.__traceback__)
+            raise _SetupFinding(_setup_violation("exception", what,
+                                                 frames[-1].name if frames else None,
+                                                 tb)) from None
+    return guarded
+
+
+def _setup_violation(kind: str, message: str, function: str | None,
+                     details: list[str]) -> engine.Violation:
+    return engine.Violation(kind=kind, message=message, thread="setup",
+                            schedule=engine_tokens.encode([]), trace=[], function=function,
+                            details=details, step=0)
+
+
+def _raise_if_variant_raised(kernel_cls: type[V5_10], result: engine.Result) -> None:
+    """A Python exception in the variant's own code is the user's, not a kernel finding."""
+    v = result.violation
+    if v is not None and v.kind == "exception":
+        mine = variant_raised(kernel_cls, v.message, v.details)
+        if mine is not None:
+            raise UserError(mine)
+
+
 def resolve_scenario(spec: str) -> Scenario:
     path = builtin_scenario_path(spec)
     if path is None:
@@ -129,9 +189,18 @@ def make_kernel(kernel_cls: type[V5_10], knobs: dict[str, str]) -> V5_10:
 def build_model(kernel_cls: type[V5_10], scenario: Scenario,
                 knobs: dict[str, str] | None = None) -> Model:
     knobs = dict(knobs or {})
-    k = make_kernel(kernel_cls, knobs)
-    vcpu_threads = {name for name, actions in scenario.threads
-                    if any("vcpu" in a.args for a in actions)}
+    try:
+        k = make_kernel(kernel_cls, knobs)
+    except UserError:
+        raise
+    except Exception as exc:
+        tb = [line.rstrip() for line in traceback.format_exception(exc)]
+        mine = variant_raised(kernel_cls, f"{type(exc).__name__}: {exc}", tb)
+        if mine is None:
+            raise
+        raise UserError(mine) from None
+    # The threads destroy_vm waits for: they hold the VM's fd (vCPU threads among them).
+    vcpu_threads = {name for name, actions in scenario.threads if holds_vm_fd(actions)}
 
     def setup() -> World:
         vm = kvm(scenario.vcpus, scenario.root_level)
@@ -190,11 +259,28 @@ def build_model(kernel_cls: type[V5_10], scenario: Scenario,
     def observe(world: World) -> Any:
         return snapshot_roots(world.kvm)
 
-    threads = [(name, make_thread(name, actions)) for name, actions in scenario.threads]
+    threads = [(name, _exit_is_an_error(make_thread(name, actions)))
+                for name, actions in scenario.threads]
     # A version whose code queues work (5.18's tdp_mmu_zap_wq) says how many
     # kernel worker threads run it: ``kworker_threads`` on the version class.
-    threads += [(f"kworker/u:{i}", kworker) for i in range(getattr(k, "kworker_threads", 0))]
-    return Model(kernel_cls, scenario, knobs, setup, threads, check, invariant, observe)
+    threads += [(f"kworker/u:{i}", _exit_is_an_error(kworker))
+                for i in range(getattr(k, "kworker_threads", 0))]
+    return Model(kernel_cls, scenario, knobs,
+                 _guarded_setup(kernel_cls, _exit_is_an_error(setup)), threads,
+                 _exit_is_an_error(check), invariant, observe)
+
+
+def _exit_is_an_error(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` with a ``sys.exit()`` in model code (a variant's) turned into an
+    exception with the same traceback: it must not end the tool with its code."""
+    def run(*args: Any) -> Any:
+        try:
+            return fn(*args)
+        except SystemExit as exc:
+            err = RuntimeError(f"SystemExit({exc.code!r}): sys.exit() in kernel code")
+            raise err.with_traceback(exc.__traceback__) from None
+    run.__name__ = fn.__name__
+    return run
 
 
 def _run_action(world: World, action: Action) -> None:
@@ -230,9 +316,13 @@ def check(kernel: str | type[V5_10], scenario: str | Scenario, *, strategy: str 
                                 preemption_bound=preemption_bound, seed=seed,
                                 check=model.check, invariant=model.invariant,
                                 observe=model.observe, progress=progress)
+    except _SetupFinding as exc:
+        result = engine.Result(strategy=strategy, executions=1, complete=False,
+                               violation=exc.violation, elapsed=0.0)
     finally:
         set_kasan(old_kasan)
         set_panic_on_warn(old_panic)
+    _raise_if_variant_raised(kernel_cls, result)
     return CheckResult(kernel_cls.name, scen.name, strategy, dict(model.knobs), result, model,
                        _spec(kernel, kernel_cls.name), _spec(scenario, scen.name), kasan,
                        panic_on_warn)
@@ -240,7 +330,7 @@ def check(kernel: str | type[V5_10], scenario: str | Scenario, *, strategy: str 
 
 def replay(kernel: str | type[V5_10], scenario: str | Scenario, schedule: str, *,
            knobs: dict[str, str] | None = None, kasan: bool = True,
-           panic_on_warn: bool = True) -> CheckResult:
+           panic_on_warn: bool = True, max_steps: int = 1_000_000) -> CheckResult:
     kernel_cls = resolve_kernel(kernel) if isinstance(kernel, str) else kernel
     scen = resolve_scenario(scenario) if isinstance(scenario, str) else scenario
     model = build_model(kernel_cls, scen, knobs)
@@ -248,7 +338,11 @@ def replay(kernel: str | type[V5_10], scenario: str | Scenario, schedule: str, *
     old_panic = set_panic_on_warn(panic_on_warn)
     try:
         result = engine.replay(model.setup, model.threads, schedule, check=model.check,
-                               invariant=model.invariant, observe=model.observe)
+                               invariant=model.invariant, observe=model.observe,
+                               max_steps=max_steps)
+    except _SetupFinding as exc:
+        result = engine.Result(strategy="replay", executions=1, complete=True,
+                               violation=exc.violation, elapsed=0.0)
     except engine.TokenError as exc:
         raise UserError(f"--schedule: {exc}") from None
     except engine.ReplayMismatch as exc:
@@ -257,6 +351,7 @@ def replay(kernel: str | type[V5_10], scenario: str | Scenario, schedule: str, *
     finally:
         set_kasan(old_kasan)
         set_panic_on_warn(old_panic)
+    _raise_if_variant_raised(kernel_cls, result)
     return CheckResult(kernel_cls.name, scen.name, "replay", dict(model.knobs), result, model,
                        _spec(kernel, kernel_cls.name), _spec(scenario, scen.name), kasan,
                        panic_on_warn)

@@ -7,6 +7,7 @@ on stderr, no traceback).
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import sys
@@ -15,7 +16,8 @@ from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from . import engine
-from .checker import CheckResult, UserError, check, parse_knobs, replay
+from .checker import CheckResult, UserError, check, parse_knobs, replay, resolve_kernel_notes
+from .escape import one_line, terminal_safe
 from .kvm import fidelity
 from .kvm.versions import BUILTIN, KNOBS
 from .report import ok_report, replay_command, summary_row, to_json, violation_report
@@ -25,8 +27,23 @@ from .scenarios.format import load_scenario
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        print(f"tdpmmu: error: {message}", file=sys.stderr)
+        _error(message)
         raise SystemExit(2)
+
+
+def _error(message: str) -> None:
+    """The one line of a bad-input error (user strings in it escaped)."""
+    print(f"tdpmmu: error: {one_line(message)}", file=sys.stderr)
+
+
+def _out(text: str = "", flush: bool = False) -> None:
+    """Print report text: control characters from user strings shown escaped."""
+    print(terminal_safe(text), flush=flush)
+
+
+# Whether this command has found a violation yet: a broken pipe or Ctrl-C
+# must not turn a violation into success.
+_found: list[bool] = [False]
 
 
 def _positive(text: str) -> int:
@@ -77,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--kernel", required=True, metavar="NAME|FILE.py")
     r.add_argument("--scenario", required=True, metavar="NAME|FILE")
     r.add_argument("--schedule", required=True, metavar="TOKEN")
+    r.add_argument("--max-steps", type=_positive, default=100_000, metavar="N",
+                   help="a longer schedule is rejected before it is decoded (default 100000)")
     _run_options(r)
 
     from .sweep.command import add_parser as add_sweep
@@ -101,12 +120,30 @@ def _run_options(p: argparse.ArgumentParser) -> None:
                    help="also write the finding as an HTML page with a swimlane timeline")
 
 
+EXIT_SIGPIPE = 128 + 13
+EXIT_SIGINT = 128 + 2
+
+
 def main(argv: list[str] | None = None) -> int:
+    _found[0] = False
     try:
         return _main(argv)
-    except BrokenPipeError:  # e.g. `tdpmmu check | head`
-        sys.stderr.close()
-        return 0
+    except BrokenPipeError:  # e.g. `tdpmmu check | head -1`
+        return _broken_pipe()
+    except KeyboardInterrupt:  # Ctrl-C outside a check loop (loading, replay)
+        print("tdpmmu: interrupted", file=sys.stderr)
+        return EXIT_SIGINT
+
+
+def _broken_pipe() -> int:
+    """The reader of stdout went away: the finding's exit code, else SIGPIPE's,
+    never 0; and no 'Exception ignored' when Python flushes stdout at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass  # stdout is not a file descriptor (tests): nothing will be flushed to it
+    return 1 if _found[0] else EXIT_SIGPIPE
 
 
 def _main(argv: list[str] | None) -> int:
@@ -123,11 +160,8 @@ def _main(argv: list[str] | None) -> int:
             if args.command is None:
                 args = build_parser().parse_args(["check"])
             return cmd_check(args)
-    except UserError as exc:
-        print(f"tdpmmu: error: {exc}", file=sys.stderr)
-        return 2
-    except engine.EngineError as exc:
-        print(f"tdpmmu: error: {exc}", file=sys.stderr)
+    except (UserError, engine.EngineError) as exc:
+        _error(str(exc))
         return 2
     return 2
 
@@ -165,34 +199,74 @@ def cmd_check(args: argparse.Namespace) -> int:
     kernels = args.kernel or list(BUILTIN)
     scenarios = args.scenario or list(SEED_SCENARIOS)
     single = len(kernels) == 1 and len(scenarios) == 1
+    note = None if args.scenario else default_scenarios_note(scenarios)
+    if note and not args.json:
+        _out(note)
     results: list[CheckResult] = []
-    for kernel in kernels:
-        for scenario in scenarios:
-            with _progress(f"{kernel} / {scenario}", quiet=args.json) as tick:
-                res = check(kernel, scenario, strategy=args.strategy, knobs=knobs,
-                            max_executions=args.max_executions, seed=args.seed or 0,
-                            preemption_bound=args.preemption_bound,
-                            max_steps=args.max_steps, kasan=args.kasan,
-                            panic_on_warn=args.panic_on_warn, progress=tick)
-            results.append(res)
-            if not single and not args.json:
-                _print_row(res, first=len(results) == 1)
+    try:
+        loaded = {kernel: _load_kernel(kernel, knobs) for kernel in dict.fromkeys(kernels)}
+        for kernel in kernels:
+            for scenario in scenarios:
+                with _progress(f"{kernel} / {scenario}", quiet=args.json) as tick:
+                    res = check(loaded[kernel], scenario, strategy=args.strategy, knobs=knobs,
+                                max_executions=args.max_executions, seed=args.seed or 0,
+                                preemption_bound=args.preemption_bound,
+                                max_steps=args.max_steps, kasan=args.kasan,
+                                panic_on_warn=args.panic_on_warn, progress=tick)
+                res.kernel_spec = kernel  # the replay line names it as the user did
+                results.append(res)
+                _found[0] = _found[0] or res.violation is not None
+                if not single and not args.json:
+                    _print_row(res, first=len(results) == 1)
+    except KeyboardInterrupt:
+        return report_interrupted(results, len(kernels) * len(scenarios))
     if args.json:
         data = [to_json(r) for r in results]
         print(json.dumps(data[0] if single else data, indent=2))
     elif single:
         res = results[0]
-        print(violation_report(res) if res.violation else ok_report(res))
+        _out(violation_report(res) if res.violation else ok_report(res))
     else:
-        found = [r for r in results if r.violation is not None]
-        if found:
-            print("\nEach violation replays with `tdpmmu check --kernel K --scenario S` "
-                  "(full report) or:")
-            for r in found:
-                print(f"  {replay_command(r)}")
+        _print_replay_lines(results)
     if args.html:
         _write_html(args.html, [r for r in results if r.violation is not None])
     return 1 if any(r.violation is not None for r in results) else 0
+
+
+def _load_kernel(spec: str, knobs: dict[str, str]) -> Any:
+    """The kernel class of ``spec``; its notes and warnings go to stderr."""
+    cls, notes = resolve_kernel_notes(spec, knobs)
+    for note in notes:
+        print(f"tdpmmu: {one_line(note)}", file=sys.stderr)
+    return cls
+
+
+def default_scenarios_note(ran: list[str]) -> str | None:
+    """What `check` without --scenario runs, and why: the seed's scenarios, not all."""
+    left_out = [n for n in scenario_names() if n not in ran]
+    if not left_out:
+        return None
+    return (f"Scenarios: the seed thread's {len(ran)} ({', '.join(ran)}); not run by "
+            f"default: {', '.join(left_out)} (add them with --scenario NAME).\n")
+
+
+def _print_replay_lines(results: list[CheckResult]) -> None:
+    found = [r for r in results if r.violation is not None]
+    if found:
+        _out("\nEach violation replays with `tdpmmu check --kernel K --scenario S` "
+             "(full report) or:")
+        for r in found:
+            _out(f"  {replay_command(r)}")
+
+
+def report_interrupted(results: list[CheckResult], total: int) -> int:
+    """Ctrl-C during checks: print the replay lines of the violations already
+    found, say how far the run got (one line on stderr), exit 130."""
+    _print_replay_lines(results)
+    sys.stdout.flush()
+    print(f"tdpmmu: interrupted: {len(results)} of {total} checks finished",
+          file=sys.stderr)
+    return EXIT_SIGINT
 
 
 def _print_row(res: CheckResult, first: bool) -> None:
@@ -202,17 +276,18 @@ def _print_row(res: CheckResult, first: bool) -> None:
         print("  ".join(h.ljust(w) for h, w in zip(
             ("kernel", "scenario", "result", "executions", "time (s)"), widths, strict=True)))
         print("  ".join("-" * w for w in widths))
+    cols = [one_line(str(c)) for c in cols]
     result = cols[2] if len(cols[2]) <= widths[2] else cols[2][:widths[2] - 1] + "…"
-    print("  ".join((cols[0].ljust(widths[0]), cols[1].ljust(widths[1]),
-                     result.ljust(widths[2]), cols[3].rjust(widths[3]),
-                     cols[4].rjust(widths[4]))), flush=True)
+    _out("  ".join((cols[0].ljust(widths[0]), cols[1].ljust(widths[1]),
+                    result.ljust(widths[2]), cols[3].rjust(widths[3]),
+                    cols[4].rjust(widths[4]))), flush=True)
 
 
 def _write_html(path: str, found: list[CheckResult]) -> None:
     """The first finding as an HTML page (a note on stderr when there is none)."""
     from .report.html import to_html
     if not found:
-        print(f"tdpmmu: no violation, so no {path} was written", file=sys.stderr)
+        print(f"tdpmmu: no violation, so no {one_line(path)} was written", file=sys.stderr)
         return
     try:
         with open(path, "w") as f:
@@ -223,17 +298,19 @@ def _write_html(path: str, found: list[CheckResult]) -> None:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     knobs = parse_knobs(args.knob)
-    res = replay(args.kernel, args.scenario, args.schedule, knobs=knobs, kasan=args.kasan,
-                 panic_on_warn=args.panic_on_warn)
+    res = replay(_load_kernel(args.kernel, knobs), args.scenario, args.schedule, knobs=knobs,
+                 kasan=args.kasan, panic_on_warn=args.panic_on_warn, max_steps=args.max_steps)
+    res.kernel_spec = args.kernel
     if args.html:
         _write_html(args.html, [res] if res.violation is not None else [])
+    _found[0] = res.violation is not None
     if args.json:
         print(json.dumps(to_json(res), indent=2))
     elif res.violation is not None:
-        print(violation_report(res))
+        _out(violation_report(res))
     else:
-        print(f"{res.kernel} on {res.scenario}: the interleaving ran without a violation "
-              f"({res.result.max_depth} steps)")
+        _out(f"{res.kernel} on {res.scenario}: the interleaving ran without a violation "
+             f"({res.result.max_depth} steps)")
     return 1 if res.violation is not None else 0
 
 
@@ -243,7 +320,9 @@ def _progress(label: str, quiet: bool) -> Iterator[Callable[[int], None] | None]
     if quiet or os.environ.get("CI") or not sys.stderr.isatty():
         yield None
         return
+    from rich.markup import escape
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    label = escape(one_line(label))  # a path is text, not rich markup
     with Progress(SpinnerColumn(), TextColumn("{task.description}"),
                   TextColumn("{task.completed} executions"), TimeElapsedColumn(),
                   transient=True, console=_stderr_console()) as bar:

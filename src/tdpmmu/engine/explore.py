@@ -240,7 +240,8 @@ def _traced(setup: Callable[[], Any], specs: list, v: Violation, max_steps: int,
             check: Callable[[Any], Any] | None, invariant: Callable[[Any], None] | None,
             observe: Callable[[Any], Any] | None) -> Violation:
     """Re-run a violation's schedule with tracing on, to fill in its trace."""
-    decisions = tokens.decode(v.schedule)
+    # Our own token: its length is bounded by the run that made it.
+    decisions = tokens.decode(v.schedule, max(max_steps, tokens.DEFAULT_MAX_STEPS))
     _, traced = _run_one(setup, specs, ReplayStrategy(decisions), max_steps, check,
                          invariant, trace=True, observe=observe)
     if traced is None:  # pragma: no cover - replay is deterministic
@@ -259,10 +260,11 @@ def replay(setup: Callable[[], Any], threads: list[ThreadSpec], schedule: str,
     :class:`~tdpmmu.engine.strategies.ReplayMismatch` when it does not fit
     (including a program that ends before the schedule does).  A token of an
     execution cut by the step bound replays up to that same step, whatever
-    ``max_steps`` says.
+    ``max_steps`` says; a token with more than ``max_steps`` steps is rejected
+    before it is expanded.
     """
     specs = _normalise_threads(threads)
-    decisions, step_bound = tokens.decode_full(schedule)
+    decisions, step_bound = tokens.decode_full(schedule, max_steps)
     if step_bound:
         max_steps = sum(1 for d in decisions if not d & 1)
     strat = ReplayStrategy(decisions)

@@ -58,32 +58,73 @@ def encode(decisions: list[int], step_bound: bool = False) -> str:
     return PREFIX + base64.urlsafe_b64encode(packed).decode("ascii").rstrip("=")
 
 
-def decode(token: str) -> list[int]:
+DEFAULT_MAX_STEPS = 1_000_000  # a bound for callers that give none
+_MAX_VARINT_BYTES = 10  # 64 bits: no decision or run length is longer
+
+
+def decode(token: str, max_steps: int = DEFAULT_MAX_STEPS) -> list[int]:
     """Decode a token into its decision list, or raise :class:`TokenError`."""
-    return decode_full(token)[0]
+    return decode_full(token, max_steps)[0]
 
 
-def decode_full(token: str) -> tuple[list[int], bool]:
-    """Decode a token into its decision list and whether the step bound cut it."""
+def decode_full(token: str, max_steps: int = DEFAULT_MAX_STEPS) -> tuple[list[int], bool]:
+    """Decode a token into its decision list and whether the step bound cut it.
+
+    A token is untrusted input: one with more than ``max_steps`` steps (or as
+    many choices) is rejected before anything is expanded, so a short token
+    cannot ask for gigabytes; so is anything after the end of the zlib stream.
+    """
     token = token.strip()
     if not token.startswith(PREFIX):
         raise TokenError(f"schedule token must start with {PREFIX!r}")
     body = token[len(PREFIX):]
+    # Each decision takes at least one byte before compression, plus a run length.
+    limit = 2 * _MAX_VARINT_BYTES * (max_steps + 1) + 16
     try:
-        raw = zlib.decompress(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+        packed = base64.b64decode(body + "=" * (-len(body) % 4), altchars=b"-_",
+                                  validate=True)
+        inflater = zlib.decompressobj()
+        raw = inflater.decompress(packed, limit)
+        if inflater.unconsumed_tail:
+            raise TokenError(f"schedule token is too long (more than {max_steps} steps)")
+        raw += inflater.flush()
     except (binascii.Error, zlib.error, ValueError) as exc:
+        if isinstance(exc, TokenError):
+            raise
         raise TokenError(f"schedule token is corrupt ({exc})") from None
+    if not inflater.eof:
+        raise TokenError("schedule token is corrupt (its zlib stream is cut short)")
+    if inflater.unused_data:
+        raise TokenError(f"schedule token has {len(inflater.unused_data)} bytes of trailing "
+                         "data after its zlib stream")
     values = []
     cur = shift = 0
     for b in raw:
         cur |= (b & 0x7F) << shift
         if b & 0x80:
             shift += 7
+            if shift >= 7 * _MAX_VARINT_BYTES:
+                raise TokenError("schedule token is corrupt (a number longer than 64 bits)")
             continue
         values.append(cur)
         cur = shift = 0
     if shift:
         raise TokenError("schedule token is truncated")
+    steps = choices = 0
+    i = 0
+    while i < len(values):  # count first: nothing is expanded past the bound
+        if values[i] & 1:
+            choices += 1
+            i += 1
+        else:
+            if i + 1 >= len(values):
+                raise TokenError("schedule token is truncated")
+            steps += values[i + 1]
+            i += 2
+        if steps > max_steps or choices > max_steps:
+            what = "steps" if steps > max_steps else "choices"
+            raise TokenError(f"schedule token has more than {max_steps} {what} "
+                             "(the bound is --max-steps)")
     decisions: list[int] = []
     step_bound = False
     i = 0
@@ -93,8 +134,6 @@ def decode_full(token: str) -> tuple[list[int], bool]:
             decisions.append(d)
             i += 1
         else:
-            if i + 1 >= len(values):
-                raise TokenError("schedule token is truncated")
             if values[i + 1] == 0:
                 step_bound = True
             decisions.extend([d] * values[i + 1])

@@ -43,8 +43,28 @@ from .slab import describe, object_fields
 
 runtime.hide_frames_of(__file__)
 
-LIST_POISON1 = 0xDEAD000000000100
-LIST_POISON2 = 0xDEAD000000000122
+class _Poison(int):
+    """A poison value: compares and prints as the kernel's constant, and any
+    field access through it (``entry->next->next`` after ``list_del``) is the
+    fault the kernel takes on that non-canonical address.  Names starting with
+    ``_`` are Python's own (formatting, pickling) and stay the int's."""
+
+    __slots__ = ()
+
+    def __getattribute__(self, name: str) -> Any:
+        if not name.startswith("_"):
+            gpf(int(self))
+        return int.__getattribute__(self, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        gpf(int(self))
+
+    def __repr__(self) -> str:
+        return hex(self)
+
+
+LIST_POISON1 = _Poison(0xDEAD000000000100)
+LIST_POISON2 = _Poison(0xDEAD000000000122)
 
 
 class list_head:

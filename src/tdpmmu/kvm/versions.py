@@ -166,7 +166,14 @@ KNOBS: dict[str, tuple[str, dict[str, bool], str, str]] = {
 
 
 def load_kernel(spec: str) -> type[V5_10]:
-    """A built-in version by name, or the kernel class defined in a variant file.
+    """A built-in version by name, or the kernel class defined in a variant file
+    (see :func:`load_kernel_notes`)."""
+    return load_kernel_notes(spec)[0]
+
+
+def load_kernel_notes(spec: str) -> tuple[type[V5_10], list[str]]:
+    """A built-in version by name, or the kernel class defined in a variant file,
+    with the notes to show the user (which class of the file is used, and why).
 
     A variant file is Python that imports a built-in version and subclasses
     it, overriding the functions its patch changes::
@@ -178,17 +185,20 @@ def load_kernel(spec: str) -> type[V5_10]:
             def kvm_tdp_mmu_zap_gfn_range(self, kvm, start, end):
                 ...
 
-    The file's last class that subclasses a built-in version is used.
+    The file's last class that subclasses a built-in version is used.  A name
+    the file's classes define that no kernel class has and nothing in the file
+    uses is a misspelled override: an error naming the closest kernel name.
     """
+    from .variants import VARIANT_MODULE_PREFIX, check_overrides, choice_note
     if spec in BUILTIN:
-        return BUILTIN[spec]
+        return BUILTIN[spec], []
     path = Path(spec)
     if path.suffix != ".py":
         names = ", ".join(BUILTIN)
         raise KernelError(f"unknown kernel {spec!r} (built in: {names}; or a variant .py file)")
     if not path.is_file():
         raise KernelError(f"{spec}: no such variant file")
-    mod_name = f"tdpmmu_variant_{abs(hash(str(path.resolve())))}"
+    mod_name = f"{VARIANT_MODULE_PREFIX}{abs(hash(str(path.resolve())))}"
     try:
         loader_spec = importlib.util.spec_from_file_location(mod_name, path)
         assert loader_spec is not None and loader_spec.loader is not None
@@ -212,4 +222,8 @@ def load_kernel(spec: str) -> type[V5_10]:
     cls = found[-1]
     if cls.name in BUILTIN:
         cls.name = f"{path.stem}"
-    return cls
+    error = check_overrides(cls, list(BUILTIN.values()), spec)
+    if error is not None:
+        raise KernelError(error)
+    note = choice_note(spec, found, cls)
+    return cls, [note] if note else []

@@ -134,9 +134,19 @@ def do_clear_dirty_log(world: World, a: Action) -> None:
     _observe_slot(world, slot, "dirty_log_cleared", gfns=[slot.base_gfn + i for i in mask])
 
 
+def _unregistered(world: World) -> bool:
+    """After kvm_destroy_vm the mm's events no longer reach KVM
+    (mmu_notifier_unregister): the host side of the event happens alone."""
+    return world.kvm.destroyed
+
+
 def do_invalidate(world: World, a: Action) -> None:
     kvm, k = world.kvm, world.k
     start, end = a.args["hva"], a.args["hva"] + a.args["npages"]
+    if _unregistered(world):
+        for hva in range(start, end):
+            kvm.mm.replace(hva, writable=True)
+        return
     k.kvm_mmu_notifier_invalidate_range_start(kvm, start, end)
     k.trace_event(kvm, "invalidate_range_start_returned", start=start, end=end)
     for hva in range(start, end):  # the host moves the pages to new frames
@@ -148,6 +158,9 @@ def do_invalidate(world: World, a: Action) -> None:
 def do_change_pte(world: World, a: Action) -> None:
     kvm, k = world.kvm, world.k
     hva = a.args["hva"]
+    if _unregistered(world):
+        kvm.mm.replace(hva, writable=False)
+        return
     k.kvm_mmu_notifier_invalidate_range_start(kvm, hva, hva + 1)
     k.trace_event(kvm, "invalidate_range_start_returned", start=hva, end=hva + 1)
     new = kvm.mm.replace(hva, writable=False)  # KSM merges it into a read-only page
@@ -157,15 +170,21 @@ def do_change_pte(world: World, a: Action) -> None:
 
 
 def do_age(world: World, a: Action) -> None:
+    if _unregistered(world):
+        return
     world.k.kvm_mmu_notifier_clear_flush_young(world.kvm, a.args["hva"],
                                                a.args["hva"] + a.args["npages"])
 
 
 def do_test_age(world: World, a: Action) -> None:
+    if _unregistered(world):
+        return
     world.k.kvm_mmu_notifier_test_young(world.kvm, a.args["hva"])
 
 
 def do_zap_all(world: World, a: Action) -> None:
+    if _unregistered(world):
+        return
     world.k.kvm_arch_flush_shadow_all(world.kvm)
 
 
@@ -177,8 +196,8 @@ def do_zap_gfn_range(world: World, a: Action) -> None:
 def do_destroy_vm(world: World, a: Action) -> None:
     kvm = world.kvm
     running = kvm.vcpu_threads_running
-    # The VM goes away when its last file reference does: after every vCPU
-    # thread has left KVM_RUN and closed its fd.
+    # The VM goes away when its last file reference does: after every thread
+    # holding its fd (a vCPU thread once it left KVM_RUN) closed it.
     visible("wait for vCPU threads to exit", ((running, READ),),
             lambda: running.value == 0, waits_for="vCPU threads to exit")
     world.k.kvm_destroy_vm(kvm)

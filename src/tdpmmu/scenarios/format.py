@@ -54,8 +54,12 @@ Actions (``op`` and its fields; ``as_id`` defaults to 0 everywhere):
 - ``zap_all``: ``kvm_mmu_zap_all`` (``kvm_arch_flush_shadow_all``)
 - ``zap_gfn_range``: base_gfn, npages — ``kvm_zap_gfn_range`` (as a guest MTRR
   update does): zaps without asking vCPUs to reload
-- ``destroy_vm``: waits until every vCPU thread has left KVM_RUN, then tears
-  the VM down
+- ``destroy_vm``: the last fd of the VM is closed: waits until every other
+  thread that issues VM or vCPU ioctls is done (a vCPU thread has left
+  KVM_RUN), then tears the VM down.  At most once, as its thread's last
+  action, never in ``[[setup]]``; the mm's events (``invalidate``,
+  ``change_pte``, ``age``, ``test_age``, ``zap_all``) may race with it and do
+  not reach KVM once its MMU notifier is unregistered
 
 Every error names the file, the place (e.g. ``thread 'host' action 2``) and
 the reason.
@@ -68,7 +72,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..escape import one_line
+
 MAX_VCPUS = 4
+MAX_SCENARIO_BYTES = 1 << 20  # 1 MiB: far beyond any hand-written scenario
 
 
 class ScenarioError(ValueError):
@@ -140,6 +147,9 @@ OPS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "zap_gfn_range": (("base_gfn", "npages"), {}),
     "destroy_vm": ((), {}),
 }
+# Host mm events: they reach KVM through its MMU notifier, not through the VM's fd.
+MM_OPS = {"invalidate", "change_pte", "age", "test_age", "zap_all"}
+FD_OPS = set(OPS) - MM_OPS - {"destroy_vm"}
 BOOL_FIELDS = {"huge", "log_dirty"}
 
 
@@ -191,19 +201,39 @@ GUEST_KINDS = {"read": True, "write": True, "smi": False, "rsm": False}
 
 
 def load_scenario(path: str | Path) -> Scenario:
-    """Read and validate a scenario file."""
+    """Read and validate a scenario file (at most :data:`MAX_SCENARIO_BYTES`)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")  # TOML is UTF-8
+        with path.open("rb") as f:
+            # Read one byte past the cap, so /dev/zero or a huge file stops there.
+            raw = f.read(MAX_SCENARIO_BYTES + 1)
     except OSError as exc:
         raise ScenarioError(f"{path}: cannot read: {exc.strerror}") from None
+    if len(raw) > MAX_SCENARIO_BYTES:
+        raise ScenarioError(f"{path}: larger than {MAX_SCENARIO_BYTES} bytes: not a "
+                            "scenario file")
+    try:
+        text = raw.decode("utf-8")  # TOML is UTF-8
     except UnicodeDecodeError as exc:
         raise ScenarioError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ScenarioError(f"{path}: not valid TOML: {exc}") from None
+        raise ScenarioError(f"{path}: not valid TOML: {one_line(str(exc))}") from None
+    except RecursionError:  # tomllib parses nested arrays and tables recursively
+        raise ScenarioError(f"{path}: not a scenario: arrays or tables nested too "
+                            "deeply") from None
     return parse_scenario(data, str(path))
+
+
+def _name(value: Any, err: Any, where: str, what: str) -> str:
+    """A name shown in reports and tables: a non-empty string, no control characters."""
+    if not isinstance(value, str) or not value:
+        raise err(where, f"missing '{what}'" if value is None else
+                  f"'{what}' must be a non-empty string")
+    if not value.isprintable():
+        raise err(where, f"'{what}' {one_line(repr(value))} contains a control character")
+    return value
 
 
 def parse_scenario(data: dict[str, Any], path: str) -> Scenario:
@@ -217,6 +247,7 @@ def parse_scenario(data: dict[str, Any], path: str) -> Scenario:
     name = data.get("name")
     if not isinstance(name, str) or not name:
         raise err("name", "missing or not a string")
+    name = _name(name, err, "name", "name")
     description = data.get("description", "")
     if not isinstance(description, str):
         raise err("description", "must be a string")
@@ -285,9 +316,7 @@ def parse_scenario(data: dict[str, Any], path: str) -> Scenario:
     for i, raw in enumerate(threads_raw):
         if not isinstance(raw, dict):
             raise err(f"thread {i}", "must be a table")
-        tname = raw.get("name")
-        if not isinstance(tname, str) or not tname:
-            raise err(f"thread {i}", "missing 'name'")
+        tname = _name(raw.get("name"), err, f"thread {i}", "name")
         if tname in names:
             raise err(f"thread '{tname}'", "defined twice")
         names.add(tname)
@@ -299,6 +328,7 @@ def parse_scenario(data: dict[str, Any], path: str) -> Scenario:
             raise err(f"thread '{tname}'", "needs a non-empty 'actions' array")
         threads.append((tname, [_action(a, f"thread '{tname}' action {j}", ctx)
                                 for j, a in enumerate(actions)]))
+    _check_teardown(setup, threads, err)
     vcpu_owner: dict[int, str] = {}
     for tname, actions in threads:
         for a in actions:
@@ -357,6 +387,37 @@ def _check_sequences(memslots: list[MemslotSpec], setup: list[Action],
                 slots[key] = a.args["base_gfn"]
         if tname == "setup":
             initial = slots
+
+
+def holds_vm_fd(actions: list[Action]) -> bool:
+    """Whether a thread keeps the VM alive while it runs: it issues VM or vCPU
+    ioctls (which need the VM's fd) and is not the one that closes it last."""
+    return any(a.op in FD_OPS for a in actions) and not any(
+        a.op == "destroy_vm" for a in actions)
+
+
+def _check_teardown(setup: list[Action], threads: list[tuple[str, list[Action]]],
+                    err: Any) -> None:
+    """Reject teardowns no real VM can have.  The VM is destroyed when its last
+    fd is closed: once, by one thread, after that thread's own ioctls and after
+    every other thread's (``destroy_vm`` waits for those threads); only the mm's
+    notifier events may race with it."""
+    for a in setup:
+        if a.op == "destroy_vm":
+            raise err(a.where, "destroy_vm cannot be a setup action: the threads would "
+                      "run on a destroyed VM")
+    destroyer = None
+    for tname, actions in threads:
+        for j, a in enumerate(actions):
+            if a.op != "destroy_vm":
+                continue
+            if destroyer is not None:
+                raise err(a.where, f"the VM is already destroyed by thread '{destroyer}' "
+                          "(a VM is destroyed once)")
+            destroyer = tname
+            if j + 1 < len(actions):
+                raise err(actions[j + 1].where, f"comes after destroy_vm ({a.where}): "
+                          "nothing runs on a VM after its teardown")
 
 
 def _action(raw: Any, where: str, ctx: tuple) -> Action:
