@@ -8,6 +8,7 @@ from typing import Any
 
 from ..engine import Step, Violation
 from ..kvm import shared
+from .kinds import kind_of
 
 # Model helpers that stand for one kernel statement; a trace names their caller.
 _HELPERS = {name for name in vars(shared) if callable(getattr(shared, name))} | {
@@ -70,7 +71,7 @@ def trace_table(v: Violation, threads: list[str]) -> list[str]:
             flags.append("<== " + v.root_cause.message.split(":")[0] + " broken here")
         if st.index == _finding_step(v):
             where = f" in {v.function}" if v.function else ""
-            flags.append(f"<== {v.kind}{where}")
+            flags.append(f"<== {kind_of(v)}{where}")
         out.append(_row(st.index, cells, shown_roots, flags))
         for mark in extra:
             sub = [""] * len(threads)
@@ -138,7 +139,7 @@ def summary_row(res: Any) -> tuple[str, str, str, str, str]:
     r = res.result
     if res.violation is not None:
         v = res.violation
-        result = f"{v.kind}: {v.message}"
+        result = f"{kind_of(v)}: {v.message}"
         if v.function and v.function not in result:
             result += f" [{v.function}]"
     elif r.complete:
