@@ -72,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, help="seed of pct/random (default 0)")
     c.add_argument("--max-steps", type=_positive, default=5_000, metavar="N",
                    help="steps after which an execution is a livelock (default 5000)")
+    c.add_argument("--junit-xml", metavar="FILE",
+                   help="also write JUnit XML (xunit2): one test case per version x scenario")
 
     r = sub.add_parser("replay", help="re-run exactly the interleaving of a schedule token")
     r.add_argument("--kernel", required=True, metavar="NAME|FILE.py")
@@ -186,6 +188,8 @@ def cmd_check(args: argparse.Namespace) -> int:
                 print(f"  {replay_command(r)}")
     if args.html:
         _write_html(args.html, [r for r in results if r.violation is not None])
+    if args.junit_xml:
+        _write_junit(args.junit_xml, results)
     return 1 if any(r.violation is not None for r in results) else 0
 
 
@@ -213,6 +217,15 @@ def _write_html(path: str, found: list[CheckResult]) -> None:
             f.write(to_html(found[0]))
     except OSError as exc:
         raise UserError(f"--html {path}: {exc.strerror}") from None
+
+
+def _write_junit(path: str, results: list[CheckResult]) -> None:
+    from .report.junit import to_junit
+    try:
+        with open(path, "w") as f:
+            f.write(to_junit(results))
+    except OSError as exc:
+        raise UserError(f"--junit-xml {path}: {exc.strerror}") from None
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
