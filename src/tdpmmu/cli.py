@@ -96,6 +96,9 @@ def _run_options(p: argparse.ArgumentParser) -> None:
                    help="a WARN is recorded and the run goes on (default: a WARN is a "
                    "finding, as with panic_on_warn)")
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--explain", action="store_true",
+                   help="tell the counterexample as a story: who took and dropped which "
+                   "reference, who yielded, who freed, what broke after (default: off)")
     p.add_argument("--html", metavar="FILE",
                    help="also write the finding as an HTML page with a swimlane timeline")
 
@@ -178,7 +181,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(json.dumps(data[0] if single else data, indent=2))
     elif single:
         res = results[0]
-        print(violation_report(res) if res.violation else ok_report(res))
+        print(violation_report(res, args.explain) if res.violation else ok_report(res))
     else:
         found = [r for r in results if r.violation is not None]
         if found:
@@ -237,7 +240,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(to_json(res), indent=2))
     elif res.violation is not None:
-        print(violation_report(res))
+        print(violation_report(res, args.explain))
     else:
         print(f"{res.kernel} on {res.scenario}: the interleaving ran without a violation "
               f"({res.result.max_depth} steps)")

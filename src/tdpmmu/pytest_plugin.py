@@ -92,7 +92,8 @@ class Outcome:
 
     def report(self) -> str:
         from .report import ok_report, violation_report
-        return violation_report(self.result) if self.violation else ok_report(self.result)
+        return (violation_report(self.result, explain=True) if self.violation
+                else ok_report(self.result))
 
     def _raise_if_broken(self, wanted: str | None = None) -> None:
         v = self.violation

@@ -17,9 +17,10 @@ def _steps(v, thread=None):
 
 
 def _mark_step(v, text):
-    """Index of the first step whose notes include ``text``."""
+    """Index of the first step whose notes include ``text`` (after the function a
+    note credits, ``function: text``)."""
     for s in v.trace:
-        if text in s.marks:
+        if any(m == text or m.endswith(": " + text) for m in s.marks):
             return s.index
     raise AssertionError(f"no step notes {text!r}: {[s.marks for s in v.trace]}")
 

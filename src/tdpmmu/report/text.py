@@ -100,7 +100,7 @@ def _fit(text: str) -> str:
     return text.ljust(COLUMN)
 
 
-def violation_report(res: Any) -> str:
+def violation_report(res: Any, explain: bool = False) -> str:
     """The full report of a check or replay that found a violation."""
     v = res.violation
     r = res.result
@@ -109,6 +109,9 @@ def violation_report(res: Any) -> str:
         rc = v.root_cause
         lines += ["", f"Root cause (step {rc.step}, {rc.thread}): {rc.message}"]
         lines += [f"  {d}" for d in rc.details[1:]]
+    if explain:
+        from .explain import explain_text
+        lines += ["", explain_text(res)]
     how = (f"found by {res.strategy} after {r.executions} executions in {r.elapsed:.2f} s"
            if res.strategy != "replay" else "replayed")
     lines += ["", f"Interleaving: {v.steps} steps, {v.preemptions} preemptions "
