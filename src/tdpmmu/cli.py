@@ -18,7 +18,7 @@ from . import engine
 from .checker import CheckResult, UserError, check, parse_knobs, replay
 from .kvm import fidelity
 from .kvm.versions import BUILTIN, KNOBS
-from .report import ok_report, replay_command, summary_row, to_json, violation_report
+from .report import ok_report, replay_command, to_json, violation_report
 from .scenarios import SEED_SCENARIOS, builtin_scenario_path, scenario_names
 from .scenarios.format import load_scenario
 
@@ -197,16 +197,8 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _print_row(res: CheckResult, first: bool) -> None:
-    cols = summary_row(res)
-    widths = (14, 24, 70, 10, 8)
-    if first:
-        print("  ".join(h.ljust(w) for h, w in zip(
-            ("kernel", "scenario", "result", "executions", "time (s)"), widths, strict=True)))
-        print("  ".join("-" * w for w in widths))
-    result = cols[2] if len(cols[2]) <= widths[2] else cols[2][:widths[2] - 1] + "…"
-    print("  ".join((cols[0].ljust(widths[0]), cols[1].ljust(widths[1]),
-                     result.ljust(widths[2]), cols[3].rjust(widths[3]),
-                     cols[4].rjust(widths[4]))), flush=True)
+    from .report.text import summary_lines
+    print("\n".join(summary_lines(res, first)), flush=True)
 
 
 def _write_html(path: str, found: list[CheckResult]) -> None:

@@ -77,9 +77,10 @@ def pytest_report_teststatus(report: pytest.TestReport,
 class Outcome:
     """What one ``tdpmmu_check`` call found, with pytest assertions on it."""
 
-    def __init__(self, res: Any, bounded: bool) -> None:
+    def __init__(self, res: Any, bounded: bool, width: int | None = None) -> None:
         self.result = res
         self._bounded = bounded
+        self._width = width
 
     @property
     def violation(self) -> Any:
@@ -92,7 +93,7 @@ class Outcome:
 
     def report(self) -> str:
         from .report import ok_report, violation_report
-        return (violation_report(self.result, explain=True) if self.violation
+        return (violation_report(self.result, explain=True, width=self._width) if self.violation
                 else ok_report(self.result))
 
     def _raise_if_broken(self, wanted: str | None = None) -> None:
@@ -171,6 +172,6 @@ def tdpmmu_check(request: pytest.FixtureRequest) -> Callable[..., Outcome]:
             res = check(_resolve(kernel, base), _resolve(scenario, base), **options)
         except UserError as exc:
             raise VariantError(str(exc)) from None
-        return Outcome(res, bounded)
+        return Outcome(res, bounded, config.get_terminal_writer().fullwidth)
 
     return run
