@@ -35,12 +35,15 @@ def test_seed_bug_story_in_order():
 
 
 def test_fix_v1_story_says_the_fault_came_after_the_free():
-    res = checker.check("v5.10-fix-v1", "seed-bug")
+    res = checker.check("v5.10-fix-v1", "seed-bug", kasan=False)
     lines = narrative(res)
     free = _index(lines, "frees root r0")
     gpf = _index(lines, "then hits GPF", "0xdead000000000100", "after r0 was freed")
     assert free < gpf
     assert not any("nobody frees" in line for line in lines)
+    lines = narrative(checker.check("v5.10-fix-v1", "seed-bug", kasan=True))
+    assert _index(lines, "frees root r0") < _index(lines, "then hits KASAN",
+                                                   "after r0 was freed")
 
 
 def test_story_reads_the_notes_and_labels_of_the_trace():
