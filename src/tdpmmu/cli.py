@@ -14,13 +14,25 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
-from . import engine
+from . import __version__, engine
 from .checker import CheckResult, UserError, check, parse_knobs, replay
 from .kvm import fidelity
 from .kvm.versions import BUILTIN, KNOBS
 from .report import ok_report, replay_command, to_json, violation_report
 from .scenarios import SEED_SCENARIOS, builtin_scenario_path, scenario_names
 from .scenarios.format import load_scenario
+
+_EXIT_CODES = """exit codes: 0 no violation, 1 a violation was found, 2 bad input (one line on
+stderr, no traceback)"""
+
+_CHECK_EPILOG = _EXIT_CODES + """
+
+examples:
+  tdpmmu check                                        the built-in versions x the seed's scenarios
+  tdpmmu check --kernel v5.10 --scenario seed-bug     one pair: the full report of the bug
+  tdpmmu check --kernel my_patch.py --scenario seed-bug --explain
+  tdpmmu check --kernel v5.11 --strategy random --max-executions 200 --seed 1
+  tdpmmu check --junit-xml results.xml --html first-finding.html"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,41 +63,55 @@ def _natural(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="tdpmmu", description="Check the KVM x86 TDP MMU model under every "
-                "relevant interleaving.")
+                "relevant interleaving.", epilog=_EXIT_CODES,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"tdpmmu {__version__}")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
 
     sub.add_parser("list", help="list kernel versions, scenarios, strategies and knobs")
+    s = sub.add_parser("show", help="a scenario in full: its description, VM and threads")
+    s.add_argument("scenario", metavar="NAME|FILE", help="a built-in scenario or a file")
 
     c = sub.add_parser("check", help="check kernel versions on scenarios (no arguments: "
-                       "the built-in versions x the seed's scenarios)")
+                       "the built-in versions x the seed's scenarios)",
+                       epilog=_CHECK_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("--kernel", action="append", metavar="NAME|FILE.py",
-                   help="a built-in version or a variant file (repeatable)")
+                   help="a built-in version or a variant file (repeatable; default: every "
+                   "built-in version)")
     c.add_argument("--scenario", action="append", metavar="NAME|FILE",
-                   help="a built-in scenario or a scenario file (repeatable)")
+                   help="a built-in scenario or a scenario file (repeatable; default: the "
+                   "seed's scenarios)")
     _run_options(c)
-    c.add_argument("--strategy", default="dpor", choices=engine.STRATEGIES)
+    c.add_argument("--strategy", default="dpor", choices=engine.STRATEGIES,
+                   help="how interleavings are chosen: dfs (all), dpor (all, reduced; the "
+                   "default), bounded (few preemptions), pct or random (sampled)")
     c.add_argument("--max-executions", type=_positive, metavar="N",
                    help="stop after N executions (dfs/dpor/bounded: the search is then "
                    "incomplete; pct/random: the number of runs, default 1000)")
     c.add_argument("--preemption-bound", type=_natural, metavar="N",
                    help="with --strategy bounded: at most N preemptions (default 2)")
-    c.add_argument("--seed", type=int, help="seed of pct/random (default 0)")
+    c.add_argument("--seed", type=int, metavar="S", help="seed of pct/random (default 0)")
     c.add_argument("--max-steps", type=_positive, default=5_000, metavar="N",
                    help="steps after which an execution is a livelock (default 5000)")
     c.add_argument("--junit-xml", metavar="FILE",
-                   help="also write JUnit XML (xunit2): one test case per version x scenario")
+                   help="also write JUnit XML (xunit2): one test case per version x scenario "
+                   "(default: none)")
 
     r = sub.add_parser("replay", help="re-run exactly the interleaving of a schedule token")
-    r.add_argument("--kernel", required=True, metavar="NAME|FILE.py")
-    r.add_argument("--scenario", required=True, metavar="NAME|FILE")
-    r.add_argument("--schedule", required=True, metavar="TOKEN")
+    r.add_argument("--kernel", required=True, metavar="NAME|FILE.py",
+                   help="the version or variant file the token was found on (required)")
+    r.add_argument("--scenario", required=True, metavar="NAME|FILE",
+                   help="the scenario the token was found on (required)")
+    r.add_argument("--schedule", required=True, metavar="TOKEN",
+                   help="the schedule token a report printed (required)")
     _run_options(r)
     return p
 
 
 def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--knob", action="append", default=[], metavar="NAME=CHOICE",
-                   help="a what-if of the seed thread (see `tdpmmu list`)")
+                   help="a what-if of the seed thread (repeatable; see `tdpmmu list`; "
+                   "default: each knob's first choice)")
     p.add_argument("--kasan", dest="kasan", action="store_true", default=True,
                    help="CONFIG_KASAN: report uses of freed memory (the default, as KVM "
                    "developers test)")
@@ -95,12 +121,14 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-panic-on-warn", dest="panic_on_warn", action="store_false",
                    help="a WARN is recorded and the run goes on (default: a WARN is a "
                    "finding, as with panic_on_warn)")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--json", action="store_true",
+                   help="print JSON instead of the text report (default: text)")
     p.add_argument("--explain", action="store_true",
                    help="tell the counterexample as a story: who took and dropped which "
                    "reference, who yielded, who freed, what broke after (default: off)")
     p.add_argument("--html", metavar="FILE",
-                   help="also write the finding as an HTML page with a swimlane timeline")
+                   help="also write the finding as an HTML page: lock holds, root counts, "
+                   "the story (default: none)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -116,6 +144,8 @@ def _main(argv: list[str] | None) -> int:
     try:
         if args.command == "list":
             return cmd_list()
+        if args.command == "show":
+            return cmd_show(args.scenario)
         if args.command == "replay":
             return cmd_replay(args)
         if args.command in (None, "check"):
@@ -143,14 +173,49 @@ def cmd_list() -> int:
     print("\nScenarios:")
     for name in scenario_names():
         scen = load_scenario(builtin_scenario_path(name))
-        first = scen.description.splitlines()[0] if scen.description else ""
-        print(f"  {name:<24} {first}")
+        print(f"  {name:<24} {_first_sentence(scen.description)}")
     print("\nStrategies: " + ", ".join(engine.STRATEGIES))
     print("\nKnobs (--knob NAME=CHOICE; the first choice is the default):")
     for name, (_attr, choices, good, help_) in KNOBS.items():
         others = [c for c in choices if c != good]
         print(f"  {name:<16} {good} | {' | '.join(others)}: {help_}")
     return 0
+
+
+def _first_sentence(text: str) -> str:
+    """The description's first sentence, whole (``tdpmmu show`` prints the rest)."""
+    flat = " ".join(text.split())
+    end = flat.find(". ")
+    return flat if end < 0 else flat[:end + 1]
+
+
+def cmd_show(spec: str) -> int:
+    from .checker import resolve_scenario
+    scen = resolve_scenario(spec)
+    print(f"{scen.name} ({scen.path})\n")
+    print(scen.description or "(no description)")
+    print(f"\nVM: {scen.vcpus} vCPU(s), root level {scen.root_level}"
+          + (", manual dirty-log protect" if scen.manual_dirty_log_protect else ""))
+    for m in scen.memslots:
+        flags = [f for f, on in (("huge", m.huge), ("log_dirty", m.log_dirty)) if on]
+        print(f"  memslot {m.id} (as_id {m.as_id}): gfn {m.base_gfn:#x}+{m.npages} at hva "
+              f"{m.hva:#x}{' ' + ' '.join(flags) if flags else ''}")
+    if scen.setup:
+        print("Setup: " + "; ".join(_action(a) for a in scen.setup))
+    for name, actions in scen.threads:
+        print(f"Thread {name}: " + "; ".join(_action(a) for a in actions))
+    return 0
+
+
+def _action(a: Any) -> str:
+    def show(v: Any) -> str:
+        if isinstance(v, list):
+            return "[" + ", ".join(show(x) for x in v) + "]"
+        if isinstance(v, tuple):
+            return " ".join(hex(x) if isinstance(x, int) else str(x) for x in v)
+        return str(v)
+    args = ", ".join(f"{k}={show(v)}" for k, v in a.args.items())
+    return f"{a.op}({args})"
 
 
 def cmd_check(args: argparse.Namespace) -> int:
