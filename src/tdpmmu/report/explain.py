@@ -104,5 +104,10 @@ def _fold(lines: list[tuple[int, str]], longest: int = 6) -> list[tuple[int, str
     return out
 
 
-def explain_text(res: Any) -> str:
-    return "\n".join(["What happened:", *(f"  {line}" for line in narrative(res))])
+def explain_text(res: Any, width: int = 100) -> str:
+    import textwrap
+    out = ["What happened:"]
+    for line in narrative(res):
+        out += textwrap.wrap(line, width, initial_indent="  ", subsequent_indent="     ",
+                             break_long_words=False, break_on_hyphens=False)
+    return "\n".join(out)

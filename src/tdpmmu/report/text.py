@@ -124,13 +124,13 @@ def trace_table(v: Violation, threads: list[str], width: int | None = None) -> l
         roots_w = max(roots_min, min(spare // (4 * len(threads) + 1),
                                      max(len(r) for _i, _c, r, _ch in cells_of)))
         spare -= roots_w + 3
-    widths = [min(m + max(spare, 0) // len(threads), max(m, 64)) for m in mins]
+    widths = _share(width - 4 - 3 * len(threads) - (roots_w + 3 if roots_w else 0), mins)
     table = Table(box=box.ASCII2, show_edge=False, pad_edge=False, padding=(0, 1))
     table.add_column("step", justify="right", no_wrap=True, width=4)
     for t, w in zip(threads, widths, strict=True):
         table.add_column(t, overflow="fold", width=w)
     if not inline_roots:
-        table.add_column("roots after", overflow="fold", width=roots_w)
+        table.add_column("roots", overflow="fold", width=roots_w)
     for index, cells, roots, changed in cells_of:
         if inline_roots:
             if changed:
@@ -143,6 +143,22 @@ def trace_table(v: Violation, threads: list[str], width: int | None = None) -> l
     Console(file=buf, width=width, color_system=None, highlight=False, markup=False,
             emoji=False, legacy_windows=False).print(table)
     return [line.rstrip() for line in buf.getvalue().splitlines()]
+
+
+def _share(room: int, mins: list[int], cap: int = 64) -> list[int]:
+    """Column widths as equal as their minimums allow, each at most ``cap``
+    (unless its minimum is larger)."""
+    widths = list(mins)
+    free = [i for i in range(len(mins))]
+    while free:
+        each = (room - sum(widths[i] for i in range(len(mins)) if i not in free)) // len(free)
+        tight = [i for i in free if mins[i] > each]
+        if not tight:
+            for i in free:
+                widths[i] = max(min(each, cap), mins[i])
+            break
+        free = [i for i in free if i not in tight]
+    return widths
 
 
 def _finding_step(v: Violation) -> int:
@@ -164,7 +180,7 @@ def violation_report(res: Any, explain: bool = False, width: int | None = None) 
         lines += [f"  {d}" for d in rc.details[1:]]
     if explain:
         from .explain import explain_text
-        lines += ["", explain_text(res)]
+        lines += ["", explain_text(res, width)]
     how = (f"found by {res.strategy} after {r.executions} executions in {r.elapsed:.2f} s"
            if res.strategy != "replay" else "replayed")
     lines += ["", *_wrap(f"Interleaving: {v.steps} steps, {v.preemptions} preemptions "
