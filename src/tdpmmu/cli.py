@@ -15,14 +15,26 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
-from . import engine
+from . import __version__, engine
 from .checker import CheckResult, UserError, check, parse_knobs, replay, resolve_kernel_notes
 from .escape import one_line, terminal_safe
 from .kvm import fidelity
 from .kvm.versions import BUILTIN, KNOBS
-from .report import ok_report, replay_command, summary_row, to_json, violation_report
+from .report import ok_report, replay_command, to_json, violation_report
 from .scenarios import SEED_SCENARIOS, builtin_scenario_path, scenario_names
 from .scenarios.format import load_scenario
+
+_EXIT_CODES = """exit codes: 0 no violation, 1 a violation was found, 2 bad input (one line on
+stderr, no traceback)"""
+
+_CHECK_EPILOG = _EXIT_CODES + """
+
+examples:
+  tdpmmu check                                        the built-in versions x the seed's scenarios
+  tdpmmu check --kernel v5.10 --scenario seed-bug     one pair: the full report of the bug
+  tdpmmu check --kernel my_patch.py --scenario seed-bug --explain
+  tdpmmu check --kernel v5.11 --strategy random --max-executions 200 --seed 1
+  tdpmmu check --junit-xml results.xml --html first-finding.html"""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -68,32 +80,47 @@ def _natural(text: str) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="tdpmmu", description="Check the KVM x86 TDP MMU model under every "
-                "relevant interleaving.")
+                "relevant interleaving.", epilog=_EXIT_CODES,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"tdpmmu {__version__}")
     sub = p.add_subparsers(dest="command", parser_class=_Parser)
 
     sub.add_parser("list", help="list kernel versions, scenarios, strategies and knobs")
+    s = sub.add_parser("show", help="a scenario in full: its description, VM and threads")
+    s.add_argument("scenario", metavar="NAME|FILE", help="a built-in scenario or a file")
 
     c = sub.add_parser("check", help="check kernel versions on scenarios (no arguments: "
-                       "the built-in versions x the seed's scenarios)")
+                       "the built-in versions x the seed's scenarios)",
+                       epilog=_CHECK_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("--kernel", action="append", metavar="NAME|FILE.py",
-                   help="a built-in version or a variant file (repeatable)")
+                   help="a built-in version or a variant file (repeatable; default: every "
+                   "built-in version)")
     c.add_argument("--scenario", action="append", metavar="NAME|FILE",
-                   help="a built-in scenario or a scenario file (repeatable)")
+                   help="a built-in scenario or a scenario file (repeatable; default: the "
+                   "seed's scenarios)")
     _run_options(c)
-    c.add_argument("--strategy", default="dpor", choices=engine.STRATEGIES)
+    c.add_argument("--strategy", default="dpor", choices=engine.STRATEGIES,
+                   help="how interleavings are chosen: dfs (all), dpor (all, reduced; the "
+                   "default), bounded (few preemptions), pct or random (sampled)")
     c.add_argument("--max-executions", type=_positive, metavar="N",
                    help="stop after N executions (dfs/dpor/bounded: the search is then "
                    "incomplete; pct/random: the number of runs, default 1000)")
     c.add_argument("--preemption-bound", type=_natural, metavar="N",
                    help="with --strategy bounded: at most N preemptions (default 2)")
-    c.add_argument("--seed", type=int, help="seed of pct/random (default 0)")
+    c.add_argument("--seed", type=int, metavar="S", help="seed of pct/random (default 0)")
     c.add_argument("--max-steps", type=_positive, default=5_000, metavar="N",
                    help="steps after which an execution is a livelock (default 5000)")
+    c.add_argument("--junit-xml", metavar="FILE",
+                   help="also write JUnit XML (xunit2): one test case per version x scenario "
+                   "(default: none)")
 
     r = sub.add_parser("replay", help="re-run exactly the interleaving of a schedule token")
-    r.add_argument("--kernel", required=True, metavar="NAME|FILE.py")
-    r.add_argument("--scenario", required=True, metavar="NAME|FILE")
-    r.add_argument("--schedule", required=True, metavar="TOKEN")
+    r.add_argument("--kernel", required=True, metavar="NAME|FILE.py",
+                   help="the version or variant file the token was found on (required)")
+    r.add_argument("--scenario", required=True, metavar="NAME|FILE",
+                   help="the scenario the token was found on (required)")
+    r.add_argument("--schedule", required=True, metavar="TOKEN",
+                   help="the schedule token a report printed (required)")
     r.add_argument("--max-steps", type=_positive, default=100_000, metavar="N",
                    help="a longer schedule is rejected before it is decoded (default 100000)")
     _run_options(r)
@@ -105,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--knob", action="append", default=[], metavar="NAME=CHOICE",
-                   help="a what-if of the seed thread (see `tdpmmu list`)")
+                   help="a what-if of the seed thread (repeatable; see `tdpmmu list`; "
+                   "default: each knob's first choice)")
     p.add_argument("--kasan", dest="kasan", action="store_true", default=True,
                    help="CONFIG_KASAN: report uses of freed memory (the default, as KVM "
                    "developers test)")
@@ -115,9 +143,14 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-panic-on-warn", dest="panic_on_warn", action="store_false",
                    help="a WARN is recorded and the run goes on (default: a WARN is a "
                    "finding, as with panic_on_warn)")
-    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--json", action="store_true",
+                   help="print JSON instead of the text report (default: text)")
+    p.add_argument("--explain", action="store_true",
+                   help="tell the counterexample as a story: who took and dropped which "
+                   "reference, who yielded, who freed, what broke after (default: off)")
     p.add_argument("--html", metavar="FILE",
-                   help="also write the finding as an HTML page with a swimlane timeline")
+                   help="also write the finding as an HTML page: lock holds, root counts, "
+                   "the story (default: none)")
 
 
 EXIT_SIGPIPE = 128 + 13
@@ -151,6 +184,8 @@ def _main(argv: list[str] | None) -> int:
     try:
         if args.command == "list":
             return cmd_list()
+        if args.command == "show":
+            return cmd_show(args.scenario)
         if args.command == "replay":
             return cmd_replay(args)
         if args.command == "sweep":
@@ -178,14 +213,49 @@ def cmd_list() -> int:
     print("\nScenarios:")
     for name in scenario_names():
         scen = load_scenario(builtin_scenario_path(name))
-        first = scen.description.splitlines()[0] if scen.description else ""
-        print(f"  {name:<24} {first}")
+        print(f"  {name:<24} {_first_sentence(scen.description)}")
     print("\nStrategies: " + ", ".join(engine.STRATEGIES))
     print("\nKnobs (--knob NAME=CHOICE; the first choice is the default):")
     for name, (_attr, choices, good, help_) in KNOBS.items():
         others = [c for c in choices if c != good]
         print(f"  {name:<16} {good} | {' | '.join(others)}: {help_}")
     return 0
+
+
+def _first_sentence(text: str) -> str:
+    """The description's first sentence, whole (``tdpmmu show`` prints the rest)."""
+    flat = " ".join(text.split())
+    end = flat.find(". ")
+    return flat if end < 0 else flat[:end + 1]
+
+
+def cmd_show(spec: str) -> int:
+    from .checker import resolve_scenario
+    scen = resolve_scenario(spec)
+    print(f"{scen.name} ({scen.path})\n")
+    print(scen.description or "(no description)")
+    print(f"\nVM: {scen.vcpus} vCPU(s), root level {scen.root_level}"
+          + (", manual dirty-log protect" if scen.manual_dirty_log_protect else ""))
+    for m in scen.memslots:
+        flags = [f for f, on in (("huge", m.huge), ("log_dirty", m.log_dirty)) if on]
+        print(f"  memslot {m.id} (as_id {m.as_id}): gfn {m.base_gfn:#x}+{m.npages} at hva "
+              f"{m.hva:#x}{' ' + ' '.join(flags) if flags else ''}")
+    if scen.setup:
+        print("Setup: " + "; ".join(_action(a) for a in scen.setup))
+    for name, actions in scen.threads:
+        print(f"Thread {name}: " + "; ".join(_action(a) for a in actions))
+    return 0
+
+
+def _action(a: Any) -> str:
+    def show(v: Any) -> str:
+        if isinstance(v, list):
+            return "[" + ", ".join(show(x) for x in v) + "]"
+        if isinstance(v, tuple):
+            return " ".join(hex(x) if isinstance(x, int) else str(x) for x in v)
+        return str(v)
+    args = ", ".join(f"{k}={show(v)}" for k, v in a.args.items())
+    return f"{a.op}({args})"
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -225,11 +295,13 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(json.dumps(data[0] if single else data, indent=2))
     elif single:
         res = results[0]
-        _out(violation_report(res) if res.violation else ok_report(res))
+        _out(violation_report(res, args.explain) if res.violation else ok_report(res))
     else:
         _print_replay_lines(results)
     if args.html:
         _write_html(args.html, [r for r in results if r.violation is not None])
+    if args.junit_xml:
+        _write_junit(args.junit_xml, results)
     return 1 if any(r.violation is not None for r in results) else 0
 
 
@@ -270,17 +342,8 @@ def report_interrupted(results: list[CheckResult], total: int) -> int:
 
 
 def _print_row(res: CheckResult, first: bool) -> None:
-    cols = summary_row(res)
-    widths = (14, 24, 70, 10, 8)
-    if first:
-        print("  ".join(h.ljust(w) for h, w in zip(
-            ("kernel", "scenario", "result", "executions", "time (s)"), widths, strict=True)))
-        print("  ".join("-" * w for w in widths))
-    cols = [one_line(str(c)) for c in cols]
-    result = cols[2] if len(cols[2]) <= widths[2] else cols[2][:widths[2] - 1] + "…"
-    _out("  ".join((cols[0].ljust(widths[0]), cols[1].ljust(widths[1]),
-                    result.ljust(widths[2]), cols[3].rjust(widths[3]),
-                    cols[4].rjust(widths[4]))), flush=True)
+    from .report.text import summary_lines
+    _out("\n".join(summary_lines(res, first)), flush=True)
 
 
 def _write_html(path: str, found: list[CheckResult]) -> None:
@@ -296,6 +359,15 @@ def _write_html(path: str, found: list[CheckResult]) -> None:
         raise UserError(f"--html {path}: {exc.strerror}") from None
 
 
+def _write_junit(path: str, results: list[CheckResult]) -> None:
+    from .report.junit import to_junit
+    try:
+        with open(path, "w") as f:
+            f.write(to_junit(results))
+    except OSError as exc:
+        raise UserError(f"--junit-xml {path}: {exc.strerror}") from None
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
     knobs = parse_knobs(args.knob)
     res = replay(_load_kernel(args.kernel, knobs), args.scenario, args.schedule, knobs=knobs,
@@ -307,7 +379,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(to_json(res), indent=2))
     elif res.violation is not None:
-        _out(violation_report(res))
+        _out(violation_report(res, args.explain))
     else:
         _out(f"{res.kernel} on {res.scenario}: the interleaving ran without a violation "
              f"({res.result.max_depth} steps)")

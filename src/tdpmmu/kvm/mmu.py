@@ -285,12 +285,12 @@ class Mmu:
         """Zap a gfn range in every address space (a guest MTRR update does it,
         ``update_mtrr``); no vCPU is asked to reload.  The legacy MMU's memslot
         loop has nothing to zap with the TDP MMU."""
-        spin_lock(kvm.mmu_lock)
+        KVM_MMU_LOCK(kvm)
         if kvm.arch.tdp_mmu_enabled:
             flush = self.kvm_tdp_mmu_zap_gfn_range(kvm, gfn_start, gfn_end)
             if flush:
                 self.kvm_flush_remote_tlbs(kvm)
-        spin_unlock(kvm.mmu_lock)
+        KVM_MMU_UNLOCK(kvm)
 
     def kvm_mmu_zap_all(self, kvm: Any) -> None:
         KVM_MMU_LOCK(kvm)

@@ -24,10 +24,10 @@ class MmuInternal:
         BUG_ON(not sp.root_count)
         lockdep_assert_held(kvm.mmu_lock)
         sp.root_count += 1
-        shared.note(f"get {sp.name} -> {sp.root_count}")
+        shared.note(f"get {sp.name} -> {sp.root_count}", who=1)
 
     def kvm_mmu_put_root(self, kvm: Any, sp: kvm_mmu_page) -> bool:
         lockdep_assert_held(kvm.mmu_lock)
         sp.root_count -= 1
-        shared.note(f"put {sp.name} -> {sp.root_count}")
+        shared.note(f"put {sp.name} -> {sp.root_count}", who=1)
         return not sp.root_count

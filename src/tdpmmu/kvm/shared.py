@@ -21,6 +21,7 @@ scheduling points:
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from ..engine import READ, WRITE, mark, note_read, visible
@@ -135,6 +136,18 @@ def ghost_point(ghosts: list[Any], label: str) -> None:
     visible(label, tuple((g, READ) for g in ghosts))
 
 
-def note(text: str) -> None:
-    """Annotate the current step of a traced run (e.g. a refcount change)."""
+def note(text: str, who: int | None = None) -> None:
+    """Annotate the current step of a traced run (e.g. a refcount change).
+
+    ``who`` names the model function the report credits: 0 the function calling
+    ``note``, 1 its caller (``kvm_mmu_get_root``'s caller is who took the
+    reference); the note then reads ``function: text``.
+    """
+    if who is not None:
+        frame = sys._getframe(1)
+        for _ in range(who):
+            if frame.f_back is None:
+                break
+            frame = frame.f_back
+        text = f"{frame.f_code.co_name}: {text}"
     mark(text)

@@ -181,7 +181,7 @@ class TdpMmu(MmuInternal):
         WARN_ON(root.root_count)
         WARN_ON(not root.tdp_mmu_page)
         list_del(root.link)
-        shared.note(f"free {root.name}")
+        shared.note(f"free {root.name}", who=1)
         self.zap_gfn_range(kvm, root, 0, max_gfn, False)
         self.free_mmu_page(kvm, root)
 
@@ -224,7 +224,7 @@ class TdpMmu(MmuInternal):
         kvm.nr_roots_made += 1
         root.root = root
         root.root_count = 1
-        shared.note(f"new root {root.name} ({root.role}) count 1")
+        shared.note(f"new root {root.name} ({root.role}) count 1", who=0)
         if self.list_add_new_root_tail:
             list_add_tail(root.link, kvm.arch.tdp_mmu_roots)
         else:

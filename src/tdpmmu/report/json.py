@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .kinds import kind_of, labels, property_of
 from .text import replay_command, roots_text, step_functions
 
 
@@ -27,6 +28,9 @@ def to_json(res: Any) -> dict[str, Any]:
         rc = v.root_cause
         out["violation"] = {
             "kind": v.kind,
+            "finding": kind_of(v),
+            "property": property_of(v),
+            "labels": labels(v),
             "message": v.message,
             "function": v.function,
             "thread": v.thread,
@@ -35,7 +39,8 @@ def to_json(res: Any) -> dict[str, Any]:
             "steps": v.steps,
             "preemptions": v.preemptions,
             "root_cause": None if rc is None else {
-                "kind": rc.kind, "message": rc.message, "step": rc.step, "thread": rc.thread,
+                "kind": rc.kind, "finding": kind_of(rc), "message": rc.message, "step": rc.step,
+                "thread": rc.thread,
                 "function": rc.function},
             "trace": [{"step": st.index, "thread": st.thread, "op": st.label,
                        "functions": step_functions(st, depth=64), "notes": list(st.marks),
