@@ -16,6 +16,7 @@ from typing import Any
 
 from . import engine
 from .engine import schedule as engine_tokens
+from .engine.strategies import Strategy
 from .kernel import (
     kmem_cache_create,
     kworker,
@@ -296,16 +297,22 @@ def snapshot_roots(vm: Any) -> tuple[tuple[str, str, int, bool], ...]:
     return tuple(out)
 
 
-def check(kernel: str | type[V5_10], scenario: str | Scenario, *, strategy: str = "dpor",
+def check(kernel: str | type[V5_10], scenario: str | Scenario, *,
+          strategy: str | Strategy = "dpor",
           knobs: dict[str, str] | None = None, max_executions: int | None = None,
           seed: int = 0, preemption_bound: int | None = None, max_steps: int = 5_000,
           kasan: bool = True, panic_on_warn: bool = True,
-          progress: Callable[[int], None] | None = None) -> CheckResult:
-    """Explore a kernel version on a scenario; see :class:`CheckResult`."""
+          progress: Callable[[int], None] | None = None,
+          stop: Callable[[], str | None] | None = None) -> CheckResult:
+    """Explore a kernel version on a scenario; see :class:`CheckResult`.
+
+    ``strategy`` is a name or a strategy object (to watch or save its tree);
+    ``stop`` may end the search between executions (see :func:`engine.explore`).
+    """
     kernel_cls = resolve_kernel(kernel) if isinstance(kernel, str) else kernel
     scen = resolve_scenario(scenario) if isinstance(scenario, str) else scenario
     model = build_model(kernel_cls, scen, knobs)
-    if strategy not in engine.STRATEGIES:
+    if isinstance(strategy, str) and strategy not in engine.STRATEGIES:
         raise UserError(f"unknown strategy {strategy!r} (choose from "
                         f"{', '.join(engine.STRATEGIES)})")
     old_kasan = set_kasan(kasan)
@@ -315,16 +322,17 @@ def check(kernel: str | type[V5_10], scenario: str | Scenario, *, strategy: str 
                                 max_executions=max_executions, max_steps=max_steps,
                                 preemption_bound=preemption_bound, seed=seed,
                                 check=model.check, invariant=model.invariant,
-                                observe=model.observe, progress=progress)
+                                observe=model.observe, progress=progress, stop=stop)
     except _SetupFinding as exc:
-        result = engine.Result(strategy=strategy, executions=1, complete=False,
+        name = strategy if isinstance(strategy, str) else strategy.name
+        result = engine.Result(strategy=name, executions=1, complete=False,
                                violation=exc.violation, elapsed=0.0)
     finally:
         set_kasan(old_kasan)
         set_panic_on_warn(old_panic)
     _raise_if_variant_raised(kernel_cls, result)
-    return CheckResult(kernel_cls.name, scen.name, strategy, dict(model.knobs), result, model,
-                       _spec(kernel, kernel_cls.name), _spec(scenario, scen.name), kasan,
+    return CheckResult(kernel_cls.name, scen.name, result.strategy, dict(model.knobs), result,
+                       model, _spec(kernel, kernel_cls.name), _spec(scenario, scen.name), kasan,
                        panic_on_warn)
 
 

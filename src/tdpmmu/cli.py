@@ -11,15 +11,15 @@ import io
 import json
 import os
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from . import __version__, engine
 from .checker import CheckResult, UserError, check, parse_knobs, replay, resolve_kernel_notes
+from .engine.explore import _make_strategy as make_strategy
 from .escape import one_line, terminal_safe
 from .kvm import fidelity
 from .kvm.versions import BUILTIN, KNOBS
+from .parallel.progress import check_bar
 from .report import ok_report, replay_command, to_json, violation_report
 from .scenarios import SEED_SCENARIOS, builtin_scenario_path, scenario_names
 from .scenarios.format import load_scenario
@@ -113,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--junit-xml", metavar="FILE",
                    help="also write JUnit XML (xunit2): one test case per version x scenario "
                    "(default: none)")
+    from .parallel.command import add_options
+    add_options(c, _positive)
 
     r = sub.add_parser("replay", help="re-run exactly the interleaving of a schedule token")
     r.add_argument("--kernel", required=True, metavar="NAME|FILE.py",
@@ -272,17 +274,25 @@ def cmd_check(args: argparse.Namespace) -> int:
     note = None if args.scenario else default_scenarios_note(scenarios)
     if note and not args.json:
         _out(note)
+    loaded = {kernel: _load_kernel(kernel, knobs) for kernel in dict.fromkeys(kernels)}
+    from .parallel.command import check_elsewhere
+    code = check_elsewhere(args, knobs, kernels, scenarios)
+    if code is not None:
+        return code
     results: list[CheckResult] = []
     try:
-        loaded = {kernel: _load_kernel(kernel, knobs) for kernel in dict.fromkeys(kernels)}
         for kernel in kernels:
             for scenario in scenarios:
-                with _progress(f"{kernel} / {scenario}", quiet=args.json) as tick:
-                    res = check(loaded[kernel], scenario, strategy=args.strategy, knobs=knobs,
+                with check_bar(f"{kernel} / {scenario}", quiet=args.json) as bar:
+                    strategy = args.strategy if bar is None else bar.watch(make_strategy(
+                        args.strategy, args.max_executions, args.preemption_bound,
+                        args.seed or 0))
+                    res = check(loaded[kernel], scenario, strategy=strategy, knobs=knobs,
                                 max_executions=args.max_executions, seed=args.seed or 0,
                                 preemption_bound=args.preemption_bound,
                                 max_steps=args.max_steps, kasan=args.kasan,
-                                panic_on_warn=args.panic_on_warn, progress=tick)
+                                panic_on_warn=args.panic_on_warn,
+                                progress=None if bar is None else bar.tick)
                 res.kernel_spec = kernel  # the replay line names it as the user did
                 results.append(res)
                 _found[0] = _found[0] or res.violation is not None
@@ -290,6 +300,12 @@ def cmd_check(args: argparse.Namespace) -> int:
                     _print_row(res, first=len(results) == 1)
     except KeyboardInterrupt:
         return report_interrupted(results, len(kernels) * len(scenarios))
+    return report_results(args, results, single)
+
+
+def report_results(args: argparse.Namespace, results: list[CheckResult], single: bool) -> int:
+    """Print what the checks found (a table was printed row by row) and the exit code."""
+    _found[0] = _found[0] or any(r.violation is not None for r in results)
     if args.json:
         data = [to_json(r) for r in results]
         print(json.dumps(data[0] if single else data, indent=2))
@@ -384,31 +400,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
         _out(f"{res.kernel} on {res.scenario}: the interleaving ran without a violation "
              f"({res.result.max_depth} steps)")
     return 1 if res.violation is not None else 0
-
-
-@contextmanager
-def _progress(label: str, quiet: bool) -> Iterator[Callable[[int], None] | None]:
-    """A progress line on a terminal; nothing in CI, with --json, or when piped."""
-    if quiet or os.environ.get("CI") or not sys.stderr.isatty():
-        yield None
-        return
-    from rich.markup import escape
-    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
-    label = escape(one_line(label))  # a path is text, not rich markup
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"),
-                  TextColumn("{task.completed} executions"), TimeElapsedColumn(),
-                  transient=True, console=_stderr_console()) as bar:
-        task = bar.add_task(label, total=None)
-
-        def tick(n: int) -> None:
-            if n % 50 == 0:
-                bar.update(task, completed=n)
-        yield tick
-
-
-def _stderr_console() -> Any:
-    from rich.console import Console
-    return Console(stderr=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -162,7 +162,8 @@ def explore(setup: Callable[[], Any], threads: list[ThreadSpec], *, strategy: st
             invariant: Callable[[Any], None] | None = None,
             minimize: bool = True, minimize_budget: int = 2000,
             progress: Callable[[int], None] | None = None,
-            observe: Callable[[Any], Any] | None = None) -> Result:
+            observe: Callable[[Any], Any] | None = None,
+            stop: Callable[[], str | None] | None = None) -> Result:
     """Run ``threads`` over fresh ``setup()`` state under the strategy's interleavings.
 
     Stops at the first violation (a finding raised in a thread, a deadlock, the
@@ -170,7 +171,10 @@ def explore(setup: Callable[[], Any], threads: list[ThreadSpec], *, strategy: st
     after every step without stopping the run).  With ``minimize`` the
     violation is then replaced by one of the same kind and function with fewer
     preemptions, when a preemption-bounded search finds one within
-    ``minimize_budget`` executions.
+    ``minimize_budget`` executions.  ``stop``, asked between executions, ends the
+    search early (incomplete, ``cut_by`` its answer) when it returns a reason; the
+    strategy is then left as it was after the last execution, so a tree strategy
+    handed in can be saved and resumed.
     """
     specs = _normalise_threads(threads)
     strat = _make_strategy(strategy, max_executions, preemption_bound, seed)
@@ -183,6 +187,10 @@ def explore(setup: Callable[[], Any], threads: list[ThreadSpec], *, strategy: st
                 and strat.name in ("dfs", "dpor", "bounded", "source-dpor"):
             cut_by = "max_executions"
             break
+        if stop is not None:
+            cut_by = stop()
+            if cut_by is not None:
+                break
         if not strat.begin():
             break
         ex, violation = _run_one(setup, specs, strat, max_steps, check, invariant)

@@ -1,0 +1,136 @@
+"""``tdpmmu check`` options for where checks run: ``-j``, ``--backend``, time limits.
+
+:func:`check_elsewhere` takes over a check command when it runs on several
+processes or on Ray, or under a time limit or checkpoint; otherwise it returns
+None and the command runs its plain serial loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .. import engine
+from ..checker import CheckResult, UserError, build_model, resolve_kernel, resolve_scenario
+from .units import CheckUnit, assemble
+
+INTERRUPTED = 130  # exit code after Ctrl-C, as a shell reports SIGINT
+SPLITTABLE = ("dfs", "dpor")
+
+
+def add_options(p: argparse.ArgumentParser, positive: Callable[[str], int]) -> None:
+    p.add_argument("-j", "--jobs", type=positive, metavar="N",
+                   help="worker processes (default: every core); several checks run side "
+                   "by side, a single dfs/dpor check is split into subtrees")
+    p.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="local processes (default) or tasks on a Ray cluster "
+                   "(needs tdpmmu[ray])")
+    p.add_argument("--ray-address", metavar="ADDRESS",
+                   help="the Ray cluster to join (default: RAY_ADDRESS, else a local "
+                   "instance)")
+    p.add_argument("--time-limit", type=_seconds, metavar="SECONDS",
+                   help="stop searching after SECONDS (the result is then incomplete)")
+    p.add_argument("--checkpoint", metavar="FILE",
+                   help="when stopped (Ctrl-C, --time-limit), save the search to FILE")
+    p.add_argument("--resume", metavar="FILE",
+                   help="go on with the search saved in FILE")
+
+
+def _seconds(text: str) -> float:
+    try:
+        n = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not n > 0:
+        raise argparse.ArgumentTypeError(f"must be positive: {text}")
+    return n
+
+
+def make_units(args: argparse.Namespace, knobs: dict[str, str], kernels: list[str],
+               scenarios: list[str], deadline: float | None) -> list[CheckUnit]:
+    """One unit per (kernel, scenario), every spec checked here, before any worker."""
+    units = []
+    for kernel in kernels:
+        kcls = resolve_kernel(kernel)
+        for scenario in scenarios:
+            build_model(kcls, resolve_scenario(scenario), knobs)  # bad knobs: errors now
+            units.append(CheckUnit(kernel, scenario, args.strategy, tuple(sorted(knobs.items())),
+                                   args.max_executions, args.seed or 0, args.preemption_bound,
+                                   args.max_steps, args.kasan, args.panic_on_warn, deadline))
+    return units
+
+
+def check_elsewhere(args: argparse.Namespace, knobs: dict[str, str], kernels: list[str],
+                    scenarios: list[str]) -> int | None:
+    if args.ray_address and args.backend != "ray":
+        raise UserError("--ray-address applies to --backend ray")
+    single = len(kernels) == 1 and len(scenarios) == 1
+    if args.checkpoint or args.resume:
+        from .checkpoint import checkpoint_command
+        return checkpoint_command(args, knobs, kernels, scenarios)
+    jobs = args.jobs or os.cpu_count() or 1
+    deadline = time.time() + args.time_limit if args.time_limit else None
+    splittable = single and args.strategy in SPLITTABLE and args.max_executions is None
+    if args.backend == "local" and (jobs == 1 or (single and not splittable)):
+        if deadline is None:
+            return None  # the plain serial loop
+        jobs = 1
+    units = make_units(args, knobs, kernels, scenarios, deadline)
+    from ..cli import report_results
+    from .backend import make_backend
+    code = None
+    with make_backend(args.backend, jobs, args.ray_address) as backend:
+        if splittable and (jobs > 1 or args.backend == "ray"):
+            results, code = _split(args, units[0], backend)
+        else:
+            results, code = _matrix(args, units, backend, single)
+    finished = report_results(args, results, single)
+    return finished if code is None else code
+
+
+def _split(args: argparse.Namespace, unit: CheckUnit, backend: Any
+           ) -> tuple[list[CheckResult], int | None]:
+    from .progress import unit_bar
+    from .split import ProgramRef, explore_split
+    with unit_bar(f"{unit.kernel} / {unit.scenario}", quiet=args.json) as bar:
+        out = explore_split(ProgramRef("tdpmmu.parallel.units:unit_program", (unit,)),
+                            backend, unit.strategy,
+                            progress=None if bar is None else bar.split_tick)
+    res = assemble(unit, out.result)
+    if out.result.cut_by == "interrupted":
+        print("tdpmmu: interrupted; the search so far:", file=sys.stderr)
+        return [res], INTERRUPTED
+    return [res], None
+
+
+def _matrix(args: argparse.Namespace, units: list[CheckUnit], backend: Any, single: bool
+            ) -> tuple[list[CheckResult], int | None]:
+    from ..cli import _print_row
+    from .matrix import Interrupted, run_matrix
+    from .progress import matrix_bar
+    done: list[CheckResult] = []
+
+    def on_result(i: int, r: engine.Result) -> None:
+        done.append(assemble(units[i], r))
+        if bar is not None:
+            bar.advance()
+        if not single and not args.json:
+            _print_row(done[-1], first=len(done) == 1)
+
+    with matrix_bar(len(units), quiet=args.json) as bar:
+        try:
+            run_matrix(units, backend, on_result)
+        except Interrupted as exc:
+            finished = [assemble(u, r) for u, r in zip(units, exc.results, strict=True)
+                        if r is not None]
+            if not single and not args.json:  # the rows not printed yet (out of order)
+                for res in finished[len(done):]:
+                    _print_row(res, first=False)
+            print(f"tdpmmu: interrupted: {len(finished)} of {len(units)} checks finished",
+                  file=sys.stderr)
+            return finished, INTERRUPTED
+    return done, None

@@ -1,0 +1,52 @@
+"""``tdpmmu check -j N``: checks of the matrix side by side, one check split into
+subtrees; the results are those of ``-j 1``."""
+
+from __future__ import annotations
+
+import json
+
+from test_cli_main import tdpmmu
+
+BOUNDED = ("--max-executions", "25")
+
+
+def _rows(stdout: str) -> list[list[str]]:
+    """The summary table without its time column."""
+    return [line.rsplit(None, 1)[0].split() for line in stdout.splitlines()
+            if line.startswith("v5.")]
+
+
+def test_matrix_j2_equals_j1():
+    one = tdpmmu("check", "-j", "1", *BOUNDED, "--json")
+    two = tdpmmu("check", "-j", "2", *BOUNDED, "--json")
+    assert one.returncode == two.returncode == 1, (one.stderr, two.stderr)
+    a, b = json.loads(one.stdout), json.loads(two.stdout)
+    assert len(a) == len(b) > 1
+    for x, y in zip(a, b, strict=True):
+        for key in ("kernel", "scenario", "executions", "complete", "cut_by", "violation"):
+            if key == "violation" and x[key] is not None:
+                assert (x[key]["kind"], x[key]["schedule"]) == \
+                    (y[key]["kind"], y[key]["schedule"])
+            else:
+                assert x.get(key) == y.get(key), (key, x["kernel"], x["scenario"])
+
+
+def test_matrix_table_in_matrix_order():
+    one = tdpmmu("check", "-j", "1", *BOUNDED, "--kernel", "v5.11")
+    two = tdpmmu("check", "-j", "2", *BOUNDED, "--kernel", "v5.11")
+    assert _rows(one.stdout) == _rows(two.stdout) and _rows(one.stdout)
+
+
+def test_one_check_split_across_two_workers():
+    args = ("check", "--kernel", "v5.11", "--scenario", "notifier-vs-unload", "--json")
+    one = json.loads(tdpmmu(*args, "-j", "1").stdout)
+    two = json.loads(tdpmmu(*args, "-j", "2").stdout)
+    assert one["complete"] and two["complete"]
+    assert one["violation"] is None and two["violation"] is None
+    assert one["executions"] <= two["executions"] <= 1.1 * one["executions"]
+
+
+def test_ray_address_without_ray_backend_is_an_error():
+    proc = tdpmmu("check", "--ray-address", "127.0.0.1:1", "--kernel", "v5.11",
+                  "--scenario", "teardown")
+    assert proc.returncode == 2 and "--ray-address applies to --backend ray" in proc.stderr
