@@ -50,3 +50,23 @@ def test_ray_address_without_ray_backend_is_an_error():
     proc = tdpmmu("check", "--ray-address", "127.0.0.1:1", "--kernel", "v5.11",
                   "--scenario", "teardown")
     assert proc.returncode == 2 and "--ray-address applies to --backend ray" in proc.stderr
+
+
+def test_ctrl_c_stops_the_workers_and_prints_what_finished():
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    proc = subprocess.Popen([sys.executable, "-m", "tdpmmu.cli", "check", "-j", "2",
+                             "--kernel", "v5.11", "--scenario", "seed-bug", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "CI": "1"}, start_new_session=True)
+    time.sleep(6)  # spawned workers are searching by now
+    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    d = json.loads(out)
+    assert d["cut_by"] == "interrupted" and d["complete"] is False
+    assert d["executions"] > 0
+    assert "Traceback" not in err
