@@ -24,8 +24,9 @@ SPLITTABLE = ("dfs", "dpor")
 
 def add_options(p: argparse.ArgumentParser, positive: Callable[[str], int]) -> None:
     p.add_argument("-j", "--jobs", type=positive, metavar="N",
-                   help="worker processes (default: every core); several checks run side "
-                   "by side, a single dfs/dpor check is split into subtrees")
+                   help="worker processes; several checks run side by side (default: "
+                   "every core), a single dfs/dpor check is split into subtrees (default: "
+                   "1, no split)")
     p.add_argument("--backend", choices=("local", "ray"), default="local",
                    help="local processes (default) or tasks on a Ray cluster "
                    "(needs tdpmmu[ray])")
@@ -72,7 +73,10 @@ def check_elsewhere(args: argparse.Namespace, knobs: dict[str, str], kernels: li
     if args.checkpoint or args.resume:
         from .checkpoint import checkpoint_command
         return checkpoint_command(args, knobs, kernels, scenarios)
-    jobs = args.jobs or os.cpu_count() or 1
+    # A matrix uses every core by default; one check is split only when asked
+    # for (-j N), since a split search that stops at a violation counts the
+    # executions before it differently from -j 1.
+    jobs = args.jobs or (1 if single else os.cpu_count() or 1)
     deadline = time.time() + args.time_limit if args.time_limit else None
     splittable = single and args.strategy in SPLITTABLE and args.max_executions is None
     if args.backend == "local" and (jobs == 1 or (single and not splittable)):
