@@ -7,7 +7,8 @@ import json
 
 from test_cli_main import assert_bad_input, tdpmmu
 
-CHECK = ("check", "--kernel", "v5.11", "--scenario", "notifier-vs-unload", "-j", "1")
+CHECK = ("check", "--kernel", "v5.11", "--scenario", "notifier-vs-unload", "-j", "1",
+         "--strategy", "source-dpor")
 
 
 def test_resumed_equals_uninterrupted(tmp_path):
@@ -28,7 +29,7 @@ def test_resumed_equals_uninterrupted(tmp_path):
 def test_time_limit_writes_a_checkpoint(tmp_path):
     f = tmp_path / "t.json"
     proc = tdpmmu("check", "--kernel", "v5.11", "--scenario", "seed-bug", "--json",
-                  "--time-limit", "0.5", "--checkpoint", str(f))
+                  "--strategy", "source-dpor", "--time-limit", "0.5", "--checkpoint", str(f))
     d = json.loads(proc.stdout)
     assert d["cut_by"] == "time_limit" and not d["complete"]
     saved = json.loads(f.read_text())

@@ -38,7 +38,8 @@ def test_matrix_table_in_matrix_order():
 
 
 def test_one_check_split_across_two_workers():
-    args = ("check", "--kernel", "v5.11", "--scenario", "notifier-vs-unload", "--json")
+    args = ("check", "--kernel", "v5.11", "--scenario", "notifier-vs-unload", "--json",
+            "--strategy", "source-dpor")
     one = json.loads(tdpmmu(*args, "-j", "1").stdout)
     two = json.loads(tdpmmu(*args, "-j", "2").stdout)
     assert one["complete"] and two["complete"]
@@ -59,7 +60,8 @@ def test_ctrl_c_stops_the_workers_and_prints_what_finished():
     import sys
     import time
     proc = subprocess.Popen([sys.executable, "-m", "tdpmmu.cli", "check", "-j", "2",
-                             "--kernel", "v5.11", "--scenario", "seed-bug", "--json"],
+                             "--kernel", "v5.11", "--scenario", "seed-bug", "--json",
+                             "--strategy", "source-dpor"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "CI": "1"}, start_new_session=True)
     time.sleep(6)  # spawned workers are searching by now

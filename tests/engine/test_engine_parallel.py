@@ -59,7 +59,7 @@ def backend():
         yield be
 
 
-@pytest.mark.parametrize("strategy", ["dpor", "dfs"])
+@pytest.mark.parametrize("strategy", ["source-dpor", "dfs"])
 @pytest.mark.parametrize("name", list(PROGRAMS))
 def test_split_search_equals_serial(backend, name, strategy):
     program, nvars, nlocks = PROGRAMS[name]
@@ -86,7 +86,7 @@ def test_split_search_equals_serial(backend, name, strategy):
 def test_split_search_finds_the_violation(backend):
     racy = ((("load", 0, 0), ("store", 0, ("r", 0, 1))),) * 2
 
-    out = explore_split(ProgramRef(f"{__name__}:racy_program", (racy,)), backend, "dpor",
+    out = explore_split(ProgramRef(f"{__name__}:racy_program", (racy,)), backend, "source-dpor",
                         budget=1)
     assert out.result.violation is not None
     assert out.result.violation.kind == "assertion"

@@ -38,10 +38,10 @@ def test_ray_matrix_equals_serial(backend):
 
 
 def test_ray_split_search_equals_serial(backend):
-    unit = CheckUnit("v5.11", "notifier-vs-unload")
+    unit = CheckUnit("v5.11", "notifier-vs-unload", strategy="source-dpor")
     serial = run_unit(unit)
     out = explore_split(ProgramRef("tdpmmu.parallel.units:unit_program", (unit,)), backend,
-                        "dpor", budget=20)
+                        "source-dpor", budget=20)
     assert out.result.complete == serial.complete is True
     assert out.result.violation is None and serial.violation is None
     assert out.units > 1

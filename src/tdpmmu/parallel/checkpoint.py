@@ -28,7 +28,7 @@ from .split import decode_node, encode_node
 
 FORMAT = "tdpmmu-checkpoint"
 VERSION = 1
-RESUMABLE = ("dfs", "dpor")
+RESUMABLE = ("dfs", "source-dpor")  # optimal dpor: its wakeup trees are not saved yet
 CHECK_FIELDS = ("kernel", "scenario", "strategy", "knobs", "max_steps", "kasan",
                 "panic_on_warn")
 
@@ -109,7 +109,7 @@ def checkpoint_command(args: argparse.Namespace, knobs: dict[str, str], kernels:
             raise UserError("--checkpoint saves one search: give one --kernel and one "
                             "--scenario")
         if args.strategy not in RESUMABLE:
-            raise UserError(f"--checkpoint applies to --strategy dfs or dpor, not "
+            raise UserError(f"--checkpoint applies to --strategy dfs or source-dpor, not "
                             f"{args.strategy}")
         spec = {"kernel": kernels[0], "scenario": scenarios[0], "strategy": args.strategy,
                 "knobs": knobs, "max_steps": args.max_steps, "kasan": args.kasan,

@@ -36,7 +36,9 @@ from ..engine.strategies.tree import Node, TreeStrategy
 from .backend import Backend
 
 SPLIT_BUDGET = 64  # executions of a unit before it hands its stack back
-STRATEGY_CLASSES: dict[str, type[TreeStrategy]] = {"dfs": DfsStrategy, "dpor": DporStrategy}
+# Optimal DPOR ("dpor") keeps wakeup trees in its nodes, which units do not carry yet.
+STRATEGY_CLASSES: dict[str, type[TreeStrategy]] = {"dfs": DfsStrategy,
+                                                   "source-dpor": DporStrategy}
 
 # --------------------------------------------------------------- programs
 
@@ -241,7 +243,7 @@ class SplitOutcome:
     units: int
 
 
-def explore_split(program: ProgramRef, backend: Backend, strategy: str = "dpor", *,
+def explore_split(program: ProgramRef, backend: Backend, strategy: str = "source-dpor", *,
                   budget: int = SPLIT_BUDGET,
                   progress: Callable[[int, int], None] | None = None) -> SplitOutcome:
     """Explore ``program`` with units on ``backend``; counts add up over the units.
