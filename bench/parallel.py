@@ -2,7 +2,7 @@
 
 Two kinds of work: the matrix (every built-in version x the seed's scenarios,
 each check cut at ``--max-executions``), whose checks run side by side, and one
-complete dpor check, which ``-j 2`` splits into subtrees.  Each runs as the
+complete source-dpor check, which ``-j 2`` splits into subtrees.  Each runs as the
 ``tdpmmu`` command a user types; CPU is that of the command and its workers
 (children's rusage).  Every work unit replays its prefix from ``setup()`` (as
 each serial execution does); on Ray the same holds on every node.
@@ -44,8 +44,9 @@ def main() -> None:
     work = {
         f"matrix, {a.max_executions} executions per check":
             ["check", "--max-executions", a.max_executions],
-        f"one dpor check: {a.kernel} / {a.scenario}":
-            ["check", "--kernel", a.kernel, "--scenario", a.scenario],
+        f"one source-dpor check: {a.kernel} / {a.scenario}":
+            ["check", "--kernel", a.kernel, "--scenario", a.scenario, "--strategy",
+             "source-dpor"],
     }
     print(f"{'work':<48} {'-j':>3} {'wall s':>8} {'cpu s':>8} {'executions':>11} complete")
     for name, args in work.items():
