@@ -34,11 +34,13 @@ def add_options(p: argparse.ArgumentParser, positive: Callable[[str], int]) -> N
                    help="the Ray cluster to join (default: RAY_ADDRESS, else a local "
                    "instance)")
     p.add_argument("--time-limit", type=_seconds, metavar="SECONDS",
-                   help="stop searching after SECONDS (the result is then incomplete)")
+                   help="stop searching after SECONDS (the result is then incomplete; "
+                   "default: no limit)")
     p.add_argument("--checkpoint", metavar="FILE",
-                   help="when stopped (Ctrl-C, --time-limit), save the search to FILE")
+                   help="when stopped (Ctrl-C, --time-limit), save the search to FILE "
+                   "(default: not saved)")
     p.add_argument("--resume", metavar="FILE",
-                   help="go on with the search saved in FILE")
+                   help="go on with the search saved in FILE (default: a new search)")
 
 
 def _seconds(text: str) -> float:

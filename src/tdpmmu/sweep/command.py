@@ -32,7 +32,7 @@ def add_parser(sub: Any, positive: Any) -> None:
     s = sub.add_parser("sweep", help="generate every small scenario from the op table, run "
                        "each, and group the findings")
     s.add_argument("--kernel", action="append", required=True, metavar="NAME|FILE.py",
-                   help="a built-in version or a variant file (repeatable)")
+                   help="a built-in version or a variant file (repeatable; required)")
     s.add_argument("--threads", type=_range, default=(2, 2), metavar="A..B",
                    help="threads per scenario (default 2; 2..3 with a few --ops)")
     s.add_argument("--actions-per-thread", type=_range, default=(1, 2), metavar="A..B",
@@ -52,7 +52,8 @@ def add_parser(sub: Any, positive: Any) -> None:
                    help="steps after which an execution is a livelock (default 5000)")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.add_argument("--out", metavar="DIR",
-                   help="write each finding's smallest scenario as DIR/NN-KIND-FUNCTION.toml")
+                   help="write each finding's smallest scenario as DIR/NN-KIND-FUNCTION.toml "
+                   "(default: none written)")
 
 
 def _ops(text: str | None) -> tuple[str, ...] | None:
