@@ -86,7 +86,7 @@ def test_format_rejects_a_slot_deleted_twice_and_actions_after_destroy():
         fmt.parse_scenario(twice, "f.toml")
     after = {**vm, "name": "x", "thread": [{"name": "h", "actions": [
         {"op": "destroy_vm"}, {"op": "zap_all"}]}]}
-    with pytest.raises(fmt.ScenarioError, match="destroyed by thread 'h' action 0"):
+    with pytest.raises(fmt.ScenarioError, match="action 1: comes after destroy_vm"):
         fmt.parse_scenario(after, "f.toml")
 
 
