@@ -7,6 +7,8 @@ import json
 import os
 import re
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,12 @@ def add_parser(sub: Any, positive: Any) -> None:
                    help="per kernel: start no scenario after this (default 600)")
     s.add_argument("--max-steps", type=positive, default=5_000, metavar="N",
                    help="steps after which an execution is a livelock (default 5000)")
+    s.add_argument("-j", "--jobs", type=positive, metavar="N",
+                   help="run the scenarios on N local processes (or Ray workers); each "
+                   "scenario is one work unit (default: serially, in this process)")
+    s.add_argument("--backend", choices=("local", "ray"), default="local",
+                   help="where work units run with -j or --ray-address (default local)")
+    s.add_argument("--ray-address", metavar="ADDRESS", help="a Ray cluster to join")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.add_argument("--out", metavar="DIR",
                    help="write each finding's smallest scenario as DIR/NN-KIND-FUNCTION.toml "
@@ -95,9 +103,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             say(f"  not swept: {op} ({why})")
         say(f"scenarios: {gen.in_scope} in scope, {gen.after_symmetry} after symmetry, "
             f"{gen.invalid} invalid, {gen.to_run} to run", flush=True)
-        with _progress(gen.to_run, kernel.name, args.json) as tick:
+        with _progress(gen.to_run, kernel.name, args.json) as tick, _backend(args) as backend:
             res = run_sweep(kernel, gen.scenarios, max_executions=args.max_executions,
-                            time_limit=args.time_limit, max_steps=args.max_steps, tick=tick)
+                            time_limit=args.time_limit, max_steps=args.max_steps, tick=tick,
+                            backend=backend, kernel_spec=spec)
         if out_dir is not None:
             _write(out_dir, res)
         results.append((gen, res))
@@ -107,6 +116,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         print(json.dumps([_json(g, r, s) for (g, r), s in zip(results, args.kernel,
                                                             strict=True)], indent=2))
     return 1 if any(r.findings for _, r in results) else 0
+
+
+@contextmanager
+def _backend(args: argparse.Namespace) -> Iterator[Any]:
+    """The parallel backend asked for, or None: run serially."""
+    if args.backend == "local" and args.jobs is None and args.ray_address is None:
+        yield None
+        return
+    from ..parallel.backend import make_backend
+    backend = make_backend("ray" if args.ray_address else args.backend, args.jobs,
+                           args.ray_address)
+    try:
+        yield backend
+    finally:
+        backend.close()
 
 
 def _r(r: tuple[int, int]) -> str:

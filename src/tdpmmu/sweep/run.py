@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..checker import CheckResult, check
+from ..checker import check
 from ..engine import Violation
 from ..report.text import _HELPERS, _finding_step
 
@@ -81,30 +81,70 @@ class SweepResult:
 def run_sweep(kernel: type, scenarios: list[tuple[dict[str, Any], Any]], *,
               max_executions: int | None, time_limit: float | None,
               max_steps: int = 5_000, kasan: bool = True, panic_on_warn: bool = True,
-              tick: Callable[[int, SweepResult], None] | None = None) -> SweepResult:
-    """Run each scenario with the default strategy (serially, one work unit
-    each) until done or ``time_limit`` seconds have passed."""
+              tick: Callable[[int, SweepResult], None] | None = None,
+              backend: Any = None, kernel_spec: str | None = None) -> SweepResult:
+    """Run each scenario with the default strategy, one work unit each: serially
+    here, or on ``backend`` (local processes or Ray, from :mod:`tdpmmu.parallel`),
+    until done or ``time_limit`` seconds have passed."""
     out = SweepResult(kernel.name, len(scenarios))
     start = time.perf_counter()
-    for i, (data, scen) in enumerate(scenarios):
-        if time_limit is not None and time.perf_counter() - start >= time_limit:
-            out.stopped_by = "time_limit"
-            out.not_run = len(scenarios) - i
-            break
-        res = check(kernel, scen, max_executions=max_executions, max_steps=max_steps,
-                    kasan=kasan, panic_on_warn=panic_on_warn)
-        record(out, data, res)
-        if tick is not None:
-            tick(i + 1, out)
+    if backend is not None:
+        _run_units(out, kernel_spec or kernel.name, scenarios, backend, max_executions,
+                   time_limit, max_steps, kasan, panic_on_warn, tick)
+    else:
+        for i, (data, scen) in enumerate(scenarios):
+            if time_limit is not None and time.perf_counter() - start >= time_limit:
+                out.stopped_by = "time_limit"
+                out.not_run = len(scenarios) - i
+                break
+            res = check(kernel, scen, max_executions=max_executions, max_steps=max_steps,
+                        kasan=kasan, panic_on_warn=panic_on_warn)
+            record(out, data, res.kernel, res.result)
+            if tick is not None:
+                tick(i + 1, out)
     out.elapsed = time.perf_counter() - start
     return out
 
 
-def record(out: SweepResult, data: dict[str, Any], res: CheckResult) -> None:
+def _run_units(out: SweepResult, kernel_spec: str, scenarios: list[tuple[dict[str, Any], Any]],
+               backend: Any, max_executions: int | None, time_limit: float | None,
+               max_steps: int, kasan: bool, panic_on_warn: bool,
+               tick: Callable[[int, SweepResult], None] | None) -> None:
+    """Each scenario as a file-backed work unit of :func:`tdpmmu.parallel.run_matrix`;
+    a unit the deadline stopped before its first execution counts as not run."""
+    import tempfile
+
+    from ..parallel.matrix import run_matrix
+    from ..parallel.units import CheckUnit
+    from .toml import scenario_toml
+    deadline = time.time() + time_limit if time_limit is not None else None
+    with tempfile.TemporaryDirectory(prefix="tdpmmu-sweep-") as tmp:
+        units = []
+        for i, (data, _) in enumerate(scenarios):
+            path = f"{tmp}/{i}.toml"
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(scenario_toml(data))
+            units.append(CheckUnit(kernel_spec, path, max_executions=max_executions,
+                                   max_steps=max_steps, kasan=kasan,
+                                   panic_on_warn=panic_on_warn, deadline=deadline))
+
+        def on_result(i: int, r: Any) -> None:
+            if r.cut_by == "time_limit" and r.executions == 0:
+                out.not_run += 1
+                out.stopped_by = "time_limit"
+            else:
+                record(out, scenarios[i][0], out.kernel, r)
+            if tick is not None:
+                tick(i + 1, out)
+        run_matrix(units, backend, on_result)
+
+
+def record(out: SweepResult, data: dict[str, Any], kernel: str, result: Any) -> None:
+    """Count one scenario's engine result and file its finding by signature."""
     out.run += 1
-    v = res.violation
+    v = result.violation
     if v is None:
-        if res.result.complete:
+        if result.complete:
             out.verified += 1
         else:
             out.cut.append(data["name"])
@@ -113,7 +153,7 @@ def record(out: SweepResult, data: dict[str, Any], res: CheckResult) -> None:
     sig = signature(v)
     threads = len(data["thread"])
     actions = sum(len(t["actions"]) for t in data["thread"])
-    new = Finding(sig, v.message, res.kernel, data, v.schedule, threads, actions, v.steps)
+    new = Finding(sig, v.message, kernel, data, v.schedule, threads, actions, v.steps)
     old = out.findings.get(sig)
     if old is None:
         out.findings[sig] = new
