@@ -28,7 +28,7 @@ from tdpmmu.scenarios import scenario_names
 from tdpmmu.scenarios.format import OPS
 
 CASE_SECONDS = 120  # a hang guard, far above any case's time: not a timing assertion
-BOUNDS = ["--max-executions", "3", "--max-steps", "400"]
+BOUNDS = ["--max-executions", "3", "--max-steps", "400", "--jobs", "1"]  # serial: in-process
 
 # ------------------------------------------------------------------ values
 def mostly(good: Any, bad: Any, odds: int = 8) -> Any:

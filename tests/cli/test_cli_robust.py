@@ -34,19 +34,21 @@ class ClosedPipe(io.StringIO):
 
 def test_a_broken_pipe_after_a_bug_keeps_the_bug_exit_code(monkeypatch, capsys):
     monkeypatch.setattr(sys, "stdout", ClosedPipe())
-    assert cli.main(["check", "--kernel", "v5.10", "--scenario", "next-root-deleted"]) == 1
+    assert cli.main(["check", "--jobs", "1",
+                     "--kernel", "v5.10", "--scenario", "next-root-deleted"]) == 1
     assert "Traceback" not in capsys.readouterr().err
 
 
 def test_a_broken_pipe_without_a_bug_is_not_success(monkeypatch):
     monkeypatch.setattr(sys, "stdout", ClosedPipe())
-    assert cli.main(["check", "--kernel", "v5.11", "--scenario", "next-root-deleted"]) == 141
+    assert cli.main(["check", "--jobs", "1",
+                     "--kernel", "v5.11", "--scenario", "next-root-deleted"]) == 141
 
 
 def test_head_after_a_bug_does_not_exit_0(tmp_path):
     exe = Path(sys.executable).with_name("tdpmmu")
     proc = subprocess.run(
-        f"'{exe}' check --kernel v5.10 --kernel v5.10 --scenario next-root-deleted "
+        f"'{exe}' check --jobs 1 --kernel v5.10 --kernel v5.10 --scenario next-root-deleted "
         "--scenario next-root-deleted | head -c 10 > /dev/null; echo ${PIPESTATUS[0]}",
         shell=True, executable="/bin/bash", capture_output=True, text=True, timeout=300)
     assert proc.stdout.strip() in ("1", "141"), proc.stdout
@@ -63,7 +65,7 @@ def test_ctrl_c_prints_what_finished_with_its_replay_lines_and_exits_130(monkeyp
         return checker.check(*args, **kwargs)
 
     monkeypatch.setattr(cli, "check", interrupted_second)
-    rc = cli.main(["check", "--kernel", "v5.10", "--kernel", "v5.11",
+    rc = cli.main(["check", "--jobs", "1", "--kernel", "v5.10", "--kernel", "v5.11",
                    "--scenario", "next-root-deleted"])
     out, err = capsys.readouterr()
     assert rc == 130
@@ -77,13 +79,13 @@ def test_ctrl_c_in_a_single_check_exits_130(monkeypatch, capsys):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(cli, "check", interrupt)
-    assert cli.main(["check", "--kernel", "v5.11", "--scenario", "seed-bug"]) == 130
+    assert cli.main(["check", "--jobs", "1", "--kernel", "v5.11", "--scenario", "seed-bug"]) == 130
     assert "interrupted" in capsys.readouterr().err
 
 
 def test_a_one_line_error_stays_one_line_with_a_newline_in_a_user_string(tmp_path, capsys):
     where = tmp_path / "no\ndir" / "x.html"
-    rc = cli.main(["check", "--kernel", "v5.10", "--scenario", "next-root-deleted",
+    rc = cli.main(["check", "--jobs", "1", "--kernel", "v5.10", "--scenario", "next-root-deleted",
                    "--html", str(where)])
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1, err
@@ -94,7 +96,7 @@ def test_escape_sequences_never_reach_the_terminal_raw(tmp_path, capsys):
     f = tmp_path / "evil.py"
     f.write_text("from tdpmmu.kvm.versions import V5_10\n\n"
                  "class Evil(V5_10):\n    name = 'evil\\x1b[2J\\x07'\n")
-    rc = cli.main(["check", "--kernel", str(f), "--scenario", "next-root-deleted"])
+    rc = cli.main(["check", "--jobs", "1", "--kernel", str(f), "--scenario", "next-root-deleted"])
     out, err = capsys.readouterr()
     assert rc == 1
     assert "\x1b" not in out + err and "\x07" not in out + err
@@ -103,7 +105,7 @@ def test_escape_sequences_never_reach_the_terminal_raw(tmp_path, capsys):
 
 def test_check_with_no_arguments_says_which_scenarios_ran_and_why(monkeypatch, capsys):
     monkeypatch.setattr(cli, "check", quick_check)
-    cli.main(["check", "--kernel", "v5.11"])
+    cli.main(["check", "--jobs", "1", "--kernel", "v5.11"])
     out = capsys.readouterr().out
     left_out = [n for n in scenario_names() if n not in SEED_SCENARIOS]
     assert left_out, "every built-in scenario is a seed scenario: nothing to say"

@@ -102,7 +102,8 @@ def test_cli_prints_the_chosen_class(tmp_path, capsys):
         class Mine(Base):
             name = "mine"
         """)
-    assert cli.main(["check", "--kernel", spec, "--scenario", "next-root-deleted"]) == 0
+    assert cli.main(["check", "--jobs", "1",
+                     "--kernel", spec, "--scenario", "next-root-deleted"]) == 0
     err = capsys.readouterr().err
     assert "Mine" in err and "Base" in err
 
@@ -141,7 +142,7 @@ def test_a_knob_the_variant_no_longer_reads_is_a_warning(tmp_path, capsys):
     assert len(warnings) == 1
     assert "new-root" in warnings[0] and "get_tdp_mmu_vcpu_root" in warnings[0]
     assert knob_warnings(cls, {"resched": "never"}) == []
-    cli.main(["check", "--kernel", spec, "--scenario", "next-root-deleted",
+    cli.main(["check", "--jobs", "1", "--kernel", spec, "--scenario", "next-root-deleted",
               "--knob", "new-root=list_add_tail"])
     assert "warning" in capsys.readouterr().err
 
@@ -177,7 +178,8 @@ def test_an_exception_in_the_variant_is_your_variant_raised_not_a_finding(tmp_pa
 
 def test_cli_exit_2_for_a_variant_that_raised(tmp_path, capsys):
     spec = write(tmp_path, RAISES)
-    assert cli.main(["check", "--kernel", spec, "--scenario", "next-root-deleted"]) == 2
+    assert cli.main(["check", "--jobs", "1",
+                     "--kernel", spec, "--scenario", "next-root-deleted"]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "your variant raised" in err
 
@@ -190,7 +192,7 @@ def test_a_variant_raising_during_vm_setup_is_exit_2(tmp_path, capsys):
             def kvm_mmu_init_vm(self, kvm):
                 raise RuntimeError("oops")
         """)
-    assert cli.main(["check", "--kernel", spec, "--scenario", "seed-bug"]) == 2
+    assert cli.main(["check", "--jobs", "1", "--kernel", spec, "--scenario", "seed-bug"]) == 2
     err = capsys.readouterr().err
     assert "your variant raised RuntimeError: oops" in err and f"{spec}:5" in err
     assert "Traceback" not in err
@@ -221,6 +223,7 @@ def test_a_python_error_in_kernel_code_fed_by_the_variant_is_exit_2(tmp_path, ca
             def for_each_tdp_mmu_root_yield_safe(self, kvm):
                 return False
         """)
-    assert cli.main(["check", "--kernel", spec, "--scenario", "next-root-deleted"]) == 2
+    assert cli.main(["check", "--jobs", "1",
+                     "--kernel", spec, "--scenario", "next-root-deleted"]) == 2
     err = capsys.readouterr().err
     assert "TypeError" in err and "running your variant" in err and "not a kernel finding" in err
