@@ -20,7 +20,7 @@ from ..engine import report
 from ..kernel import object_is_freed
 from ..kvm.spte import PAGE_SHIFT
 from ..kvm.structs import INVALID_PAGE
-from .peek import peek, roots_on_list
+from .peek import peek
 
 
 class VcpuRootLive:
@@ -34,20 +34,20 @@ class VcpuRootLive:
         kvm = self.kvm
         if peek(kvm.mmu_lock, "owner") is not None:
             return
-        listed = None
         for v in kvm.vcpus:
             hpa = v.mmu.root_hpa
             if hpa == INVALID_PAGE:
                 continue
             pfn = hpa >> PAGE_SHIFT
             sp = kvm.phys.get(pfn)
-            if listed is None:
-                listed = {id(r) for r in roots_on_list(kvm)}
+            if sp is not None and not object_is_freed(sp) and root_count(sp) >= 1 \
+                    and _listed(sp):
+                continue  # the common case, checked without walking the list
             if sp is None:
                 what = f"{kvm.freed_phys.get(pfn, hex(pfn))}, a freed page"
             elif object_is_freed(sp):
                 what = f"{peek(sp, 'name')}, a freed page"
-            elif id(sp) not in listed:
+            elif not _listed(sp):
                 what = f"root {peek(sp, 'name')}, not on tdp_mmu_roots"
             elif root_count(sp) < 1:
                 what = f"root {peek(sp, 'name')} with root_count {root_count(sp)}"
@@ -65,3 +65,11 @@ def root_count(sp: Any) -> int:
     """A root's count, a plain int (5.10-5.12) or a ``refcount_t`` (later)."""
     count = peek(sp, "root_count", 0)
     return count if isinstance(count, int) else int(peek(count, "refs", 0))
+
+
+def _listed(sp: Any) -> bool:
+    """Is the page on a list (``link`` neither self-linked nor poisoned)?  Only
+    roots are on ``tdp_mmu_roots``, and a root is on no other list."""
+    link = peek(sp, "link")
+    nxt = peek(link, "next")
+    return nxt is not link and not isinstance(nxt, int) and nxt is not None
