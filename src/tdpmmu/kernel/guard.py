@@ -31,32 +31,35 @@ runtime.hide_frames_of(__file__)
 
 
 class Guard:
-    """``what`` may only be written while ``lock`` is held (exclusively if ``write``)."""
+    """``what`` may only be written while one of ``options`` is held: each a
+    ``(lock, exclusive)`` pair (e.g. ``mmu_lock`` for write, or another lock)."""
 
-    __slots__ = ("lock", "write", "what", "fields")
+    __slots__ = ("options", "what", "fields")
 
-    def __init__(self, lock: Any, write: bool, what: str,
+    def __init__(self, options: list[tuple[Any, bool]], what: str,
                  fields: dict[str, Guard] | None = None) -> None:
-        self.lock = lock
-        self.write = write
+        self.options = options
         self.what = what
         self.fields = fields or {}
 
     def __repr__(self) -> str:
-        return f"Guard({self.what} by {self.lock.name})"
+        return f"Guard({self.what} by {describe(self.options)})"
+
+
+def describe(options: list[tuple[Any, bool]]) -> str:
+    return " or ".join(f"{lock.name}{' for write' if write else ''}" for lock, write in options)
 
 
 def check_write(guard: Guard, what: str | None = None) -> None:
-    """``lockdep_assert_held(guard.lock)`` (``_write`` for an exclusive guard) at a write."""
+    """``lockdep_assert_held`` (``_write`` for an exclusive option) at a write:
+    WARN unless one of the guard's options is held."""
     if current_thread() is None or not lockdep.debug_locks():
         return
-    lock = guard.lock
-    held = (lockdep.lockdep_is_held_type(lock, False) if guard.write
-            else lockdep.lockdep_is_held(lock))
-    if not held:
-        mode = " for write" if guard.write else ""
-        bug.WARN(True, "lockdep: %s written without %s held%s", what or guard.what,
-                 lock.name, mode)
+    for lock, write in guard.options:
+        if lockdep.lockdep_is_held_type(lock, False) if write else lockdep.lockdep_is_held(lock):
+            return
+    bug.WARN(True, "lockdep: %s written without %s held", what or guard.what,
+             describe(guard.options))
 
 
 class Guarded:

@@ -118,8 +118,9 @@ class TdpMmu(MmuInternal):
     resched_policy = "progress"  # need_resched(): "progress", "always" or "never"
 
     # ------------------------------------------------------ lock contract
-    def lock_contract(self, kvm: Any) -> dict[str, tuple[Any, bool]]:
-        """What each lock protects at this version: state name -> (lock, exclusive).
+    def lock_contract(self, kvm: Any) -> dict[str, Any]:
+        """What each lock protects at this version: state name -> (lock, exclusive),
+        or a list of such alternatives (any one held will do).
 
         Model only (the kernel states it in comments and some assertions); the
         properties install it so that every write asserts its lock (see

@@ -148,6 +148,17 @@ class V5_12(V5_11):
     name = "v5.12"
     summary = "Linux 5.12: rwlock mmu_lock; faults under the read lock (cmpxchg, RCU)"
 
+    # ------------------------------------------------------ lock contract
+    def lock_contract(self, kvm: Any) -> dict[str, Any]:
+        """5.12 (``struct kvm_arch`` in ``kvm_host.h``): ``tdp_mmu_pages`` and the
+        pages' links are changed under ``mmu_lock`` held for write, or under
+        ``tdp_mmu_pages_lock`` by a thread holding ``mmu_lock`` for read (a
+        fault); everything else stays under the write lock."""
+        contract = super().lock_contract(kvm)
+        contract["kvm->arch.tdp_mmu_pages"] = [(kvm.mmu_lock, True),
+                                               (kvm.arch.tdp_mmu_pages_lock, True)]
+        return contract
+
     # ------------------------------------------------------------ VM init
     def kvm_mmu_init_vm(self, kvm: Any) -> None:
         # KVM_MMU_LOCK_INIT() in kvm_create_vm(): the checker builds the VM, so
@@ -261,6 +272,7 @@ class V5_12(V5_11):
             BUG()
         if old_spte == new_spte:
             return
+        self.trace_kvm_tdp_mmu_spte_changed(kvm, as_id, gfn, level, old_spte, new_spte)
         if not was_present and not is_present:
             # Only MMIO SPTEs and the removed value move between non-present values.
             WARN_ON(not is_mmio_spte(old_spte) and not is_mmio_spte(new_spte)

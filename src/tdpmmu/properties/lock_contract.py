@@ -15,12 +15,18 @@ from typing import Any
 from ..kernel import list_head
 from ..kernel.guard import Guard, guard_fields
 
+Contract = dict[str, "tuple[Any, bool] | list[tuple[Any, bool]]"]
 
-def install_lock_contract(kvm: Any, contract: dict[str, tuple[Any, bool]]) -> None:
-    page_fields = {name.split(".", 1)[1]: Guard(lock, write, name)
-                   for name, (lock, write) in contract.items()
-                   if name.startswith("kvm_mmu_page.")}
-    for name, (lock, write) in contract.items():
+
+def _options(spec: Any) -> list[tuple[Any, bool]]:
+    """One ``(lock, exclusive)`` pair, or a list of alternatives."""
+    return list(spec) if isinstance(spec, list) else [spec]
+
+
+def install_lock_contract(kvm: Any, contract: Contract) -> None:
+    page_fields = {name.split(".", 1)[1]: Guard(_options(spec), name)
+                   for name, spec in contract.items() if name.startswith("kvm_mmu_page.")}
+    for name, spec in contract.items():
         if name.startswith("kvm_mmu_page."):
             continue
         if name.startswith("kvm->arch."):
@@ -31,6 +37,6 @@ def install_lock_contract(kvm: Any, contract: dict[str, tuple[Any, bool]]) -> No
             raise ValueError(f"lock_contract: cannot place {name!r}")
         value = getattr(owner, attr)
         if isinstance(value, list_head):
-            value.guard = Guard(lock, write, name, page_fields)
+            value.guard = Guard(_options(spec), name, page_fields)
         else:
-            guard_fields(owner, {attr: Guard(lock, write, name)})
+            guard_fields(owner, {attr: Guard(_options(spec), name)})
