@@ -85,7 +85,8 @@ TARGETS: dict[str, tuple[str, ...]] = {
 }
 
 LOCK_CALLS = {"spin_lock": "spin_unlock", "read_lock": "read_unlock",
-              "write_lock": "write_unlock", "mutex_lock": "mutex_unlock"}
+              "write_lock": "write_unlock", "mutex_lock": "mutex_unlock",
+              "KVM_MMU_LOCK": "KVM_MMU_UNLOCK"}
 CHECKS = {"BUG_ON", "WARN_ON", "WARN", "BUG", "WARN_ON_ONCE", "WARN_ONCE", "VM_BUG_ON",
           "KVM_BUG_ON"}
 # Tracepoints and trace annotations are not kernel behaviour; lockdep assertions
