@@ -292,8 +292,12 @@ def snapshot_roots(vm: Any) -> tuple[tuple[str, str, int, bool], ...]:
     """(name, role, root_count, freed) of each root on the list, in list order."""
     out = []
     for root in roots_on_list(vm):
-        out.append((str(peek(root, "name")), str(peek(root, "role")),
-                    int(peek(root, "root_count", 0)), object_is_freed(root)))
+        count = peek(root, "root_count", 0)
+        refs = peek(root, "tdp_mmu_root_count")  # 5.13+: a refcount_t
+        if refs is not None:
+            count = peek(refs, "refs", 0)
+        out.append((str(peek(root, "name")), str(peek(root, "role")), int(count),
+                    object_is_freed(root)))
     return tuple(out)
 
 

@@ -145,9 +145,10 @@ class V5_11(V5_10):
 
 
 from .v5_12 import V5_12  # noqa: E402  (it subclasses V5_11, defined above)
+from .v5_13 import V5_13  # noqa: E402
 
 BUILTIN: dict[str, type[V5_10]] = {cls.name: cls for cls in (V5_10, V5_10_fix_v1, V5_11,
-                                                             V5_12)}
+                                                             V5_12, V5_13)}
 
 # The seed's what-ifs: knob name -> (attribute, choices, good choice, help).
 KNOBS: dict[str, tuple[str, dict[str, bool], str, str]] = {
