@@ -123,6 +123,16 @@ class V5_13(V5_12):
     name = "v5.13"
     summary = "Linux 5.13: refcount_t roots, RCU roots list, fast invalidation"
 
+    def lock_contract(self, kvm: Any) -> dict[str, tuple[Any, bool]]:
+        """5.13: the roots list is changed under ``tdp_mmu_pages_lock`` (the last
+        put may hold ``mmu_lock`` only for read); a root's count is a
+        ``refcount_t`` (atomic, no lock); its role changes (``invalid``) under
+        ``mmu_lock`` held for write."""
+        contract = super().lock_contract(kvm)
+        contract["kvm->arch.tdp_mmu_roots"] = (kvm.arch.tdp_mmu_pages_lock, True)
+        del contract["kvm_mmu_page.root_count"]
+        return contract
+
     # --------------------------------------------------------- root refs
     def kvm_lockdep_assert_mmu_lock_held(self, kvm: Any, shared: bool) -> None:
         if shared:
@@ -309,6 +319,17 @@ class V5_13(V5_12):
             flush = self.kvm_tdp_mmu_zap_gfn_range(kvm, i, 0, max_gfn, flush)
         if flush:
             self.kvm_flush_remote_tlbs(kvm)
+
+    def kvm_zap_gfn_range(self, kvm: Any, gfn_start: int, gfn_end: int) -> None:
+        """mmu.c: the TDP MMU zap now goes address space by address space."""
+        KVM_MMU_LOCK(kvm)
+        if kvm.arch.tdp_mmu_enabled:
+            flush = False
+            for i in range(KVM_ADDRESS_SPACE_NUM):
+                flush = self.kvm_tdp_mmu_zap_gfn_range(kvm, i, gfn_start, gfn_end, flush)
+            if flush:
+                self.kvm_flush_remote_tlbs(kvm)
+        KVM_MMU_UNLOCK(kvm)
 
     # --------------------------------------------------- fast invalidation
     def next_invalidated_root(self, kvm: Any, prev_root: kvm_mmu_page | None

@@ -62,7 +62,11 @@ class VcpuRootLive:
 
 
 def root_count(sp: Any) -> int:
-    """A root's count, a plain int (5.10-5.12) or a ``refcount_t`` (later)."""
+    """A root's count, a plain int (5.10-5.12) or a ``refcount_t`` (later; from
+    5.13 the TDP MMU's is ``tdp_mmu_root_count``)."""
+    refs = peek(sp, "tdp_mmu_root_count")
+    if refs is not None:
+        return int(peek(refs, "refs", 0))
     count = peek(sp, "root_count", 0)
     return count if isinstance(count, int) else int(peek(count, "refs", 0))
 
