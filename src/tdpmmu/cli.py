@@ -18,7 +18,7 @@ from .checker import CheckResult, UserError, check, parse_knobs, replay, resolve
 from .engine.explore import _make_strategy as make_strategy
 from .escape import one_line, terminal_safe
 from .kvm import fidelity
-from .kvm.versions import BUILTIN, KNOBS
+from .kvm.versions import BUILTIN, KNOBS, SEED_VERSIONS
 from .parallel.progress import check_bar
 from .report import ok_report, replay_command, to_json, violation_report
 from .scenarios import SEED_SCENARIOS, builtin_scenario_path, scenario_names
@@ -268,7 +268,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                         f"{args.strategy}")
     if args.seed is not None and args.strategy not in ("pct", "random"):
         raise UserError(f"--seed applies to --strategy pct or random, not {args.strategy}")
-    kernels = args.kernel or list(BUILTIN)
+    kernels = args.kernel or list(SEED_VERSIONS)
     scenarios = args.scenario or list(SEED_SCENARIOS)
     single = len(kernels) == 1 and len(scenarios) == 1
     note = None if args.scenario else default_scenarios_note(scenarios)
