@@ -29,6 +29,7 @@ alternative order tried.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import Any
 
 from ..access import ACQUIRE, ACQUIRE_SHARED, READ, RELEASE, RELEASE_SHARED, WRITE, dependent
@@ -67,11 +68,24 @@ class DporStrategy(TreeStrategy):
         self._reset_execution()
 
     def _reset_execution(self) -> None:
-        self.ev_tid: list[int] = []
-        self.ev_seq: list[int] = []
-        self.ev_clock: list[list[int]] = []
-        self.ev_node: list[int] = []
-        self.ev_acc: list[Any] = []
+        # The next execution replays the decisions before ``self.branch``: the
+        # events they make are the same as in this one, so their happens-before
+        # records are kept and only the object states (objects are new in each
+        # execution) are rebuilt when they replay (see on_step).
+        keep = 0
+        ev_node = getattr(self, "ev_node", None)
+        if ev_node and self.started and self.branch > 0:
+            keep = bisect_left(ev_node, self.branch)
+            del self.ev_tid[keep:], self.ev_seq[keep:], self.ev_clock[keep:]
+            del self.ev_node[keep:], self.ev_acc[keep:]
+        else:
+            self.ev_tid: list[int] = []
+            self.ev_seq: list[int] = []
+            self.ev_clock: list[list[int]] = []
+            self.ev_node: list[int] = []
+            self.ev_acc: list[Any] = []
+        self.keep = keep
+        self.nev = 0  # events of the current execution so far
         self.clocks: dict[int, list[int]] = {}
         self.objs: dict[int, _ObjState] = {}
         self.pending_sleep = frozenset()
@@ -94,10 +108,7 @@ class DporStrategy(TreeStrategy):
     # ------------------------------------------------------------------ steps
     def on_step(self, ex: Any, t: Any, node: Node, fresh: bool) -> None:
         threads = ex.threads
-        nthreads = len(threads)
         acc = t.acc
-        node.nobj = len(self.objs)
-        node.nser = serials_issued()
         # Sleep set of the next node: what slept here or was explored here
         # before, and commutes with the step now taken.
         asleep = node.sleep | node.done
@@ -110,11 +121,21 @@ class DporStrategy(TreeStrategy):
             self.pending_sleep = frozenset()
 
         tid = t.tid
+        index = self.nev
+        self.nev = index + 1
+        if index < self.keep:  # a replayed event: its clock is known
+            self.clocks[tid] = self.ev_clock[index]
+            self.ev_acc[index] = acc
+            if acc:
+                self._update(tid, acc, index)
+            return
+        nthreads = len(threads)
+        node.nobj = len(self.objs)
+        node.nser = serials_issued()
         clock = self.clocks.get(tid)
         clock = [0] * nthreads if clock is None else clock[:]
         seq = clock[tid] + 1
         clock[tid] = seq
-        index = len(self.ev_tid)
         if acc:
             # A disabled operation is no event, but it could have run earlier;
             # race it before each event it depends on changes what it races

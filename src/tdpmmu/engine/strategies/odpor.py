@@ -139,8 +139,7 @@ class OptimalDporStrategy(DporStrategy):
             if node.kind == "c":
                 if node.chosen + 1 < node.n:
                     node.chosen += 1
-                    self._reset_execution()
-                    return self._restart()
+                    return self._restart_execution()
             else:
                 node.done.add(node.chosen)
                 node.cur = None
@@ -148,11 +147,15 @@ class OptimalDporStrategy(DporStrategy):
                 if w is not None:
                     node.cur = w
                     node.chosen = w.tid
-                    self._reset_execution()
-                    return self._restart()
+                    return self._restart_execution()
             nodes.pop()
         self.complete = self.cut_by is None
         return False
+
+    def _restart_execution(self) -> bool:
+        more = self._restart()  # sets the branch the replay runs up to
+        self._reset_execution()
+        return more
 
     def _next_branch(self, node: Node) -> _W | None:
         """The leftmost branch of the node's wakeup tree whose thread can run there."""
