@@ -57,7 +57,7 @@ def _settings(n: int) -> settings:
                     suppress_health_check=[HealthCheck.too_slow])
 
 
-@_settings(200)
+@_settings(80)
 @given(programs(("load", "store", "lock")))
 def test_optimal_dpor_executions_equal_traces_on_random_programs(p):
     """Random programs of loads, stores and exclusive locks: executions == traces,
