@@ -57,7 +57,8 @@ def add_parser(sub: Any, positive: Any) -> None:
                    "scenario is one work unit (default: serially, in this process)")
     s.add_argument("--backend", choices=("local", "ray"), default="local",
                    help="where work units run with -j or --ray-address (default local)")
-    s.add_argument("--ray-address", metavar="ADDRESS", help="a Ray cluster to join")
+    s.add_argument("--ray-address", metavar="ADDRESS",
+                   help="the Ray cluster to join (default: RAY_ADDRESS, else a local instance)")
     s.add_argument("--json", action="store_true", help="print JSON")
     s.add_argument("--out", metavar="DIR",
                    help="write each finding's smallest scenario as DIR/NN-KIND-FUNCTION.toml "
