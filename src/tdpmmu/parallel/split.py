@@ -148,18 +148,7 @@ def _unit_reverse(self: Any, ex: Any, e: int, tid: int, clock: list[int]) -> Non
     if index >= self.floor:
         type(self).__mro__[1]._reverse(self, ex, e, tid, clock)
         return
-    et, es = self.ev_tid[e], self.ev_seq[e]
-    ev_tid, ev_seq, ev_clock = self.ev_tid, self.ev_seq, self.ev_clock
-    first: dict[int, int] = {}
-    for j in range(e + 1, len(ev_tid)):
-        if ev_clock[j][et] < es:
-            first.setdefault(ev_tid[j], j)
-    first.setdefault(tid, -1)
-    initials = []
-    for q, j in first.items():
-        cq = clock if j < 0 else ev_clock[j]
-        if all(cq[s] < ev_seq[k] for s, k in first.items() if s != q and k >= 0):
-            initials.append(q)
+    initials = self._initials(e, tid, clock)
     self.deferred.append((index, sorted(initials)))
 
 

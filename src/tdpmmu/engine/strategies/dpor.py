@@ -304,12 +304,12 @@ class DporStrategy(TreeStrategy):
         self.ev_clock.append(clock)
         self.ev_node.append(self.pos - 1)
 
-    def _reverse(self, ex: Any, e: int, tid: int, clock: list[int]) -> None:
-        """Make sure the node where event ``e`` ran will also try the other order."""
-        node = self.nodes[self.ev_node[e]]
+    def _initials(self, e: int, tid: int, clock: list[int]) -> list[int]:
+        """The threads that can start ``u = notdep(e) . e'``: the later events
+        not happening after event ``e``, then thread ``tid``'s racing event
+        (whose vector clock is ``clock``)."""
         et, es = self.ev_tid[e], self.ev_seq[e]
         ev_tid, ev_seq, ev_clock = self.ev_tid, self.ev_seq, self.ev_clock
-        # u = notdep(e) . e' : the later events not happening after e, then e'.
         first: dict[int, int] = {}  # thread -> index of its first event in u (-1: e')
         for j in range(e + 1, len(ev_tid)):
             if ev_clock[j][et] < es:
@@ -320,6 +320,12 @@ class DporStrategy(TreeStrategy):
             cq = clock if j < 0 else ev_clock[j]
             if all(cq[s] < ev_seq[k] for s, k in first.items() if s != q and k >= 0):
                 initials.append(q)
+        return initials
+
+    def _reverse(self, ex: Any, e: int, tid: int, clock: list[int]) -> None:
+        """Make sure the node where event ``e`` ran will also try the other order."""
+        node = self.nodes[self.ev_node[e]]
+        initials = self._initials(e, tid, clock)
         if any(q in node.backtrack for q in initials):
             return
         usable = [q for q in initials if q in node.enabled]
