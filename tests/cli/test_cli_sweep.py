@@ -10,8 +10,10 @@ vcpu_run, and a bound on executions per scenario (cut ones are reported).
 from __future__ import annotations
 
 import json
+import xml.etree.ElementTree as ET
 from pathlib import Path
 
+import pytest
 from test_cli_main import assert_bad_input, tdpmmu
 
 VM = """\
@@ -65,3 +67,19 @@ def test_sweep_bad_input_is_one_line(tmp_path):
     assert_bad_input(tdpmmu("sweep", "--kernel", "v5.10", "--threads", "3..2"), "--threads")
     assert_bad_input(tdpmmu("sweep", "--kernel", "v5.10", "--vm", str(tmp_path / "no.toml")),
                      "--vm", "cannot read")
+
+
+def test_sweep_junit_xml_is_valid_xunit2_with_a_failing_case_per_finding(tmp_path):
+    xmlschema = pytest.importorskip("xmlschema")
+    out, xml = tmp_path / "out", tmp_path / "sweep.xml"
+    proc = sweep(tmp_path, "v5.10", "--out", str(out), "--junit-xml", str(xml))
+    assert proc.returncode == 1, proc.stderr
+    xmlschema.XMLSchema(str(Path(__file__).parent.parent / "data" / "junit-10.xsd")
+                        ).validate(str(xml))
+    cases = ET.parse(xml).getroot().find("testsuite").findall("testcase")
+    assert cases[0].get("name") == "scope" and cases[0].find("failure") is None
+    failures = [c.find("failure") for c in cases[1:]]
+    assert failures and all(f is not None for f in failures)
+    bug = [f for f in failures if f.get("type") == "BUG" and "kvm_mmu_get_root" in f.get(
+        "message") + f.text]
+    assert bug and "tdpmmu replay --kernel v5.10 --scenario" in bug[0].text

@@ -39,17 +39,47 @@ def testcase(res: Any) -> ET.Element:
 def to_junit(results: Iterable[Any], suite: str = "tdpmmu") -> str:
     """The XML document for a list of :class:`tdpmmu.checker.CheckResult`."""
     results = list(results)
-    failures = sum(1 for r in results if r.violation is not None)
-    total = sum(r.result.elapsed for r in results)
+    return _document(suite, [testcase(res) for res in results],
+                     sum(r.result.elapsed for r in results))
+
+
+def sweep_junit(sweeps: Iterable[tuple[Any, str, list[str]]],
+                suite: str = "tdpmmu sweep") -> str:
+    """The XML document of ``tdpmmu sweep``: per version, one test case for the
+    scope (its counts; passes when nothing was found) and one failing case per
+    unique finding.  ``sweeps`` holds (SweepResult, the kernel as the user
+    named it, the finding groups' report lines in order)."""
+    cases = []
+    total = 0.0
+    for res, spec, groups in sweeps:
+        total += res.elapsed
+        case = ET.Element("testcase", classname=f"tdpmmu.sweep.{res.kernel}",
+                          name="scope", time=_time(res.elapsed))
+        cut = f", cut by --max-executions: {', '.join(res.cut)}" if res.cut else ""
+        ET.SubElement(case, "system-out").text = (
+            f"{spec}: {res.generated} scenarios generated, {res.run} run, {res.verified} "
+            f"verified, {len(res.findings)} unique findings{cut}")
+        cases.append(case)
+        for i, (finding, lines) in enumerate(zip(res.findings.values(), groups, strict=True)):
+            kind, fn, _ = finding.signature
+            case = ET.Element("testcase", classname=f"tdpmmu.sweep.{res.kernel}",
+                              name=f"finding {i + 1}: {kind} in {fn}", time=_time(0.0))
+            fail = ET.SubElement(case, "failure", type=kind, message=f"{kind}: {finding.message}")
+            fail.text = lines
+            cases.append(case)
+    return _document(suite, cases, total)
+
+
+def _document(suite: str, cases: list[ET.Element], seconds: float) -> str:
+    failures = sum(1 for c in cases if c.find("failure") is not None)
     root = ET.Element("testsuites", name="tdpmmu")
     ts = ET.SubElement(root, "testsuite", name=suite, errors="0", failures=str(failures),
-                       skipped="0", tests=str(len(results)), time=_time(total),
+                       skipped="0", tests=str(len(cases)), time=_time(seconds),
                        timestamp=datetime.now(UTC).isoformat(timespec="seconds"),
                        hostname=socket.gethostname())
-    for res in results:
-        ts.append(testcase(res))
+    ts.extend(cases)
     ET.indent(root)
     return '<?xml version="1.0" encoding="utf-8"?>\n' + ET.tostring(root, encoding="unicode")
 
 
-__all__ = ["testcase", "to_junit"]
+__all__ = ["sweep_junit", "testcase", "to_junit"]

@@ -60,6 +60,9 @@ def add_parser(sub: Any, positive: Any) -> None:
     s.add_argument("--ray-address", metavar="ADDRESS",
                    help="the Ray cluster to join (default: RAY_ADDRESS, else a local instance)")
     s.add_argument("--json", action="store_true", help="print JSON")
+    s.add_argument("--junit-xml", metavar="FILE",
+                   help="also write JUnit XML (xunit2): per version a case for the scope and "
+                   "one failing case per unique finding (default: none)")
     s.add_argument("--out", metavar="DIR",
                    help="write each finding's smallest scenario as DIR/NN-KIND-FUNCTION.toml "
                    "(default: none written)")
@@ -116,6 +119,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps([_json(g, r, s) for (g, r), s in zip(results, args.kernel,
                                                             strict=True)], indent=2))
+    if args.junit_xml:
+        _write_junit(args.junit_xml, [(r, s) for (_, r), s in zip(results, args.kernel,
+                                                                   strict=True)])
     return 1 if any(r.findings for _, r in results) else 0
 
 
@@ -169,6 +175,25 @@ def _threads_text(data: dict[str, Any]) -> str:
                          for a in t["actions"])
         parts.append(f"{t['name']}: {acts}")
     return "; ".join(parts)
+
+
+def _write_junit(path: str, sweeps: list[tuple[SweepResult, str]]) -> None:
+    from ..report.junit import sweep_junit
+    rows = [(res, spec, [_finding_text(f, spec) for f in res.findings.values()])
+            for res, spec in sweeps]
+    try:
+        with open(path, "w") as f:
+            f.write(sweep_junit(rows))
+    except OSError as exc:
+        raise UserError(f"--junit-xml {path}: {exc.strerror}") from None
+
+
+def _finding_text(f: Finding, spec: str) -> str:
+    where = (f"tdpmmu replay --kernel {spec} --scenario {f.file} --schedule {f.schedule}"
+             if f.file else f"replay token {f.schedule} (--out DIR writes the scenario file)")
+    return (f"{_sig(f)}  [{f.scenarios} scenario(s)]\n{f.message}\nsmallest: {f.threads} "
+            f"threads, {f.actions} actions, {f.steps} steps: {_threads_text(f.scenario)}\n"
+            f"{where}")
 
 
 def _print_result(res: SweepResult, spec: str) -> None:
