@@ -179,7 +179,7 @@ def _threads_text(data: dict[str, Any]) -> str:
 
 def _write_junit(path: str, sweeps: list[tuple[SweepResult, str]]) -> None:
     from ..report.junit import sweep_junit
-    rows = [(res, spec, [_finding_text(f, spec) for f in res.findings.values()])
+    rows = [(res, spec, ["\n".join(_finding_lines(f, spec)) for f in res.findings.values()])
             for res, spec in sweeps]
     try:
         with open(path, "w") as f:
@@ -188,12 +188,19 @@ def _write_junit(path: str, sweeps: list[tuple[SweepResult, str]]) -> None:
         raise UserError(f"--junit-xml {path}: {exc.strerror}") from None
 
 
-def _finding_text(f: Finding, spec: str) -> str:
-    where = (f"tdpmmu replay --kernel {spec} --scenario {f.file} --schedule {f.schedule}"
-             if f.file else f"replay token {f.schedule} (--out DIR writes the scenario file)")
-    return (f"{_sig(f)}  [{f.scenarios} scenario(s)]\n{f.message}\nsmallest: {f.threads} "
-            f"threads, {f.actions} actions, {f.steps} steps: {_threads_text(f.scenario)}\n"
-            f"{where}")
+def _finding_lines(f: Finding, spec: str) -> list[str]:
+    """A finding group as the report prints it: its signature, message, smallest
+    scenario, and how to replay it; shared by the text table and JUnit."""
+    lines = [f"{_sig(f)}  [{f.scenarios} scenario(s)]", f.message,
+             f"smallest: {f.threads} threads, {f.actions} actions, {f.steps} steps: "
+             f"{_threads_text(f.scenario)}"]
+    if f.file:
+        lines += [f"file: {f.file}",
+                  f"replay: tdpmmu replay --kernel {spec} --scenario {f.file} "
+                  f"--schedule {f.schedule}"]
+    else:
+        lines.append(f"replay token {f.schedule} (--out DIR writes the scenario file)")
+    return lines
 
 
 def _print_result(res: SweepResult, spec: str) -> None:
@@ -209,16 +216,10 @@ def _print_result(res: SweepResult, spec: str) -> None:
     if res.stopped_by:
         print(f"(stopped by --time-limit: {res.not_run} scenarios not run)")
     for i, f in enumerate(sorted(res.findings.values(), key=lambda f: f.size), 1):
-        print(f"\n{i}. {_sig(f)}  [{f.scenarios} scenario(s)]")
-        print(f"   {f.message}")
-        print(f"   smallest: {f.threads} threads, {f.actions} actions, {f.steps} steps: "
-              f"{_threads_text(f.scenario)}")
-        if f.file:
-            print(f"   file: {f.file}")
-            print(f"   replay: tdpmmu replay --kernel {spec} --scenario {f.file} "
-                  f"--schedule {f.schedule}")
-        else:
-            print(f"   replay token {f.schedule} (--out DIR writes the scenario file)")
+        head, *rest = _finding_lines(f, spec)
+        print(f"\n{i}. {head}")
+        for line in rest:
+            print(f"   {line}")
     if res.cut:
         shown = ", ".join(res.cut[:20]) + (" ..." if len(res.cut) > 20 else "")
         print(f"\nIncomplete (cut by --max-executions): {shown}")
