@@ -30,7 +30,8 @@ stderr, no traceback)"""
 _CHECK_EPILOG = _EXIT_CODES + """
 
 examples:
-  tdpmmu check                                        the built-in versions x the seed's scenarios
+  tdpmmu check                                        the seed thread's versions x its scenarios
+  tdpmmu check --kernel all                           every built-in version x every scenario
   tdpmmu check --kernel v5.10 --scenario seed-bug     one pair: the full report of the bug
   tdpmmu check --kernel my_patch.py --scenario seed-bug --explain
   tdpmmu check --kernel v5.11 --strategy random --max-executions 200 --seed 1
@@ -90,14 +91,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("scenario", metavar="NAME|FILE", help="a built-in scenario or a file")
 
     c = sub.add_parser("check", help="check kernel versions on scenarios (no arguments: "
-                       "the built-in versions x the seed's scenarios)",
+                       "the seed thread's versions x its scenarios)",
                        epilog=_CHECK_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("--kernel", action="append", metavar="NAME|FILE.py",
-                   help="a built-in version or a variant file (repeatable; default: every "
-                   "built-in version)")
+                   help="a built-in version, a variant file, or `all` (every built-in "
+                   "version; with no --scenario, over every built-in scenario) "
+                   f"(repeatable; default: the seed thread's {', '.join(SEED_VERSIONS)})")
     c.add_argument("--scenario", action="append", metavar="NAME|FILE",
-                   help="a built-in scenario or a scenario file (repeatable; default: the "
-                   "seed's scenarios)")
+                   help="a built-in scenario, a scenario file, or `all` (every built-in "
+                   "scenario) (repeatable; default: the seed's scenarios)")
     _run_options(c)
     c.add_argument("--strategy", default="dpor", choices=engine.STRATEGIES,
                    help="how interleavings are chosen: dfs (all), dpor (all, reduced; the "
@@ -268,10 +270,12 @@ def cmd_check(args: argparse.Namespace) -> int:
                         f"{args.strategy}")
     if args.seed is not None and args.strategy not in ("pct", "random"):
         raise UserError(f"--seed applies to --strategy pct or random, not {args.strategy}")
-    kernels = args.kernel or list(SEED_VERSIONS)
-    scenarios = args.scenario or list(SEED_SCENARIOS)
+    kernels = expand_all(args.kernel, list(BUILTIN)) or list(SEED_VERSIONS)
+    every_version = "all" in (args.kernel or [])
+    scenarios = (expand_all(args.scenario, scenario_names())
+                 or (scenario_names() if every_version else list(SEED_SCENARIOS)))
     single = len(kernels) == 1 and len(scenarios) == 1
-    note = None if args.scenario else default_scenarios_note(scenarios)
+    note = None if args.scenario or every_version else default_scenarios_note(scenarios)
     if note and not args.json:
         _out(note)
     loaded = {kernel: _load_kernel(kernel, knobs) for kernel in dict.fromkeys(kernels)}
@@ -327,6 +331,15 @@ def _load_kernel(spec: str, knobs: dict[str, str]) -> Any:
     for note in notes:
         print(f"tdpmmu: {one_line(note)}", file=sys.stderr)
     return cls
+
+
+def expand_all(asked: list[str] | None, every: list[str]) -> list[str]:
+    """The names asked for, with ``all`` standing for every built-in one (in the
+    built-in order), each once, in the order first asked."""
+    names: list[str] = []
+    for name in asked or []:
+        names.extend(every if name == "all" else [name])
+    return list(dict.fromkeys(names))
 
 
 def default_scenarios_note(ran: list[str]) -> str | None:

@@ -237,3 +237,21 @@ def test_user_scenario_file_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr
     d = json.loads(proc.stdout)
     assert d["scenario"] == "mine" and d["violation"] is None and d["complete"] is True
+
+
+def test_kernel_all_runs_every_version_over_every_scenario():
+    """``--kernel all`` is the whole matrix: each built-in version once per built-in
+    scenario (bounded here to one execution per check; the pairs are what counts)."""
+    from tdpmmu.kvm.versions import BUILTIN
+    proc = tdpmmu("check", "--kernel", "all", "--max-executions", "1", "--json", "-j", "1")
+    assert proc.returncode in (0, 1), proc.stderr
+    pairs = [(r["kernel"], r["scenario"]) for r in json.loads(proc.stdout)]
+    assert pairs == [(k, s) for k in BUILTIN for s in scenario_names()]
+
+
+def test_scenario_all_with_named_versions_and_no_duplicates():
+    proc = tdpmmu("check", "--kernel", "v5.11", "--kernel", "v5.11", "--scenario", "all",
+                  "--scenario", "seed-bug", "--max-executions", "1", "--json", "-j", "1")
+    assert proc.returncode in (0, 1), proc.stderr
+    pairs = [(r["kernel"], r["scenario"]) for r in json.loads(proc.stdout)]
+    assert pairs == [("v5.11", s) for s in scenario_names()]
