@@ -211,6 +211,7 @@ def build_model(kernel_cls: type[V5_10], scenario: Scenario,
         vm.slots_lock = mutex("kvm->slots_lock")
         k.kvm_mmu_init_vm(vm)
         for vcpu in vm.vcpus:
+            vcpu.mutex = mutex(f"vcpu{vcpu.vcpu_id}->mutex")
             vcpu.mmu_role = kvm_mmu_page_role(level=vm.root_level)
             k.kvm_init_mmu(vcpu)
         for as_id in range(2):

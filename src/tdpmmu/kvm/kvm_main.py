@@ -38,6 +38,12 @@ __kernel_file__ = "virt/kvm/kvm_main.c"
 
 BITS_PER_LONG = 64
 
+# The vCPU ioctls the scenarios issue (include/uapi/linux/kvm.h names).
+KVM_RUN = "KVM_RUN"
+# Not an ioctl: what the guest makes its vCPU do inside KVM_RUN (INVPCID, a
+# CR0/CR4 write, ...) that drops the vCPU's roots: ``kvm_mmu_unload``.
+KVM_RUN_UNLOAD = "KVM_RUN(kvm_mmu_unload)"
+
 
 class KvmMain:
     """The generic KVM code the TDP MMU is driven by."""
@@ -46,6 +52,22 @@ class KvmMain:
     # Dirty-log enabling publishes the memslot flag, then write-protects
     # (v5.10); the what-if does it the other way round.
     dirty_log_flag_after_wrprot = False
+
+    # ----------------------------------------------------------- vCPU ioctls
+    def kvm_vcpu_ioctl(self, vcpu: Any, ioctl: str, *args: Any) -> None:
+        """Every vCPU ioctl runs under ``vcpu->mutex`` (``mutex_lock_killable``
+        in the kernel; the model has no signals), so one vCPU's ioctls, and
+        the root changes they make, never overlap.  The model's vCPU ioctls:
+        KVM_RUN, and KVM_RUN standing in for a guest exit that unloads the
+        vCPU's roots (:data:`KVM_RUN_UNLOAD`)."""
+        mutex_lock(vcpu.mutex)
+        if ioctl == KVM_RUN:
+            self.kvm_arch_vcpu_ioctl_run(vcpu, *args)
+        elif ioctl == KVM_RUN_UNLOAD:
+            self.kvm_mmu_unload(vcpu)
+        else:
+            raise ValueError(f"kvm_vcpu_ioctl: {ioctl} is not modelled")
+        mutex_unlock(vcpu.mutex)
 
     # ----------------------------------------------------------- memslots
     def _kvm_memslots(self, kvm: Any, as_id: int) -> kvm_memslots:

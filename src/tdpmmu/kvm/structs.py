@@ -161,6 +161,7 @@ class kvm_vcpu:
         self.srcu_idx = None
         self.fault_retry_spin = False
         self.mmu_role: Any = None
+        self.mutex: Any = None  # vcpu->mutex, made with the VM's other locks
 
 
 class kvm_arch(Guarded):

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..engine import READ, mark, visible
 from ..kvm import shared
+from ..kvm.kvm_main import KVM_RUN, KVM_RUN_UNLOAD
 from ..kvm.structs import KVM_MEM_LOG_DIRTY_PAGES
 from ..kvm.x86 import GuestOp
 from .format import Action
@@ -36,11 +37,11 @@ def userspace_memslot(world: World, a: Action) -> Any:
 def do_vcpu_run(world: World, a: Action) -> None:
     vcpu = world.kvm.vcpus[a.args["vcpu"]]
     program = [GuestOp(kind, gfn) for kind, gfn in a.args["guest"]]
-    world.k.kvm_arch_vcpu_ioctl_run(vcpu, program)
+    world.k.kvm_vcpu_ioctl(vcpu, KVM_RUN, program)
 
 
 def do_vcpu_unload(world: World, a: Action) -> None:
-    world.k.kvm_mmu_unload(world.kvm.vcpus[a.args["vcpu"]])
+    world.k.kvm_vcpu_ioctl(world.kvm.vcpus[a.args["vcpu"]], KVM_RUN_UNLOAD)
 
 
 def do_memslot_create(world: World, a: Action) -> None:
