@@ -353,3 +353,18 @@ def test_utf8_description_loads(tmp_path):
     f = tmp_path / "utf8.toml"
     f.write_bytes(GOOD_TOML.replace("a valid scenario", "naïve – ok").encode("utf-8"))
     assert load_scenario(f).description == "naïve – ok"
+
+
+def test_huge_pages_need_a_root_above_the_huge_level():
+    """A 2M leaf in the root page table cannot exist on real hardware (roots are
+    4/5 levels): a huge memslot with root_level 2 is refused, in [[memslot]]
+    and in memslot_create; root_level 3 is accepted."""
+    slots = [{"id": 0, "base_gfn": 0, "npages": 4, "hva": 0x100, "huge": True}]
+    msg = error_of(edited(vm={"vcpus": 2, "root_level": 2}, memslot=slots))
+    assert "memslot 0 huge" in msg and "root_level >= 3" in msg
+    data = edited(vm={"vcpus": 2, "root_level": 2}, memslot=[])
+    data["thread"][0]["actions"] = [{"op": "memslot_create", "slot": 1, "base_gfn": 8,
+                                     "npages": 4, "hva": 0x200, "huge": True}]
+    msg = error_of(data)
+    assert "(memslot_create) huge" in msg and "root_level >= 3" in msg
+    assert parse_scenario(edited(memslot=slots), PATH).memslots[0].huge

@@ -151,6 +151,18 @@ OPS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
 MM_OPS = {"invalidate", "change_pte", "age", "test_age", "zap_all"}
 FD_OPS = set(OPS) - MM_OPS - {"destroy_vm"}
 BOOL_FIELDS = {"huge", "log_dirty"}
+# A huge SPTE is a 2M leaf one level above the 4K ones.  Real TDP roots are 4 or
+# 5 levels and huge leaves stop at level 3 (1G), so a leaf never sits in the
+# root page table; with root_level 2 the model's 2M leaf would, and walks that
+# rely on that (the zap-all that stays at the root level) would go wrong in ways
+# no real kernel can.  So huge memslots need a root of at least 3 levels.
+HUGE_MIN_ROOT_LEVEL = 3
+
+
+def _huge_needs_root_level(err: Any, where: str, root_level: int) -> None:
+    if root_level < HUGE_MIN_ROOT_LEVEL:
+        raise err(where, f"huge pages need root_level >= {HUGE_MIN_ROOT_LEVEL} (a 2M leaf "
+                  f"would sit in the root page table, which no real TDP root allows)")
 
 
 @dataclass(frozen=True)
@@ -291,6 +303,8 @@ def parse_scenario(data: dict[str, Any], path: str) -> Scenario:
             hva=_int(raw["hva"], err, f"{where} hva", 0, 1 << 40),
             huge=_bool(raw.get("huge", False), err, f"{where} huge"),
             log_dirty=_bool(raw.get("log_dirty", False), err, f"{where} log_dirty"))
+        if spec.huge:
+            _huge_needs_root_level(err, f"{where} huge", root_level)
         if spec.base_gfn + spec.npages > max_gfn:
             raise err(where, f"gfns {spec.base_gfn:#x}+{spec.npages} exceed the guest's "
                       f"{max_gfn} gfns (root_level {root_level})")
@@ -447,6 +461,8 @@ def _action(raw: Any, where: str, ctx: tuple) -> Action:
             args[key] = _int(value, err, f"{where} ({op}) {key}", 0, 1)
         else:
             args[key] = _int(value, err, f"{where} ({op}) {key}", 0, 1 << 40)
+    if op == "memslot_create" and args["huge"]:
+        _huge_needs_root_level(err, f"{where} ({op}) huge", max_gfn.bit_length() // 2)
     if op == "memslot_create" and args["base_gfn"] + args["npages"] > max_gfn:
         raise err(f"{where} ({op})", f"gfns {args['base_gfn']:#x}+{args['npages']} exceed "
                   f"the guest's {max_gfn} gfns")
