@@ -31,8 +31,7 @@ from ..kernel import (
 from . import shared as sh
 from .mmu import KVM_PFN_ERR_RO_FAULT
 from .mmu_lock import KVM_MMU_LOCK, KVM_MMU_UNLOCK
-from .spte import KVM_PAGES_PER_HPAGE, PAGE_SHIFT, PG_LEVEL_4K, is_last_spte, \
-    is_shadow_present_pte
+from .spte import KVM_PAGES_PER_HPAGE, PAGE_SHIFT, PG_LEVEL_4K, is_last_spte, is_shadow_present_pte
 from .structs import INVALID_PAGE, KVM_ADDRESS_SPACE_NUM, kvm_memory_slot, kvm_mmu_page
 from .tdp_iter import for_each_tdp_pte_min_level, tdp_iter, to_shadow_page
 from .tdp_mmu import PFERR_WRITE_MASK, RET_PF_EMULATE, RET_PF_RETRY

@@ -13,8 +13,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..kernel import WARN_ON, WARN_ON_ONCE, cond_resched_rwlock_read, \
-    cond_resched_rwlock_write, rcu_read_lock, rcu_read_unlock
+from ..kernel import (
+    WARN_ON,
+    WARN_ON_ONCE,
+    cond_resched_rwlock_read,
+    cond_resched_rwlock_write,
+    rcu_read_lock,
+    rcu_read_unlock,
+)
 from .spte import PAGE_SHIFT
 from .structs import kvm_mmu_page
 from .tdp_iter import tdp_iter, to_shadow_page
