@@ -108,8 +108,8 @@ def test_plain_increment_get_root_is_unreachable_on_v5_18():
     invalidate_all_roots) holds the lock for write.  So the what-if verifies
     completely where a read-locked walk's put is the root's last (it makes
     the root defunct) and the worker zaps and frees it.  None of v5.13-v5.18
-    lets it happen; the first version where gets race the last put is one
-    whose roots are got under the read lock (6.9, 576a15de8d29)."""
+    lets it happen; the first candidate is a version that looks roots up
+    under the read lock (6.9, 576a15de8d29), not modelled yet."""
     res = check(PlainIncrementGetRoot, "dirty-log-walk-vs-unload")
     assert res.result.complete and res.violation is None
 
