@@ -65,3 +65,18 @@ def test_v5_13_model_walks_the_memslot_zap_fully():
     the same scenario verifies on v5.13 (the oracle's v5.12 row)."""
     res = check("v5.13", "memslot-delete-then-munmap")
     assert res.result.complete and res.violation is None
+
+
+def test_the_freed_root_is_reported_only_once_a_grace_period_can_end():
+    """The root goes back to the slab through call_rcu: without a thread that
+    completes a grace period while the walk is outside its read-side section
+    (the scenario's "rcu" thread, op rcu_grace_period) the unlinked root is
+    stale but still allocated, and the same space verifies."""
+    from dataclasses import replace
+
+    from tdpmmu.checker import resolve_scenario
+
+    sc = resolve_scenario("notifier-yield-vs-last-put")
+    no_gp = replace(sc, threads=[t for t in sc.threads if t[0] != "rcu"])
+    res = check("v5.15", no_gp)
+    assert res.result.complete and res.violation is None
