@@ -1,5 +1,4 @@
-"""Linux 5.15's TDP MMU: the generic MMU-notifier walkers (a non-yield-safe
-root walk that may yield), zap-all that stays at the root level.
+"""Linux 5.15's TDP MMU: zap-all that stays at the root level.
 
 Built from the stored 5.15.16 tree (``yashlala/fastswap-linux-5.16.16``: its
 Makefile says 5.15.16) read against 5.12.9 and the model's ``V5_13``.  The
@@ -15,8 +14,6 @@ root is invalidated by memslot update", 5.16-rc3) did not apply to
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from ..kernel import (
@@ -32,46 +29,23 @@ from . import shared as sh
 from .mmu import KVM_PFN_ERR_RO_FAULT
 from .mmu_lock import KVM_MMU_LOCK, KVM_MMU_UNLOCK
 from .spte import KVM_PAGES_PER_HPAGE, PAGE_SHIFT, PG_LEVEL_4K, is_last_spte, is_shadow_present_pte
-from .structs import INVALID_PAGE, KVM_ADDRESS_SPACE_NUM, kvm_memory_slot, kvm_mmu_page
+from .structs import INVALID_PAGE, kvm_mmu_page
 from .tdp_iter import for_each_tdp_pte_min_level, tdp_iter, to_shadow_page
 from .tdp_mmu import PFERR_WRITE_MASK, RET_PF_EMULATE, RET_PF_RETRY
-from .v5_13 import V5_13
+from .v5_13 import V5_13, kvm_gfn_range
 
 __kernel_file__ = "arch/x86/kvm/mmu/tdp_mmu.c"
 
 
-@dataclass
-class kvm_gfn_range:
-    """``struct kvm_gfn_range`` (include/linux/kvm_host.h, 5.13+): one memslot's
-    part of an MMU-notifier hva range, in gfns."""
-
-    slot: kvm_memory_slot
-    start: int
-    end: int
-    pte: Any = None
-    may_block: bool = False
-
-
 class V5_15(V5_13):
-    """Linux 5.15: era C as 5.15 released it.  The MMU notifier reaches the TDP
-    MMU through the generic memslot walker: ``kvm_tdp_mmu_unmap_gfn_range``
-    walks every root of the address space with the plain
-    ``for_each_tdp_mmu_root`` (invalid roots included, no reference taken)
-    and lets ``zap_gfn_range`` yield when the notifier may block;
-    ``kvm_tdp_mmu_handle_gfn`` (age, test_age, change_pte) walks the same way
-    without yielding.  A zap of everything no longer steps down below the
-    root level, and ``direct_page_fault`` decides once whether the fault is a
-    TDP MMU fault (``is_tdp_mmu``).
+    """Linux 5.15: era C as 5.15 released it.  A zap of everything no longer
+    steps down below the root level, and ``direct_page_fault`` decides once
+    whether the fault is a TDP MMU fault (``is_tdp_mmu``).  The MMU notifier's
+    generic walkers are 5.13's (see ``V5_13``): ``kvm_tdp_mmu_unmap_gfn_range``
+    still walks the roots without a reference while its zap may yield.
 
-    Mainline commits that make it differ from the model's v5.13 (the first
-    two are 5.13 commits the model's ``V5_13`` leaves in 5.12's shape, see its
-    docstring; they first appear here):
+    Mainline commits (5.14 and 5.15) that make it differ from v5.13:
 
-    - 3039bcc74498 KVM: Move x86's MMU notifier memslot walkers to generic code
-      (``kvm_gfn_range``, ``kvm_tdp_mmu_unmap_gfn_range``,
-      ``kvm_tdp_mmu_handle_gfn``; 5.13)
-    - e1eed5847b09 KVM: x86/mmu: Allow yielding during MMU notifier unmap/zap,
-      if possible (``range->may_block`` as ``zap_gfn_range``'s can_yield; 5.13)
     - 0103098fb4f1 KVM: x86/mmu: Don't step down in the TDP iterator when
       zapping all SPTEs (5.14-rc6)
     - 63f4fd5e0cf3-era ``is_tdp_mmu(vcpu->arch.mmu)`` in direct_page_fault
@@ -84,19 +58,14 @@ class V5_15(V5_13):
 
     (Hashes from the fixes' "Fixes:" lines and memory of the mainline log.)
 
-    Simplifications: the generic walker (``__kvm_handle_hva_range``) is
-    modelled by the arch hooks' stand-ins ``kvm_unmap_hva_range`` and
-    friends, called from the notifier handlers the model keeps, which take
-    ``mmu_lock`` for write whether or not a memslot overlaps the range (the
-    real walker takes it on the first overlapping memslot): with no overlap
-    nothing is done under it either way.  ``kvm_zap_gfn_range``'s
+    Simplifications: ``kvm_zap_gfn_range``'s
     ``kvm_inc_notifier_count`` (5.15) is left out: no scenario faults on a
     range it zaps while it runs, and its gfn/hva mix-up is a legacy-MMU
     concern.  Everything ``V5_13`` lists.
     """
 
     name = "v5.15"
-    summary = "Linux 5.15: generic notifier walkers (unreferenced, yielding), zap-all at root level"
+    summary = "Linux 5.15: zap-all stays at the root level, is_tdp_mmu faults"
 
     # ------------------------------------------------------------ VM init
     def kvm_mmu_uninit_tdp_mmu(self, kvm: Any) -> None:
@@ -138,105 +107,6 @@ class V5_15(V5_13):
                 break
         rcu_read_unlock()
         return flush
-
-    # ------------------------------------------- MMU notifier (generic)
-    def _kvm_handle_hva_range(self, kvm: Any, start: int, end: int,
-                              handler: Callable[[Any, kvm_gfn_range], bool], pte: Any = None,
-                              may_block: bool = False) -> bool:
-        """``__kvm_handle_hva_range`` (virt/kvm/kvm_main.c, 5.13+) without its
-        locking (the caller holds ``mmu_lock``, see the class docstring): the
-        handler runs once per memslot overlapping ``[start, end)``, on that
-        slot's gfns, address space by address space."""
-        ret = False
-        for as_id in range(KVM_ADDRESS_SPACE_NUM):
-            slots = self._kvm_memslots(kvm, as_id)
-            for slot in slots.slots:
-                hva_start = max(start, slot.userspace_addr)
-                hva_end = min(end, slot.userspace_addr + slot.npages)
-                if hva_start >= hva_end:
-                    continue
-                gfn_range = kvm_gfn_range(
-                    slot=slot, start=slot.base_gfn + (hva_start - slot.userspace_addr),
-                    end=slot.base_gfn + (hva_end - slot.userspace_addr), pte=pte,
-                    may_block=may_block)
-                ret |= bool(handler(kvm, gfn_range))
-        return ret
-
-    def kvm_unmap_hva_range(self, kvm: Any, start: int, end: int) -> int:
-        """invalidate_range_start's walk; the notifier may block (the
-        ``mmu_notifier_range_blockable`` case)."""
-        return int(self._kvm_handle_hva_range(kvm, start, end, self.kvm_unmap_gfn_range,
-                                              may_block=True))
-
-    def kvm_set_spte_hva(self, kvm: Any, hva: int, pte: Any) -> int:
-        return int(self._kvm_handle_hva_range(kvm, hva, hva + 1, self.kvm_set_spte_gfn, pte))
-
-    def kvm_age_hva(self, kvm: Any, start: int, end: int) -> int:
-        return int(self._kvm_handle_hva_range(kvm, start, end, self.kvm_age_gfn))
-
-    def kvm_test_age_hva(self, kvm: Any, hva: int) -> int:
-        return int(self._kvm_handle_hva_range(kvm, hva, hva + 1, self.kvm_test_age_gfn))
-
-    # mmu.c's arch hooks
-    def kvm_unmap_gfn_range(self, kvm: Any, gfn_range: kvm_gfn_range) -> bool:
-        flush = False
-        if kvm.arch.tdp_mmu_enabled:
-            flush = self.kvm_tdp_mmu_unmap_gfn_range(kvm, gfn_range, flush)
-        return flush
-
-    def kvm_set_spte_gfn(self, kvm: Any, gfn_range: kvm_gfn_range) -> bool:
-        flush = False
-        if kvm.arch.tdp_mmu_enabled:
-            flush |= self.kvm_tdp_mmu_set_spte_gfn(kvm, gfn_range)
-        return flush
-
-    def kvm_age_gfn(self, kvm: Any, gfn_range: kvm_gfn_range) -> bool:
-        young = False
-        if kvm.arch.tdp_mmu_enabled:
-            young |= self.kvm_tdp_mmu_age_gfn_range(kvm, gfn_range)
-        return young
-
-    def kvm_test_age_gfn(self, kvm: Any, gfn_range: kvm_gfn_range) -> bool:
-        young = False
-        if kvm.arch.tdp_mmu_enabled:
-            young |= self.kvm_tdp_mmu_test_age_gfn(kvm, gfn_range)
-        return young
-
-    # tdp_mmu.c
-    def kvm_tdp_mmu_unmap_gfn_range(self, kvm: Any, gfn_range: kvm_gfn_range,
-                                    flush: bool) -> bool:
-        """3039bcc74498 + e1eed5847b09: every root of the slot's address space,
-        invalid ones included, walked without a reference, and the zap may
-        yield ``mmu_lock`` (so the root being zapped can get its last put and
-        be freed meanwhile: 7533377215b6, in 5.16, fixed that)."""
-        for root in self.for_each_tdp_mmu_root(kvm, gfn_range.slot.as_id):
-            flush = self.zap_gfn_range(kvm, root, gfn_range.start, gfn_range.end,
-                                       gfn_range.may_block, flush, False)
-        return flush
-
-    def kvm_tdp_mmu_handle_gfn(self, kvm: Any, gfn_range: kvm_gfn_range,
-                               handler: Any) -> bool:
-        """No yielding: none of the notifiers that come here may block.  The
-        model's handlers are 5.12's per-root range functions (same SPTE
-        changes), called on the range's gfns."""
-        ret = False
-        rcu_read_lock()
-        for root in self.for_each_tdp_mmu_root(kvm, gfn_range.slot.as_id):
-            ret |= bool(handler(kvm, gfn_range.slot, root, gfn_range.start, gfn_range.end,
-                                gfn_range.pte))
-        rcu_read_unlock()
-        return ret
-
-    def kvm_tdp_mmu_age_gfn_range(self, kvm: Any, gfn_range: kvm_gfn_range) -> bool:
-        return self.kvm_tdp_mmu_handle_gfn(kvm, gfn_range, self.age_gfn_range)
-
-    def kvm_tdp_mmu_test_age_gfn(self, kvm: Any, gfn_range: kvm_gfn_range) -> bool:
-        return self.kvm_tdp_mmu_handle_gfn(kvm, gfn_range, self.test_age_gfn)
-
-    def kvm_tdp_mmu_set_spte_gfn(self, kvm: Any, gfn_range: kvm_gfn_range) -> bool:
-        # set_tdp_spte flushes itself; the kernel's handler returns false too.
-        self.kvm_tdp_mmu_handle_gfn(kvm, gfn_range, self.set_tdp_spte)
-        return False
 
     # ---------------------------------------------------------- page fault
     def is_tdp_mmu(self, kvm: Any, mmu: Any) -> bool:
