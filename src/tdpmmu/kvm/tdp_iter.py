@@ -36,7 +36,8 @@ class tdp_iter:
     """``struct tdp_iter``: ``sptep`` is modelled as (page, index)."""
 
     __slots__ = ("kvm", "goal_gfn", "pt_path", "sp", "index", "gfn", "root_level",
-                 "min_level", "level", "old_spte", "valid", "yielded_at", "yielded_gfn")
+                 "min_level", "level", "old_spte", "valid", "yielded_at", "yielded_gfn",
+                 "yielded")
 
     def __init__(self, kvm: Any) -> None:
         self.kvm = kvm
@@ -52,6 +53,7 @@ class tdp_iter:
         self.valid = False
         self.yielded_at: int | None = None  # model only: goal_gfn at the last yield
         self.yielded_gfn = 0  # 5.12+: next_last_level_gfn when the walk last (re)started
+        self.yielded = False  # 5.16+ (3a0f64de479c): restart at the next tdp_iter_next
 
     @property
     def next_last_level_gfn(self) -> int:
@@ -105,12 +107,14 @@ def tdp_iter_start(it: tdp_iter, root_pt: Any, root_level: int, min_level: int,
     it.gfn = round_gfn_for_level(it.goal_gfn, it.level)
     tdp_iter_refresh_sptep(it)
     it.valid = True
+    it.yielded = False
     it.yielded_gfn = it.goal_gfn
 
 
 def tdp_iter_restart(it: tdp_iter) -> None:
     """5.12's restart after a yield: from the root towards next_last_level_gfn,
     remembering where it yielded (the forward-progress check reads it)."""
+    it.yielded = False
     it.yielded_gfn = it.goal_gfn
     it.level = it.root_level
     it.gfn = round_gfn_for_level(it.goal_gfn, it.level)
@@ -153,6 +157,11 @@ def try_step_up(it: tdp_iter) -> bool:
 
 
 def tdp_iter_next(it: tdp_iter) -> None:
+    # 3a0f64de479c (5.16): a walk that yielded restarts here instead of advancing
+    # past the SPTE it restarted on (before it, nothing sets ``yielded``).
+    if it.yielded:
+        tdp_iter_restart(it)
+        return
     if try_step_down(it):
         return
     while True:

@@ -8,8 +8,8 @@ listed in the class docstring, leaving out what 5.14 and 5.15 changed.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import replace
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 from ..engine import Var, cpu_relax
@@ -56,7 +56,7 @@ from .spte import (
     is_removed_spte,
     is_shadow_present_pte,
 )
-from .structs import INVALID_PAGE, KVM_ADDRESS_SPACE_NUM, kvm_mmu_page
+from .structs import INVALID_PAGE, KVM_ADDRESS_SPACE_NUM, kvm_memory_slot, kvm_mmu_page
 from .tdp_iter import (
     for_each_tdp_pte_min_level,
     read_spte,
@@ -75,6 +75,18 @@ def role_invalid(root: kvm_mmu_page) -> bool:
     """``root->role.invalid``: a shared word from 5.13 (set under the write lock,
     read by root walkers under the read lock or RCU alone)."""
     return bool(READ_ONCE(root.role_invalid))
+
+
+@dataclass
+class kvm_gfn_range:
+    """``struct kvm_gfn_range`` (include/linux/kvm_host.h, 5.13+): one memslot's
+    part of an MMU-notifier hva range, in gfns."""
+
+    slot: kvm_memory_slot
+    start: int
+    end: int
+    pte: Any = None
+    may_block: bool = False
 
 
 class V5_13(V5_12):
@@ -106,16 +118,32 @@ class V5_13(V5_12):
     - a3f15bda46e8 KVM: x86/mmu: Pass address space ID to TDP MMU root walkers
     - 33a3164161fc-era as_id/shared arguments of
       ``for_each_tdp_mmu_root_yield_safe`` and ``tdp_mmu_iter_cond_resched``
+    - 3039bcc74498 KVM: Move x86's MMU notifier memslot walkers to generic code
+      (``kvm_gfn_range``, ``kvm_tdp_mmu_unmap_gfn_range``, ``kvm_tdp_mmu_handle_gfn``)
+    - e1eed5847b09 KVM: x86/mmu: Allow yielding during MMU notifier unmap/zap,
+      if possible (``range->may_block`` as ``zap_gfn_range``'s can_yield)
     - 4a38162ee9f1-era mmu_alloc_direct_roots holding mmu_lock for write around
       ``kvm_tdp_mmu_get_vcpu_root_hpa``
 
     (Hashes from memory of the mainline log; the closing note of issue 6 says
     which were checked against the stored archives.)
 
-    Simplifications: the MMU-notifier handlers keep 5.12's shape (a
-    reference-taking walk over every root under the write lock) instead of
-    5.13's generic memslot walker (3039bcc74498) and non-yielding
-    ``kvm_tdp_mmu_handle_gfn``: the same SPTEs change under the same lock.
+    The MMU notifier reaches the TDP MMU through the generic memslot walker
+    (3039bcc74498 KVM: Move x86's MMU notifier memslot walkers to generic
+    code): ``kvm_tdp_mmu_unmap_gfn_range`` walks every root of the address
+    space with the plain ``for_each_tdp_mmu_root`` (invalid roots included,
+    no reference taken) and lets ``zap_gfn_range`` yield when the notifier
+    may block (e1eed5847b09 KVM: x86/mmu: Allow yielding during MMU notifier
+    unmap/zap, if possible); ``kvm_tdp_mmu_handle_gfn`` (age, test_age,
+    change_pte) walks the same way without yielding.
+
+    Simplifications: the generic walker (``__kvm_handle_hva_range``) is
+    modelled by the arch hooks' stand-ins ``kvm_unmap_hva_range`` and
+    friends, called from the notifier handlers the model keeps, which take
+    ``mmu_lock`` for write whether or not a memslot overlaps the range (the
+    real walker takes it on the first overlapping memslot): with no overlap
+    nothing is done under it either way.  The handlers are 5.12's per-root
+    range functions, called on each range's gfns (same SPTE changes).
     ``zap_collapsible_spte_range`` stays at 5.12's write-locked form (no
     scenario disables dirty logging).  Everything 5.12's docstring lists.
     """
@@ -390,6 +418,105 @@ class V5_13(V5_12):
             self.kvm_tdp_mmu_zap_invalidated_roots(kvm)
             read_unlock(kvm.mmu_lock)
 
+    # ------------------------------------------- MMU notifier (generic)
+    def _kvm_handle_hva_range(self, kvm: Any, start: int, end: int,
+                              handler: Callable[[Any, kvm_gfn_range], bool], pte: Any = None,
+                              may_block: bool = False) -> bool:
+        """``__kvm_handle_hva_range`` (virt/kvm/kvm_main.c, 5.13+) without its
+        locking (the caller holds ``mmu_lock``, see the class docstring): the
+        handler runs once per memslot overlapping ``[start, end)``, on that
+        slot's gfns, address space by address space."""
+        ret = False
+        for as_id in range(KVM_ADDRESS_SPACE_NUM):
+            slots = self._kvm_memslots(kvm, as_id)
+            for slot in slots.slots:
+                hva_start = max(start, slot.userspace_addr)
+                hva_end = min(end, slot.userspace_addr + slot.npages)
+                if hva_start >= hva_end:
+                    continue
+                gfn_range = kvm_gfn_range(
+                    slot=slot, start=slot.base_gfn + (hva_start - slot.userspace_addr),
+                    end=slot.base_gfn + (hva_end - slot.userspace_addr), pte=pte,
+                    may_block=may_block)
+                ret |= bool(handler(kvm, gfn_range))
+        return ret
+
+    def kvm_unmap_hva_range(self, kvm: Any, start: int, end: int) -> int:
+        """invalidate_range_start's walk; the notifier may block (the
+        ``mmu_notifier_range_blockable`` case)."""
+        return int(self._kvm_handle_hva_range(kvm, start, end, self.kvm_unmap_gfn_range,
+                                              may_block=True))
+
+    def kvm_set_spte_hva(self, kvm: Any, hva: int, pte: Any) -> int:
+        return int(self._kvm_handle_hva_range(kvm, hva, hva + 1, self.kvm_set_spte_gfn, pte))
+
+    def kvm_age_hva(self, kvm: Any, start: int, end: int) -> int:
+        return int(self._kvm_handle_hva_range(kvm, start, end, self.kvm_age_gfn))
+
+    def kvm_test_age_hva(self, kvm: Any, hva: int) -> int:
+        return int(self._kvm_handle_hva_range(kvm, hva, hva + 1, self.kvm_test_age_gfn))
+
+    # mmu.c's arch hooks
+    def kvm_unmap_gfn_range(self, kvm: Any, gfn_range: kvm_gfn_range) -> bool:
+        flush = False
+        if kvm.arch.tdp_mmu_enabled:
+            flush = self.kvm_tdp_mmu_unmap_gfn_range(kvm, gfn_range, flush)
+        return flush
+
+    def kvm_set_spte_gfn(self, kvm: Any, gfn_range: kvm_gfn_range) -> bool:
+        flush = False
+        if kvm.arch.tdp_mmu_enabled:
+            flush |= self.kvm_tdp_mmu_set_spte_gfn(kvm, gfn_range)
+        return flush
+
+    def kvm_age_gfn(self, kvm: Any, gfn_range: kvm_gfn_range) -> bool:
+        young = False
+        if kvm.arch.tdp_mmu_enabled:
+            young |= self.kvm_tdp_mmu_age_gfn_range(kvm, gfn_range)
+        return young
+
+    def kvm_test_age_gfn(self, kvm: Any, gfn_range: kvm_gfn_range) -> bool:
+        young = False
+        if kvm.arch.tdp_mmu_enabled:
+            young |= self.kvm_tdp_mmu_test_age_gfn(kvm, gfn_range)
+        return young
+
+    # tdp_mmu.c
+    def kvm_tdp_mmu_unmap_gfn_range(self, kvm: Any, gfn_range: kvm_gfn_range,
+                                    flush: bool) -> bool:
+        """3039bcc74498 + e1eed5847b09: every root of the slot's address space,
+        invalid ones included, walked without a reference, and the zap may
+        yield ``mmu_lock`` (so the root being zapped can get its last put and
+        be freed meanwhile: 7533377215b6, in 5.16, fixed that)."""
+        for root in self.for_each_tdp_mmu_root(kvm, gfn_range.slot.as_id):
+            flush = self.zap_gfn_range(kvm, root, gfn_range.start, gfn_range.end,
+                                       gfn_range.may_block, flush, False)
+        return flush
+
+    def kvm_tdp_mmu_handle_gfn(self, kvm: Any, gfn_range: kvm_gfn_range,
+                               handler: Any) -> bool:
+        """No yielding: none of the notifiers that come here may block.  The
+        model's handlers are 5.12's per-root range functions (same SPTE
+        changes), called on the range's gfns."""
+        ret = False
+        rcu_read_lock()
+        for root in self.for_each_tdp_mmu_root(kvm, gfn_range.slot.as_id):
+            ret |= bool(handler(kvm, gfn_range.slot, root, gfn_range.start, gfn_range.end,
+                                gfn_range.pte))
+        rcu_read_unlock()
+        return ret
+
+    def kvm_tdp_mmu_age_gfn_range(self, kvm: Any, gfn_range: kvm_gfn_range) -> bool:
+        return self.kvm_tdp_mmu_handle_gfn(kvm, gfn_range, self.age_gfn_range)
+
+    def kvm_tdp_mmu_test_age_gfn(self, kvm: Any, gfn_range: kvm_gfn_range) -> bool:
+        return self.kvm_tdp_mmu_handle_gfn(kvm, gfn_range, self.test_age_gfn)
+
+    def kvm_tdp_mmu_set_spte_gfn(self, kvm: Any, gfn_range: kvm_gfn_range) -> bool:
+        # set_tdp_spte flushes itself; the kernel's handler returns false too.
+        self.kvm_tdp_mmu_handle_gfn(kvm, gfn_range, self.set_tdp_spte)
+        return False
+
     # ------------------------------------------------ 5.12-shaped callers
     def slot_root_walk(self, kvm: Any, slot: Any, body: Any) -> bool:
         """The write-locked slot walks the model keeps (zap_collapsible)."""
@@ -519,4 +646,4 @@ class V5_13(V5_12):
             self.kvm_arch_flush_remote_tlbs_memslot(kvm, memslot)
 
 
-__all__ = ["V5_13", "role_invalid"]
+__all__ = ["V5_13", "kvm_gfn_range", "role_invalid"]

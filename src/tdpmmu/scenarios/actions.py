@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ..engine import READ, mark, visible
+from ..kernel import synchronize_rcu
 from ..kvm import shared
 from ..kvm.kvm_main import KVM_RUN, KVM_RUN_UNLOAD
 from ..kvm.structs import KVM_MEM_LOG_DIRTY_PAGES
@@ -204,6 +205,14 @@ def do_destroy_vm(world: World, a: Action) -> None:
     world.k.kvm_destroy_vm(kvm)
 
 
+def do_rcu_grace_period(world: World, a: Action) -> None:
+    """Another CPU of the host completes an RCU grace period and runs the
+    callbacks queued before it (the kernel runs them asynchronously, in
+    softirq context; the model's callbacks run only where a grace period
+    completes, so a scenario says where one may)."""
+    synchronize_rcu()
+
+
 ACTIONS: dict[str, Callable[[World, Action], None]] = {
     "vcpu_run": do_vcpu_run,
     "vcpu_unload": do_vcpu_unload,
@@ -221,4 +230,5 @@ ACTIONS: dict[str, Callable[[World, Action], None]] = {
     "zap_all": do_zap_all,
     "zap_gfn_range": do_zap_gfn_range,
     "destroy_vm": do_destroy_vm,
+    "rcu_grace_period": do_rcu_grace_period,
 }

@@ -60,6 +60,8 @@ Actions (``op`` and its fields; ``as_id`` defaults to 0 everywhere):
   action, never in ``[[setup]]``; the mm's events (``invalidate``,
   ``change_pte``, ``age``, ``test_age``, ``zap_all``) may race with it and do
   not reach KVM once its MMU notifier is unregistered
+- ``rcu_grace_period``: another CPU completes an RCU grace period and runs the
+  ``call_rcu`` callbacks queued before it (frees what waited for one)
 
 Every error names the file, the place (e.g. ``thread 'host' action 2``) and
 the reason.
@@ -146,10 +148,12 @@ OPS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "zap_all": ((), {}),
     "zap_gfn_range": (("base_gfn", "npages"), {}),
     "destroy_vm": ((), {}),
+    "rcu_grace_period": ((), {}),
 }
 # Host mm events: they reach KVM through its MMU notifier, not through the VM's fd.
 MM_OPS = {"invalidate", "change_pte", "age", "test_age", "zap_all"}
-FD_OPS = set(OPS) - MM_OPS - {"destroy_vm"}
+# rcu_grace_period: some CPU of the host completes a grace period (no VM fd).
+FD_OPS = set(OPS) - MM_OPS - {"destroy_vm", "rcu_grace_period"}
 BOOL_FIELDS = {"huge", "log_dirty"}
 # A huge SPTE is a 2M leaf one level above the 4K ones.  Real TDP roots are 4 or
 # 5 levels and huge leaves stop at level 3 (1G), so a leaf never sits in the
@@ -199,6 +203,7 @@ OP_META: dict[str, OpMeta] = {
     "zap_all": OpMeta("host"),
     "zap_gfn_range": OpMeta("host", sweep=("gfn_range",)),
     "destroy_vm": OpMeta("host"),
+    "rcu_grace_period": OpMeta("host"),
 }
 
 

@@ -1,0 +1,439 @@
+"""Linux 5.18's TDP MMU: era D, invalid roots zapped by a work queue, defunct roots.
+
+Built from the stored 5.18.12 tree (``esuoyanyu/kernel-5.18``, under
+``common/arch/x86/kvm/mmu/``) read against 5.17-rc5.  The 5.18.y stable
+releases up to .12 carry no change to the root, zap and fault functions
+modelled here (the TDP MMU fixes of 5.19 -- e.g. the volatile-bits SPTE
+writes and the NX recovery changes -- are outside the modelled functions or
+were not backported); the code read is taken as the release's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import Any
+
+from ..kernel import (
+    INIT_WORK,
+    WARN_ON,
+    WARN_ON_ONCE,
+    WQ_CPU_INTENSIVE,
+    WQ_MEM_RECLAIM,
+    WQ_UNBOUND,
+    WRITE_ONCE,
+    alloc_workqueue,
+    call_rcu,
+    cond_resched_rwlock_read,
+    cond_resched_rwlock_write,
+    destroy_workqueue,
+    flush_workqueue,
+    list_del_rcu,
+    list_empty,
+    list_for_each_entry,
+    lockdep_assert_held,
+    lockdep_assert_held_read,
+    lockdep_assert_held_write,
+    queue_work,
+    rcu_barrier,
+    rcu_read_lock,
+    rcu_read_unlock,
+    read_lock,
+    read_unlock,
+    refcount_dec_and_test,
+    refcount_inc_not_zero,
+    refcount_read,
+    refcount_set,
+    spin_lock,
+    spin_unlock,
+    srcu_read_lock,
+    srcu_read_unlock,
+    work_struct,
+    xchg,
+)
+from ..kernel.list import list_first_or_null_rcu, list_next_or_null_rcu
+from . import shared as sh
+from .mmu_lock import KVM_MMU_LOCK, KVM_MMU_UNLOCK
+from .spte import PAGE_SHIFT, PG_LEVEL_4K, is_last_spte, is_shadow_present_pte
+from .structs import (
+    INVALID_PAGE,
+    KVM_ADDRESS_SPACE_NUM,
+    KVM_REQ_MMU_FREE_OBSOLETE_ROOTS,
+    KVM_REQ_TLB_FLUSH,
+    KVM_REQ_TLB_FLUSH_CURRENT,
+    kvm_mmu_page,
+)
+from .tdp_iter import for_each_tdp_pte_min_level, tdp_iter, to_shadow_page
+from .tdp_mmu import kvm_mmu_page_as_id
+from .v5_13 import role_invalid
+from .v5_15 import kvm_gfn_range
+from .v5_17 import V5_17
+
+__kernel_file__ = "arch/x86/kvm/mmu/tdp_mmu.c"
+
+PG_LEVEL_1G = 3
+
+
+class V5_18(V5_17):
+    """Linux 5.18 (tree 5.18.12): era D.  ``kvm_tdp_mmu_get_root`` is a plain
+    ``refcount_inc_not_zero``; readers choose with ``only_valid`` whether to
+    take references to invalid roots (``for_each_valid_tdp_mmu_root_yield_safe``
+    for the read-locked slot walks; the write-locked zaps walk every root).
+    ``kvm_tdp_mmu_invalidate_all_roots`` takes a reference on each valid root,
+    marks it invalid and queues its zap on the VM's ``tdp_mmu_zap_wq``; the
+    worker zaps it under the read lock and puts that reference;
+    ``kvm_tdp_mmu_zap_invalidated_roots`` only flushes the queue.  The last
+    put of a still valid root makes it *defunct*: marked invalid, its count
+    set back to 1 and its zap queued, so the worker's put frees it; the last
+    put of an invalid root only unlinks it and frees it through RCU.  Memslot
+    updates ask vCPUs to free obsolete roots
+    (``KVM_REQ_MMU_FREE_OBSOLETE_ROOTS``) instead of reloading.
+
+    Mainline commits (5.18 merge window) that make it differ from v5.17:
+
+    - d62007edf01f KVM: x86/mmu: Zap _all_ roots when unmapping gfn range in TDP MMU
+    - 614f6970aa70 KVM: x86/mmu: do not allow readers to acquire references to
+      invalid roots (``only_valid``; get without the invalid check)
+    - 22b94c4b63eb KVM: x86/mmu: Zap invalidated roots via asynchronous worker
+    - efd995dae5eb KVM: x86/mmu: Zap defunct roots via asynchronous worker
+    - KVM: x86/mmu: Zap roots in two passes to avoid inducing RCU stalls
+      (``tdp_mmu_zap_root``: 1G level, then the root level)
+    - KVM: x86/mmu: Require mmu_lock be held for write to zap TDP MMU range,
+      and Zap only TDP MMU leafs in kvm_zap_gfn_range()
+      (``tdp_mmu_zap_leafs`` / ``kvm_tdp_mmu_zap_leafs``)
+    - KVM: x86/mmu: Use common TDP MMU zap helper for MMU notifier unmap hook
+    - KVM: x86/mmu: Do remote TLB flush before dropping RCU in TDP MMU resched
+    - KVM: x86/mmu: Skip remote TLB flush when zapping all of TDP MMU
+    - 527d5cd7eece KVM: x86/mmu: Zap only obsolete roots if a root shadow page
+      is zapped (``KVM_REQ_MMU_FREE_OBSOLETE_ROOTS``,
+      ``kvm_mmu_free_obsolete_roots``)
+    - KVM: x86/mmu: Return -EBUSY (and the current SPTE) from a failed
+      ``tdp_mmu_set_spte_atomic``: the model keeps a bool and re-reads
+
+    (Titles from the 5.18 pull request; hashes where the oracle's sources
+    gave them.)
+
+    Simplifications: ``tdp_mmu_zap_root``'s first pass is at the 1G level or
+    the root level, whichever is lower (the model's roots have 2-4 levels,
+    the kernel's 4 or 5); ``alloc_workqueue`` never fails (see the oracle's
+    syzbot row); one kernel worker thread runs the queue (``kworker_threads``;
+    the kernel's unbound pool may run zaps of several roots at once: with one
+    root per address space the scenarios queue at most two).  Everything
+    ``V5_17`` lists.
+    """
+
+    name = "v5.18"
+    summary = "Linux 5.18: invalid and defunct roots zapped by a work queue (tdp_mmu_zap_wq)"
+
+    kworker_threads = 1
+
+    def lock_contract(self, kvm: Any) -> dict[str, Any]:
+        """5.18: a root's role word is changed by ``xchg`` in
+        ``kvm_tdp_root_mark_invalid``, from a put that may hold ``mmu_lock``
+        only for read (the defunct path); other role changes hold it for
+        write."""
+        contract = super().lock_contract(kvm)
+        contract["kvm_mmu_page.role"] = (kvm.mmu_lock, False)
+        return contract
+
+    # ------------------------------------------------------------ VM init
+    def kvm_mmu_init_tdp_mmu(self, kvm: Any) -> None:
+        wq = alloc_workqueue("kvm", WQ_UNBOUND | WQ_MEM_RECLAIM | WQ_CPU_INTENSIVE, 0)
+        super().kvm_mmu_init_tdp_mmu(kvm)
+        kvm.arch.tdp_mmu_zap_wq = wq
+
+    def kvm_mmu_uninit_tdp_mmu(self, kvm: Any) -> None:
+        if not kvm.arch.tdp_mmu_enabled:
+            return
+        destroy_workqueue(kvm.arch.tdp_mmu_zap_wq)
+        WARN_ON(not list_empty(kvm.arch.tdp_mmu_pages))
+        WARN_ON(not list_empty(kvm.arch.tdp_mmu_roots))
+        rcu_barrier()
+
+    # ---------------------------------------------------------- zap work
+    def tdp_mmu_zap_root_work(self, work: work_struct) -> None:
+        root = work.owner  # container_of(work, struct kvm_mmu_page, tdp_mmu_async_work)
+        kvm = root.tdp_mmu_async_data
+        read_lock(kvm.mmu_lock)
+        # The root has a reference (invalidate_all_roots' or the defunct
+        # path's) that only this work puts, so it is alive here.
+        self.tdp_mmu_zap_root(kvm, root, True)
+        self.kvm_tdp_mmu_put_root(kvm, root, True)
+        read_unlock(kvm.mmu_lock)
+
+    def tdp_mmu_schedule_zap_root(self, kvm: Any, root: kvm_mmu_page) -> None:
+        root.tdp_mmu_async_data = kvm
+        work = root.__dict__.get("tdp_mmu_async_work")
+        if work is None:  # the work_struct embedded in the page (made on first use)
+            work = root.tdp_mmu_async_work = work_struct(root)
+
+        def tdp_mmu_zap_root_work(w: work_struct) -> None:
+            self.tdp_mmu_zap_root_work(w)
+        INIT_WORK(work, tdp_mmu_zap_root_work)
+        queue_work(kvm.arch.tdp_mmu_zap_wq, work)
+
+    # --------------------------------------------------------- root refs
+    def kvm_tdp_mmu_get_root(self, kvm: Any, root: kvm_mmu_page) -> bool:
+        """614f6970aa70: no invalid check (``only_valid`` callers make it)."""
+        return refcount_inc_not_zero(root.tdp_mmu_root_count)
+
+    def kvm_tdp_root_mark_invalid(self, page: kvm_mmu_page) -> bool:
+        """Set ``role.invalid`` by ``xchg`` of the role word; the old value."""
+        was_invalid = bool(xchg(page.role_invalid, True))
+        page.role = replace(page.role, invalid=1)
+        return was_invalid
+
+    def kvm_tdp_mmu_put_root(self, kvm: Any, root: kvm_mmu_page, shared: bool) -> None:
+        self.kvm_lockdep_assert_mmu_lock_held(kvm, shared)
+        if not refcount_dec_and_test(root.tdp_mmu_root_count):
+            return
+        WARN_ON(not root.tdp_mmu_page)
+        # efd995dae5eb: the last reference to a valid root makes it defunct:
+        # invalid, with one reference that its queued zap will put.
+        if not self.kvm_tdp_root_mark_invalid(root):
+            refcount_set(root.tdp_mmu_root_count, 1)
+            sh.note(f"{root.name} defunct: zap queued")
+            self.tdp_mmu_schedule_zap_root(kvm, root)
+            return
+        spin_lock(kvm.arch.tdp_mmu_pages_lock)
+        list_del_rcu(root.link)
+        spin_unlock(kvm.arch.tdp_mmu_pages_lock)
+        sh.note(f"free {root.name}")
+        call_rcu(root.rcu_head, self.tdp_mmu_free_sp_rcu_callback(kvm))
+
+    # ----------------------------------------------------- root iterators
+    def tdp_mmu_next_root(self, kvm: Any, prev_root: kvm_mmu_page | None,
+                          shared: bool = False, only_valid: bool = False
+                          ) -> kvm_mmu_page | None:
+        head = kvm.arch.tdp_mmu_roots
+        rcu_read_lock()
+        if prev_root is not None:
+            next_root = list_next_or_null_rcu(head, prev_root.link)
+        else:
+            next_root = list_first_or_null_rcu(head)
+        while next_root is not None:
+            if (not only_valid or not role_invalid(next_root)) and \
+                    self.kvm_tdp_mmu_get_root(kvm, next_root):
+                break
+            next_root = list_next_or_null_rcu(head, next_root.link)
+        rcu_read_unlock()
+        if prev_root is not None:
+            self.kvm_tdp_mmu_put_root(kvm, prev_root, shared)
+        return next_root
+
+    def _for_each_tdp_mmu_root_yield_safe(self, kvm: Any, as_id: int, shared: bool,
+                                          only_valid: bool) -> Iterator[kvm_mmu_page]:
+        """``__for_each_tdp_mmu_root_yield_safe``, with its lockdep assertion at
+        every root."""
+        root = self.tdp_mmu_next_root(kvm, None, shared, only_valid)
+        while root is not None:
+            self.kvm_lockdep_assert_mmu_lock_held(kvm, shared)
+            if kvm_mmu_page_as_id(root) == as_id:
+                yield root
+            root = self.tdp_mmu_next_root(kvm, root, shared, only_valid)
+
+    def for_each_valid_tdp_mmu_root_yield_safe(self, kvm: Any, as_id: int,
+                                               shared: bool) -> Iterator[kvm_mmu_page]:
+        return self._for_each_tdp_mmu_root_yield_safe(kvm, as_id, shared, True)
+
+    def for_each_tdp_mmu_root_yield_safe(self, kvm: Any,  # type: ignore[override]
+                                         as_id: int) -> Iterator[kvm_mmu_page]:
+        """Every root, invalid ones included, under the write lock."""
+        return self._for_each_tdp_mmu_root_yield_safe(kvm, as_id, False, False)
+
+    def for_each_tdp_mmu_root(self, kvm: Any, as_id: int | None = None
+                              ) -> Iterator[kvm_mmu_page]:
+        """5.18: a plain ``list_for_each_entry`` that asserts the write lock."""
+        for root in list_for_each_entry(kvm.arch.tdp_mmu_roots):
+            self.kvm_lockdep_assert_mmu_lock_held(kvm, False)
+            if as_id is None or kvm_mmu_page_as_id(root) == as_id:
+                yield root
+
+    # ------------------------------------------------------------- yield
+    def tdp_mmu_iter_cond_resched(self, kvm: Any, it: tdp_iter, flush: bool = False,
+                                  shared: bool = False) -> bool:
+        """Flush before dropping RCU (5.18)."""
+        WARN_ON(it.yielded)
+        if it.next_last_level_gfn == it.yielded_gfn:
+            return False
+        if self.need_resched(kvm, it):
+            if flush:
+                self.kvm_flush_remote_tlbs(kvm)
+            rcu_read_unlock()
+            if shared:
+                cond_resched_rwlock_read(kvm.mmu_lock)
+            else:
+                cond_resched_rwlock_write(kvm.mmu_lock)
+            rcu_read_lock()
+            WARN_ON(it.gfn > it.next_last_level_gfn)
+            it.yielded = True
+        return it.yielded
+
+    # --------------------------------------------------------------- zap
+    def _tdp_mmu_zap_root(self, kvm: Any, root: kvm_mmu_page, shared: bool,
+                          zap_level: int) -> None:
+        """``__tdp_mmu_zap_root``: zap every present SPTE at ``zap_level``."""
+        end = self.max_gfn(kvm)
+        for it in for_each_tdp_pte_min_level(tdp_iter(kvm), root, root.role.level, zap_level,
+                                             0, end):
+            while True:  # retry:
+                if self.tdp_mmu_iter_cond_resched(kvm, it, False, shared):
+                    break
+                if not is_shadow_present_pte(it.old_spte):
+                    break
+                if it.level > zap_level:
+                    break
+                if not shared:
+                    self.tdp_mmu_set_spte(kvm, it, 0)
+                elif not self.tdp_mmu_set_spte_atomic_no_dirty_log(kvm, it, 0):
+                    self._reread_for_retry(kvm, it)
+                    continue  # goto retry
+                break
+
+    def tdp_mmu_zap_root(self, kvm: Any, root: kvm_mmu_page, shared: bool) -> None:
+        WARN_ON_ONCE(not refcount_read(root.tdp_mmu_root_count))
+        self.kvm_lockdep_assert_mmu_lock_held(kvm, shared)
+        rcu_read_lock()
+        # Two passes: the 1G level first, so no single step frees a huge
+        # subtree, then the root level (see the class docstring for the
+        # model's small roots).
+        self._tdp_mmu_zap_root(kvm, root, shared, min(PG_LEVEL_1G, root.role.level))
+        self._tdp_mmu_zap_root(kvm, root, shared, root.role.level)
+        rcu_read_unlock()
+
+    def tdp_mmu_zap_leafs(self, kvm: Any, root: kvm_mmu_page, start: int, end: int,
+                          can_yield: bool, flush: bool) -> bool:
+        end = min(end, self.max_gfn(kvm))
+        lockdep_assert_held_write(kvm.mmu_lock)
+        rcu_read_lock()
+        for it in for_each_tdp_pte_min_level(tdp_iter(kvm), root, root.role.level,
+                                             PG_LEVEL_4K, start, end):
+            if can_yield and self.tdp_mmu_iter_cond_resched(kvm, it, flush, False):
+                flush = False
+                continue
+            if not is_shadow_present_pte(it.old_spte) or \
+                    not is_last_spte(it.old_spte, it.level):
+                continue
+            self.tdp_mmu_set_spte(kvm, it, 0)
+            flush = True
+        rcu_read_unlock()
+        return flush
+
+    def kvm_tdp_mmu_zap_leafs(self, kvm: Any, as_id: int, start: int, end: int,
+                              can_yield: bool, flush: bool) -> bool:
+        """d62007edf01f: every root, invalid ones included."""
+        for root in self.for_each_tdp_mmu_root_yield_safe(kvm, as_id):
+            flush = self.tdp_mmu_zap_leafs(kvm, root, start, end, can_yield, flush)
+        return flush
+
+    def kvm_tdp_mmu_zap_all(self, kvm: Any) -> None:
+        """No TLB flush: only VM destruction and the mm's exit come here, when
+        no vCPU can run."""
+        for i in range(KVM_ADDRESS_SPACE_NUM):
+            for root in self.for_each_tdp_mmu_root_yield_safe(kvm, i):
+                self.tdp_mmu_zap_root(kvm, root, False)
+
+    def kvm_tdp_mmu_zap_invalidated_roots(self, kvm: Any) -> None:
+        """22b94c4b63eb: wait for the zaps queued by invalidate_all_roots."""
+        flush_workqueue(kvm.arch.tdp_mmu_zap_wq)
+
+    def kvm_tdp_mmu_invalidate_all_roots(self, kvm: Any) -> None:
+        lockdep_assert_held_write(kvm.mmu_lock)
+        for root in list_for_each_entry(kvm.arch.tdp_mmu_roots):
+            if not role_invalid(root) and \
+                    not WARN_ON_ONCE(not self.kvm_tdp_mmu_get_root(kvm, root)):
+                root.role = replace(root.role, invalid=1)
+                WRITE_ONCE(root.role_invalid, True)
+                self.tdp_mmu_schedule_zap_root(kvm, root)
+
+    def kvm_tdp_mmu_unmap_gfn_range(self, kvm: Any, gfn_range: kvm_gfn_range,
+                                    flush: bool) -> bool:
+        return self.kvm_tdp_mmu_zap_leafs(kvm, gfn_range.slot.as_id, gfn_range.start,
+                                          gfn_range.end, gfn_range.may_block, flush)
+
+    # mmu.c
+    def kvm_zap_gfn_range(self, kvm: Any, gfn_start: int, gfn_end: int) -> None:
+        if WARN_ON_ONCE(gfn_end <= gfn_start):
+            return
+        KVM_MMU_LOCK(kvm)
+        flush = False
+        if kvm.arch.tdp_mmu_enabled:
+            for i in range(KVM_ADDRESS_SPACE_NUM):
+                flush = self.kvm_tdp_mmu_zap_leafs(kvm, i, gfn_start, gfn_end, True, flush)
+        if flush:
+            self.kvm_flush_remote_tlbs_with_address(kvm, gfn_start, gfn_end - gfn_start)
+        KVM_MMU_UNLOCK(kvm)
+
+    def kvm_mmu_zap_all_fast(self, kvm: Any) -> None:
+        lockdep_assert_held(kvm.slots_lock)
+        KVM_MMU_LOCK(kvm)
+        kvm.arch.mmu_valid_gen = 1 - kvm.arch.mmu_valid_gen
+        if kvm.arch.tdp_mmu_enabled:
+            self.kvm_tdp_mmu_invalidate_all_roots(kvm)
+        self.kvm_make_all_cpus_request(kvm, KVM_REQ_MMU_FREE_OBSOLETE_ROOTS)
+        self.kvm_zap_obsolete_pages(kvm)
+        KVM_MMU_UNLOCK(kvm)
+        if kvm.arch.tdp_mmu_enabled:
+            self.kvm_tdp_mmu_zap_invalidated_roots(kvm)
+
+    # ------------------------------------------------ read-locked slot walks
+    def slot_root_walk(self, kvm: Any, slot: Any, body: Any) -> bool:
+        spte_set = False
+        for root in self.for_each_valid_tdp_mmu_root_yield_safe(kvm, slot.as_id, False):
+            spte_set |= body(root)
+        return spte_set
+
+    def kvm_tdp_mmu_zap_collapsible_sptes(self, kvm: Any, slot: Any) -> None:
+        for root in self.for_each_valid_tdp_mmu_root_yield_safe(kvm, slot.as_id, False):
+            self.zap_collapsible_spte_range(kvm, root, slot)
+
+    def kvm_tdp_mmu_wrprot_slot(self, kvm: Any, slot: Any, min_level: int) -> bool:
+        spte_set = False
+        lockdep_assert_held_read(kvm.mmu_lock)
+        for root in self.for_each_valid_tdp_mmu_root_yield_safe(kvm, slot.as_id, True):
+            spte_set |= self.wrprot_gfn_range(kvm, root, slot.base_gfn,
+                                              slot.base_gfn + slot.npages, min_level)
+        return spte_set
+
+    def kvm_tdp_mmu_clear_dirty_slot(self, kvm: Any, slot: Any) -> bool:
+        spte_set = False
+        lockdep_assert_held_read(kvm.mmu_lock)
+        for root in self.for_each_valid_tdp_mmu_root_yield_safe(kvm, slot.as_id, True):
+            spte_set |= self.clear_dirty_gfn_range(kvm, root, slot.base_gfn,
+                                                   slot.base_gfn + slot.npages)
+        return spte_set
+
+    # ------------------------------------------------------- vCPU requests
+    def is_obsolete_root(self, kvm: Any, root_hpa: int) -> bool:
+        if root_hpa == INVALID_PAGE:
+            return False
+        sp = to_shadow_page(kvm, root_hpa >> PAGE_SHIFT)
+        return sp is None or self.is_obsolete_sp(kvm, sp)
+
+    def _kvm_mmu_free_obsolete_roots(self, vcpu: Any, mmu: Any) -> None:
+        """``__kvm_mmu_free_obsolete_roots`` (one MMU, no previous roots)."""
+        if self.is_obsolete_root(vcpu.kvm, mmu.root_hpa):
+            self.kvm_mmu_free_roots(vcpu, mmu)
+
+    def kvm_mmu_free_obsolete_roots(self, vcpu: Any) -> None:
+        self._kvm_mmu_free_obsolete_roots(vcpu, vcpu.mmu)
+
+    def vcpu_enter_guest(self, vcpu: Any, program: list[Any], pc: int) -> int:
+        """x86.c 5.18: KVM_REQ_MMU_RELOAD is gone; obsolete roots are freed."""
+        kvm = vcpu.kvm
+        if self.kvm_request_pending(vcpu):
+            if self.kvm_check_request(KVM_REQ_MMU_FREE_OBSOLETE_ROOTS, vcpu):
+                self.kvm_mmu_free_obsolete_roots(vcpu)
+            if self.kvm_check_request(KVM_REQ_TLB_FLUSH, vcpu):
+                self.kvm_vcpu_flush_tlb_all(vcpu)
+            if self.kvm_check_request(KVM_REQ_TLB_FLUSH_CURRENT, vcpu):
+                self.kvm_vcpu_flush_tlb_current(vcpu)
+        if self.kvm_mmu_reload(vcpu):
+            return pc
+        srcu_read_unlock(kvm.srcu, vcpu.srcu_idx)
+        exit_, pc = self.guest_run(vcpu, program, pc)
+        vcpu.srcu_idx = srcu_read_lock(kvm.srcu)
+        return self.handle_exit(vcpu, exit_, pc)
+
+
+__all__ = ["V5_18"]
