@@ -83,6 +83,19 @@ def WARN_ON_ONCE(condition: Any) -> bool:
     return bool(condition)
 
 
+def KVM_BUG_ON(condition: Any, kvm: Any) -> bool:
+    """``KVM_BUG_ON(cond, kvm)`` (include/linux/kvm_host.h): a ``WARN_ON_ONCE``
+    at the caller, unless the VM is already bugged, then the VM is marked
+    bugged (``kvm_vm_bugged``: every later ioctl fails).  With panic_on_warn
+    (the default) the warning stops the execution."""
+    ret = bool(condition)
+    if ret and not getattr(kvm, "vm_bugged", False) and _first_time(callsite.caller_frame()):
+        _warn(None)
+    if ret:
+        kvm.vm_bugged = True
+    return ret
+
+
 def warn_at(text: str | None, file: str, function: str, once_key: Any = None) -> None:
     """A warning raised inside a primitive, located at the kernel's own site.
 

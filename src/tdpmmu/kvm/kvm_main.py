@@ -327,6 +327,7 @@ class KvmMain:
     # -------------------------------------------------------------- teardown
     def kvm_destroy_vm(self, kvm: Any) -> None:
         """The VM's last reference is gone: every vCPU thread has left KVM_RUN."""
+        kvm.users_count = 0  # kvm_put_kvm's refcount_dec_and_test
         self.kvm_mmu_notifier_release(kvm)  # mmu_notifier_unregister -> ->release
         self.kvm_arch_destroy_vm(kvm)
         kvm.destroyed = True

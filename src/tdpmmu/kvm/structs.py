@@ -269,6 +269,9 @@ class kvm(Guarded):
         self.nr_roots_made = 0
         self.nr_pages_made = 0
         self.destroyed = False
+        self.users_count = 1  # the VM's file; kvm_put_kvm drops it to 0 before kvm_destroy_vm
+        self.created_vcpus = nr_vcpus
+        self.vm_bugged = False  # kvm_vm_bugged (KVM_BUG_ON)
         self.vcpu_threads_running = Var(0, name="vCPU threads in KVM_RUN")
         self.ghosts: dict[tuple[int, int], Any] = {}  # (as_id, gfn) -> shared.Ghost
         self.probes: list[Any] = []
