@@ -30,6 +30,27 @@ from . import bug, lockdep
 runtime.hide_frames_of(__file__)
 
 
+WAIVED = "guard.waived"  # thread.local key: depth of lock_contract_waived() sections
+
+
+class lock_contract_waived:
+    """``with lock_contract_waived():`` -- the writes of this thread inside are
+    not checked against the lock contract.  For code the kernel itself
+    exempts from its lockdep assertion (e.g. 6.4's
+    ``kvm_tdp_mmu_invalidate_all_roots`` when the VM has no users left); the
+    caller states the kernel's condition."""
+
+    def __enter__(self) -> None:
+        t = current_thread()
+        if t is not None:
+            t.local[WAIVED] = t.local.get(WAIVED, 0) + 1
+
+    def __exit__(self, *exc: object) -> None:
+        t = current_thread()
+        if t is not None:
+            t.local[WAIVED] -= 1
+
+
 class Guard:
     """``what`` may only be written while one of ``options`` is held: each a
     ``(lock, exclusive)`` pair (e.g. ``mmu_lock`` for write, or another lock)."""
@@ -53,7 +74,10 @@ def describe(options: list[tuple[Any, bool]]) -> str:
 def check_write(guard: Guard, what: str | None = None) -> None:
     """``lockdep_assert_held`` (``_write`` for an exclusive option) at a write:
     WARN unless one of the guard's options is held."""
-    if current_thread() is None or not lockdep.debug_locks():
+    t = current_thread()
+    if t is None or not lockdep.debug_locks():
+        return
+    if t.local.get(WAIVED):
         return
     for lock, write in guard.options:
         if lockdep.lockdep_is_held_type(lock, False) if write else lockdep.lockdep_is_held(lock):

@@ -1,0 +1,162 @@
+"""Linux 6.4's TDP MMU: era E, roots kept until they are explicitly invalidated.
+
+Built from the stored 6.4.6 tree (``lewisevans2007/linux-6.4``) read against
+6.1-rc7.  6.4.1-6.4.6 carry no change to the root functions modelled here
+(the 6.4.y KVM x86 backports touch the emulator, SVM/VMX and PMU code, none
+``tdp_mmu.c``'s root lifecycle), so the stored code is taken as 6.4's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from ..engine import Var
+from ..kernel import (
+    WARN_ON,
+    WRITE_ONCE,
+    call_rcu,
+    destroy_workqueue,
+    list_add_rcu,
+    list_del_rcu,
+    list_empty,
+    list_for_each_entry_rcu,
+    lockdep_assert_held_write,
+    rcu_barrier,
+    rcu_read_lock,
+    rcu_read_unlock,
+    refcount_dec_and_test,
+    refcount_set,
+    refcount_t,
+    spin_lock,
+    spin_unlock,
+)
+from ..kernel.bug import KVM_BUG_ON
+from ..kernel.guard import lock_contract_waived
+from . import shared as sh
+from .spte import PAGE_SHIFT
+from .structs import kvm_mmu_page
+from .v5_13 import role_invalid
+from .v6_1 import V6_1
+
+__kernel_file__ = "arch/x86/kvm/mmu/tdp_mmu.c"
+
+IS_ENABLED_CONFIG_PROVE_LOCKING = True  # the model's lockdep is always on
+
+
+class V6_4(V6_1):
+    """Linux 6.4 (tree 6.4.6): era E.  A new root starts with a count of two,
+    one for the vCPU that loaded it and one for the TDP MMU itself; the TDP
+    MMU's reference is only put by the zap work that
+    ``kvm_tdp_mmu_invalidate_all_roots`` queues (the work is gifted it, no
+    extra get).  A vCPU that unloads its root leaves it valid on the list for
+    the next load; the defunct path is gone and a put to 0 of a valid root is
+    ``KVM_BUG_ON``.  VM teardown invalidates every root from
+    ``kvm_mmu_uninit_tdp_mmu`` without holding ``mmu_lock`` (the lockdep
+    assertion is waived when the VM has no users or no vCPUs; the list walk
+    is under RCU against the worker's ``list_del_rcu``).
+
+    Mainline commits (6.2 to 6.4) that make it differ from v6.1:
+
+    - edbdb43fc96b KVM: x86/mmu: Preserve TDP MMU roots until they are
+      explicitly invalidated (6.4): the count of two, ``KVM_BUG_ON`` in
+      ``kvm_tdp_mmu_put_root`` in place of the defunct path (and of
+      ``kvm_tdp_root_mark_invalid``), no get in
+      ``kvm_tdp_mmu_invalidate_all_roots``, which
+      ``kvm_mmu_uninit_tdp_mmu`` now calls with its lockdep waiver and RCU
+      walk.
+    - the 6.3 rework of the TDP MMU's enablement (``tdp_mmu_enabled`` a
+      module-wide read-only flag instead of ``kvm->arch.tdp_mmu_enabled``)
+      and of ``tdp_mmu_pages`` (an ``atomic64_t`` count instead of a list):
+      the model keeps the per-VM flag (always true) and the list, whose
+      emptiness is what the count's WARN checks.
+
+    Simplifications: 6.3's page-fault changes (TDP faults split into
+    ``kvm_tdp_mmu_page_fault``; ``kvm_tdp_mmu_map`` splitting a huge SPTE
+    in place instead of zapping it first; 6.2's dirty-log accounting in
+    ``make_spte``) are not modelled: the fault keeps 6.1's lock mode, stale
+    check and root use, which is what the root lifecycle reads.
+    ``kvm_mmu_free_roots``' new ``WARN_ON_ONCE(roots_to_free &
+    ~KVM_MMU_ROOTS_ALL)`` cannot fire in the model (it frees the current
+    root only).  Everything ``V6_1`` lists.
+    """
+
+    name = "v6.4"
+    summary = "Linux 6.4: roots start at count 2 (vCPU + TDP MMU), kept until invalidated"
+
+    tdp_mmu_root_initial_count = 2  # edbdb43fc96b (a what-if may set 1)
+
+    # ------------------------------------------------------------ VM init
+    def kvm_mmu_uninit_tdp_mmu(self, kvm: Any) -> None:
+        """edbdb43fc96b: invalidating every root queues the zaps that put the
+        TDP MMU's references; destroying the queue waits for them."""
+        if not kvm.arch.tdp_mmu_enabled:
+            return
+        self.kvm_tdp_mmu_invalidate_all_roots(kvm)
+        destroy_workqueue(kvm.arch.tdp_mmu_zap_wq)
+        WARN_ON(not list_empty(kvm.arch.tdp_mmu_pages))
+        WARN_ON(not list_empty(kvm.arch.tdp_mmu_roots))
+        rcu_barrier()
+
+    # --------------------------------------------------------- root refs
+    def kvm_tdp_mmu_put_root(self, kvm: Any, root: kvm_mmu_page, shared: bool) -> None:
+        """edbdb43fc96b: the final put only ever comes to an invalid root."""
+        self.kvm_lockdep_assert_mmu_lock_held(kvm, shared)
+        if not refcount_dec_and_test(root.tdp_mmu_root_count):
+            return
+        KVM_BUG_ON(not root.tdp_mmu_page or not role_invalid(root), kvm)
+        spin_lock(kvm.arch.tdp_mmu_pages_lock)
+        list_del_rcu(root.link)
+        spin_unlock(kvm.arch.tdp_mmu_pages_lock)
+        sh.note(f"free {root.name}")
+        call_rcu(root.rcu_head, self.tdp_mmu_free_sp_rcu_callback(kvm))
+
+    def kvm_tdp_mmu_get_vcpu_root_hpa(self, vcpu: Any) -> int:
+        """edbdb43fc96b: a new root's count is two (the vCPU's reference and
+        the TDP MMU's)."""
+        kvm = vcpu.kvm
+        lockdep_assert_held_write(kvm.mmu_lock)
+        role = self.page_role_for_level(vcpu, vcpu.mmu.shadow_root_level)
+        as_id = 1 if role.smm else 0
+        for root in self.for_each_tdp_mmu_root(kvm, as_id):
+            if root.role.word == role.word and self.kvm_tdp_mmu_get_root(kvm, root):
+                return root.pfn << PAGE_SHIFT
+        root = self.alloc_tdp_mmu_page(vcpu, 0, vcpu.mmu.shadow_root_level)
+        root.name = f"r{kvm.nr_roots_made}"
+        kvm.nr_roots_made += 1
+        root.root = root
+        root.tdp_mmu_root_count = refcount_t(0, name=f"{root.name}->tdp_mmu_root_count")
+        root.role_invalid = Var(False, name=f"{root.name}->role.invalid")
+        count = self.tdp_mmu_root_initial_count
+        refcount_set(root.tdp_mmu_root_count, count)
+        sh.note(f"new root {root.name} ({root.role}) count {count}")
+        spin_lock(kvm.arch.tdp_mmu_pages_lock)
+        list_add_rcu(root.link, kvm.arch.tdp_mmu_roots)
+        spin_unlock(kvm.arch.tdp_mmu_pages_lock)
+        return root.pfn << PAGE_SHIFT
+
+    def kvm_tdp_mmu_invalidate_all_roots(self, kvm: Any) -> None:
+        """edbdb43fc96b: the zap work is gifted the TDP MMU's reference.  From
+        VM teardown ``mmu_lock`` is not held: lockdep's assertion is waived
+        when the VM has no users (or no vCPUs, hence no roots); the walk is
+        under RCU because the worker may unlink roots meanwhile."""
+        waived = not (kvm.users_count and kvm.created_vcpus)
+        if IS_ENABLED_CONFIG_PROVE_LOCKING and not waived:
+            lockdep_assert_held_write(kvm.mmu_lock)
+        rcu_read_lock()
+        for root in list_for_each_entry_rcu(kvm.arch.tdp_mmu_roots):
+            if not role_invalid(root):
+                if waived:
+                    # The model's lock contract asserts mmu_lock at every write
+                    # of a role; the kernel waives its assertion here, so the
+                    # contract is waived for this write too.
+                    with lock_contract_waived():
+                        root.role = replace(root.role, invalid=1)
+                else:
+                    root.role = replace(root.role, invalid=1)
+                WRITE_ONCE(root.role_invalid, True)
+                self.tdp_mmu_schedule_zap_root(kvm, root)
+        rcu_read_unlock()
+
+
+__all__ = ["V6_4"]
