@@ -4,12 +4,13 @@ Built from the stored 6.1-rc7 tree (``krr-io/linux-6.1.0``) read against
 5.18.12.  ``tdp_mmu.c``'s root functions (get, put with the defunct path,
 ``tdp_mmu_next_root``, the work queue, ``kvm_tdp_mmu_invalidate_all_roots``,
 ``kvm_tdp_mmu_get_vcpu_root_hpa``) are 5.18's, word for word but for the
-``mmu_role.base`` -> ``root_role`` rename.  Between rc7 and the 6.1 release
-mainline merged 47b0c2e4c220 ("KVM: x86/mmu: Fix race condition in
-direct_page_fault"), which only moves ``make_mmu_pages_available`` to the
-legacy MMU's branch of ``direct_page_fault`` (the stored tree already reads
-that way); no other change to the modelled functions is known, so the rc7
-code is taken as the release's.
+``mmu_role.base`` -> ``root_role`` rename.  47b0c2e4c220 ("KVM: x86/mmu:
+Fix race condition in direct_page_fault", said to land late in 6.1) only
+moves ``make_mmu_pages_available`` to the legacy MMU's branch of
+``direct_page_fault``; the stored rc7 tree already reads that way, and it is
+a legacy-MMU fix either way.  No other change to the modelled functions
+between rc7 and 6.1 is known to me (no 6.1 release tree is stored to diff
+against), so the rc7 code is taken as the release's.
 
 No 6.2 or 6.3 class: those releases changed no root-lifecycle code the
 checker can tell apart from 6.1 (6.2 and 6.3 reworked SPTE bookkeeping, the

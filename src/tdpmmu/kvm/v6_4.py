@@ -1,9 +1,11 @@
 """Linux 6.4's TDP MMU: era E, roots kept until they are explicitly invalidated.
 
 Built from the stored 6.4.6 tree (``lewisevans2007/linux-6.4``) read against
-6.1-rc7.  6.4.1-6.4.6 carry no change to the root functions modelled here
-(the 6.4.y KVM x86 backports touch the emulator, SVM/VMX and PMU code, none
-``tdp_mmu.c``'s root lifecycle), so the stored code is taken as 6.4's.
+6.1-rc7.  No 6.4.0 tree is stored to diff against; the root functions of
+the stored 6.4.6 are edbdb43fc96b's as merged for 6.4 (the root-lifecycle
+fixes after it, 0df9dab891ff and 441a5dfcd968, are 6.6-rc3 and absent from
+this tree), so no 6.4.y backport is modelled and the stored code is taken
+as 6.4's.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ class V6_4(V6_1):
       ``kvm_tdp_mmu_invalidate_all_roots``, which
       ``kvm_mmu_uninit_tdp_mmu`` now calls with its lockdep waiver and RCU
       walk.
-    - the 6.3 rework of the TDP MMU's enablement (``tdp_mmu_enabled`` a
+    - the 6.3 rework (titles not checked) of the TDP MMU's enablement (``tdp_mmu_enabled`` a
       module-wide read-only flag instead of ``kvm->arch.tdp_mmu_enabled``)
       and of ``tdp_mmu_pages`` (an ``atomic64_t`` count instead of a list):
       the model keeps the per-VM flag (always true) and the list, whose
