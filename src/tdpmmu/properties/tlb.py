@@ -87,7 +87,8 @@ class TlbCoherence:
             kvm.mmu_lock.on_release = self.on_release
 
     def probe(self, event: str, f: dict[str, Any]) -> None:
-        if event != "kvm_tdp_mmu_spte_changed" or self.contract not in CONTRACTS:
+        if event not in ("kvm_tdp_mmu_spte_changed", "kvm_mmu_spte_changed") \
+                or self.contract not in CONTRACTS:
             return
         old, new, level = f["old_spte"], f["new_spte"], f["level"]
         if not is_shadow_present_pte(old) or not is_last_spte(old, level):
