@@ -173,6 +173,7 @@ class MmuLegacy:
         kvm.arch.active_mmu_pages = list_head(None, "kvm->arch.active_mmu_pages")
         kvm.arch.zapped_obsolete_pages = list_head(None, "kvm->arch.zapped_obsolete_pages")
         kvm.arch.mmu_page_hash = {}
+        kvm.arch.prepare_zap_in_progress = False
 
     # ------------------------------------------------------- shadow pages
     def is_obsolete_sp(self, kvm: Any, sp: Any) -> bool:
@@ -260,7 +261,8 @@ class MmuLegacy:
             return
         self.trace_event(kvm, "kvm_mmu_spte_changed", as_id=1 if sp.role.smm else 0,
                          gfn=kvm_mmu_page_get_gfn(sp, index), level=sp.role.level,
-                         old_spte=old_spte, new_spte=new_spte)
+                         old_spte=old_spte, new_spte=new_spte,
+                         page_zap=kvm.arch.prepare_zap_in_progress)
 
     def _mmu_spte_store(self, kvm: Any, sptep: Sptep, new_spte: int) -> int:
         sp, index = sptep
@@ -375,8 +377,13 @@ class MmuLegacy:
                                   ) -> tuple[bool, int]:
         """``__kvm_mmu_prepare_zap_page``: returns (list_unstable, nr_zapped)."""
         nr_zapped = 0  # mmu_zap_unsync_children: a direct MMU has no unsync pages
+        # Model only: the SPTE stores of a page zap (trace_kvm_mmu_prepare_zap_page
+        # to the end of the unlinking) owe their TLB flush to
+        # kvm_mmu_commit_zap_page, before the page is freed (see properties.tlb).
+        kvm.arch.prepare_zap_in_progress = True
         nr_zapped += self.kvm_mmu_page_unlink_children(kvm, sp, invalid_list)
         self.kvm_mmu_unlink_parents(kvm, sp)
+        kvm.arch.prepare_zap_in_progress = False
         # Zapping children means active_mmu_pages has become unstable.
         list_unstable = bool(nr_zapped)
         if not sp.root_count:
