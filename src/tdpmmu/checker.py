@@ -37,7 +37,7 @@ from .kvm.structs import (
 from .kvm.variants import knob_warnings, variant_raised
 from .kvm.versions import BUILTIN, KNOBS, V5_10, KernelError, load_kernel, load_kernel_notes
 from .properties import Properties
-from .properties.peek import peek, roots_on_list
+from .properties.peek import mmu_roots, peek
 from .scenarios import builtin_scenario_path, scenario_names
 from .scenarios.actions import ACTIONS, World
 from .scenarios.format import Action, Scenario, ScenarioError, holds_vm_fd, load_scenario
@@ -200,6 +200,8 @@ def build_model(kernel_cls: type[V5_10], scenario: Scenario,
         if mine is None:
             raise
         raise UserError(mine) from None
+    if "tdp_mmu" not in knobs and scenario.tdp_mmu is not None:
+        k.tdp_mmu = bool(scenario.tdp_mmu)  # the scenario's module parameter
     # The threads destroy_vm waits for: they hold the VM's fd (vCPU threads among them).
     vcpu_threads = {name for name, actions in scenario.threads if holds_vm_fd(actions)}
 
@@ -290,9 +292,10 @@ def _run_action(world: World, action: Action) -> None:
 
 
 def snapshot_roots(vm: Any) -> tuple[tuple[str, str, int, bool], ...]:
-    """(name, role, root_count, freed) of each root on the list, in list order."""
+    """(name, role, root_count, freed) of each root: the TDP MMU's in list order,
+    then the legacy MMU's."""
     out = []
-    for root in roots_on_list(vm):
+    for root in mmu_roots(vm):
         count = peek(root, "root_count", 0)
         refs = peek(root, "tdp_mmu_root_count")  # 5.13+: a refcount_t
         if refs is not None:

@@ -177,6 +177,7 @@ class KvmMain:
             if base_gfn != old.base_gfn:
                 change = KVM_MR_MOVE
                 new.base_gfn = base_gfn
+                new.rmap = {}  # kvm_arch_prepare_memory_region: new arch metadata
             elif flags != old.flags:
                 change = KVM_MR_FLAGS_ONLY
             else:

@@ -46,7 +46,7 @@ from ..kvm.spte import (
     spte_to_pfn,
 )
 from .invalidation import leaf_mappings
-from .peek import peek, roots_on_list
+from .peek import mmu_roots, peek
 
 # Reports name kernel code, not the property's own frames.
 runtime.hide_frames_of(__file__)
@@ -87,7 +87,7 @@ class HostFrames:
 
     # ------------------------------------------------------------- probes
     def probe(self, event: str, f: dict[str, Any]) -> None:
-        if event == "kvm_tdp_mmu_spte_changed":
+        if event in ("kvm_tdp_mmu_spte_changed", "kvm_mmu_spte_changed"):
             self._spte_changed(f)
         elif event == "guest_access":
             self._guest_access(f)
@@ -107,7 +107,7 @@ class HostFrames:
         self.in_progress.append((start, end, t.name if t else "setup", frames))
         taken = set(frames.values())
         problems = []
-        for root in roots_on_list(kvm):
+        for root in mmu_roots(kvm):
             for gfn, pfn in leaf_mappings(kvm, root, peek(root, "role").level):
                 if pfn in taken:
                     problems.append(f"root {peek(root, 'name')} maps gfn {gfn:#x} -> "
