@@ -41,7 +41,6 @@ import select
 import signal
 import struct
 import sys
-import threading
 import time
 from typing import Any
 
@@ -52,13 +51,14 @@ _HDR = struct.Struct("!cQ")
 
 
 def usable() -> bool:
-    """Can this process take snapshots (a POSIX fork, no other Python thread)?
+    """Can this process take snapshots (a POSIX ``fork``)?
 
-    A process with other threads (a Ray worker) may hold a lock in one of them
-    at fork time; it replays instead.
+    The search processes only run the model and talk through pipes, so a
+    thread of the caller (a progress bar's) is harmless; a Ray worker, whose
+    runtime threads the child would need, does not ask for snapshots (see
+    ``tdpmmu.parallel.units``).
     """
-    return hasattr(os, "fork") and sys.platform != "win32" \
-        and threading.active_count() == 1
+    return hasattr(os, "fork") and sys.platform != "win32"
 
 
 def _send(fd: int, kind: bytes, payload: bytes = b"") -> None:

@@ -135,13 +135,17 @@ class DporStrategy(TreeStrategy):
         if self.step_accs is not None:
             self.step_accs[self.pos - 1] = tuple([th.acc for th in threads])
         # Sleep set of the next node: what slept here or was explored here
-        # before, and commutes with the step now taken.
-        asleep = node.sleep | node.done
-        if asleep:
+        # before, and commutes with the step now taken.  Before the branch
+        # point the next step node exists (when the branch is a step node) and
+        # keeps its own sleep set: only the accesses are recorded there.
+        sleep, done = node.sleep, node.done
+        if sleep or done:
+            asleep = sleep | done if sleep and done else sleep or done
             node.sacc = {q: threads[q].acc for q in asleep}
-            self.pending_sleep = frozenset(
-                q for q in asleep
-                if q != t.tid and not dependent(threads[q].acc, acc))
+            if fresh or self.nodes[self.branch].kind != "s":
+                self.pending_sleep = frozenset(
+                    q for q in asleep
+                    if q != t.tid and not dependent(threads[q].acc, acc))
         elif self.pending_sleep:
             self.pending_sleep = frozenset()
 
