@@ -84,7 +84,7 @@ def worker_main_job(executions: int, snapshots: bool = False) -> dict[str, Any]:
     from tdpmmu import checker
     counts = _instrument()
     rows = []
-    run_steps = replayed = 0
+    run_steps = replayed = forks = 0
     cpu0, wall0 = _cpu(), time.perf_counter()
     for k in KERNELS:
         for s in SCENARIOS:
@@ -95,10 +95,11 @@ def worker_main_job(executions: int, snapshots: bool = False) -> dict[str, Any]:
             rows.append([k, s, r.executions, r.complete, None if v is None else v.kind])
             run_steps += getattr(r, "steps", 0)
             replayed += getattr(r, "replayed_steps", 0)
+            forks += getattr(r, "snapshot_forks", 0)
     cpu, wall = _cpu() - cpu0, time.perf_counter() - wall0
     out = {"cpu": cpu, "wall": wall, "rows": rows, **counts}
     if snapshots:  # the executions ran in forked processes the counters cannot see
-        out.update(run_steps=run_steps, replayed=replayed)
+        out.update(run_steps=run_steps, replayed=replayed, forks=forks)
     return out
 
 
@@ -266,6 +267,8 @@ def _main_table(old: dict[str, Any], new: dict[str, Any], snap: dict[str, Any]) 
         print(f"  {name:16} {execs:>10,} {ops:>10,} {run:>10,} {m['cpu']:>7.2f} "
               f"{m['wall']:>7.2f} {per_op:>10.2f} {execs / m['cpu']:>8.0f} "
               f"{rerun:>7.1%}")
+    print(f"  snapshots: {snap['forks']:,} forks, {snap['forks'] / max(new['executions'], 1):.1f}"
+          " per execution (each snapshot taken, each execution resumed from one)")
     ratio = (old["cpu"] / old["steps"]) / (new["cpu"] / new["steps"])
     print(f"  CPU per visible operation: {ratio:.2f}x lower than the baseline's; CPU of "
           f"the whole piece: {old['cpu'] / new['cpu']:.2f}x lower (with snapshots: "

@@ -68,6 +68,7 @@ class Result:
     steps: int = 0  # steps run in all (replayed prefixes included, snapshots' not)
     replayed_steps: int = 0  # steps that re-ran an explored prefix to a backtrack point
     snapshots: bool = False  # the search ran with snapshots (forked processes)
+    snapshot_forks: int = 0  # forks it took (snapshots taken, executions resumed)
 
     @property
     def ok(self) -> bool:
@@ -231,7 +232,7 @@ def explore(setup: Callable[[], Any], threads: list[ThreadSpec], *, strategy: st
                   violation=violation, elapsed=elapsed,
                   cut_by=cut_by or strat.cut_by, sleep_blocked=search.blocked,
                   max_depth=search.depth, steps=search.steps, replayed_steps=search.replayed,
-                  snapshots=forker is not None)
+                  snapshots=forker is not None, snapshot_forks=search.forks)
 
 
 class _Search:
@@ -244,6 +245,7 @@ class _Search:
         self.steps = 0  # steps run (a snapshot's prefix is not run again)
         self.replayed = 0  # of those, steps before the branch point (re-run)
         self.cpu = 0.0  # CPU time of the search processes (with snapshots)
+        self.forks = 0  # snapshot processes forked (taken and resumed)
         self.violation: Violation | None = None
         self.cut_by: str | None = None
 

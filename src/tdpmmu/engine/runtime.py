@@ -347,7 +347,7 @@ class Execution:
             return None
         snap = self.snap
         if snap is not None and self.strategy.pos >= snap.next_at:
-            snap.take(self)
+            snap.take(self, enabled)
         t = self.strategy.pick(self, enabled)
         if t is not None and self.last is not None and t is not self.last \
                 and self.last in enabled:

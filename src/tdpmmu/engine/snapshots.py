@@ -213,8 +213,12 @@ class Forker:
         else:
             self.next_at = branch + 1 if snaps[-1][0] >= branch else branch
 
-    def take(self, ex: Any) -> None:
-        """Called by the execution before decision ``self.next_at``: fork there."""
+    def take(self, ex: Any, enabled: list) -> None:
+        """Called by the execution before decision ``self.next_at`` (or a later
+        one): fork there, unless one thread only can run (no backtrack point can
+        be there; the next decision is tried instead)."""
+        if len(enabled) < 2 and ex.nsteps:
+            return
         pos = self.strat.pos
         d = pos - self.branch
         self.next_at = self.branch if d < 0 else self.branch + (2 * d if d > 0 else 1)
@@ -222,6 +226,7 @@ class Forker:
         if len(snaps) >= MAX_SNAPSHOTS or (snaps and snaps[-1][0] >= pos):
             return
         r, w = os.pipe()
+        self.counters.forks += 1
         pid = os.fork()
         snaps.append((pos, w))
         if pid == 0:  # the child goes on with the execution
@@ -254,6 +259,7 @@ class Forker:
         fields, state, branch = pickle.loads(payload)
         self.cpu0 = time.process_time()
         self.counters.__dict__.update(fields)
+        self.counters.forks += 1
         strat = self.strat
         strat.__dict__.update(state)
         strat.resumed(ex)
