@@ -153,3 +153,27 @@ def test_kvm_scenario_same_with_snapshots():
     assert (snap.executions, snap.complete, snap.violation, snap.max_depth) == \
         (plain.executions, plain.complete, plain.violation, plain.max_depth)
     assert snap.replayed_steps < plain.replayed_steps
+
+
+def test_check_command_with_snapshots_prints_the_same_report():
+    """``tdpmmu check --snapshots``: the same verdict, counts and replay token."""
+    import subprocess
+
+    def run(*extra):
+        env = {**os.environ, "CI": "1"}
+        proc = subprocess.run([sys.executable, "-m", "tdpmmu.cli", "check", "--kernel", "v5.10",
+                               "--scenario", "next-root-deleted", "--json", *extra],
+                              capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 1, proc.stderr
+        return proc.stdout
+
+    import json
+    plain, snap = json.loads(run()), json.loads(run("--snapshots"))
+
+    def strip(doc):  # timings differ
+        if isinstance(doc, dict):
+            return {k: strip(v) for k, v in doc.items() if "time" not in k and "elapsed" not in k}
+        if isinstance(doc, list):
+            return [strip(v) for v in doc]
+        return doc
+    assert strip(snap) == strip(plain)
