@@ -108,7 +108,7 @@ def cli_run(args: list[str]) -> dict[str, Any]:
     process tree (workers and snapshot processes are waited for)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     wall0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-m", "tdpmmu", "check", *args], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "tdpmmu.cli", "check", *args], capture_output=True,
                          text=True, check=False, env=dict(os.environ, CI="1"))
     wall = time.perf_counter() - wall0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
