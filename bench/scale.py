@@ -40,6 +40,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE = "33743cb"
+LANDED = "9a3067b"  # main when the snapshots and the replay-prefix invariant skip began
 KERNELS = ("v5.10", "v5.10-fix-v1", "v5.11")
 BIG = (("v5.11", "notifier-vs-unload-2vcpu.toml"), ("v5.13", "read-lock-faults.toml"))
 SCENARIOS = ("seed-bug", "notifier-vs-unload", "next-root-deleted", "root-added-during-walk",
@@ -174,6 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--executions", type=int, default=100,
                     help="max executions per check of the main-job piece (default %(default)s)")
     ap.add_argument("--quick", action="store_true", help="20 executions per check")
+    ap.add_argument("--landed", default=LANDED, metavar="COMMIT",
+                    help="also measure this commit's engine, the one this work started from "
+                    "(default %(default)s; '' for none)")
     ap.add_argument("--big", action="store_true",
                     help="also run the three/four-thread scenarios to the end (minutes)")
     args = ap.parse_args(argv)
@@ -189,9 +193,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"(a) main-job piece: dpor, {', '.join(KERNELS)} x {len(SCENARIOS)} seed "
               f"scenarios, max {executions} executions per check, KASAN off")
         old = _run_worker(base / "src", ["main", str(executions)])
+        landed = None
+        if args.landed:
+            lt = _baseline_tree(args.landed, tmp / "landed")
+            try:
+                landed = _run_worker(lt / "src", ["main", str(executions)])
+            finally:
+                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force",
+                                str(lt)], check=False, capture_output=True)
         new = _run_worker(ROOT / "src", ["main", str(executions)])
         snap = _run_worker(ROOT / "src", ["main", str(executions), "snapshots"])
-        _main_table(old, new, snap)
+        _main_table(old, new, snap, landed, args.landed)
         print(f"\n(a2) the same piece through the command line, wall and CPU of the process "
               f"tree: tdpmmu check --max-executions {executions} --kernel ... --scenario ... "
               "[-j N] (KASAN off)")
@@ -253,11 +265,14 @@ def _head() -> str:
     return out.stdout.strip() or "?"
 
 
-def _main_table(old: dict[str, Any], new: dict[str, Any], snap: dict[str, Any]) -> None:
+def _main_table(old: dict[str, Any], new: dict[str, Any], snap: dict[str, Any],
+                landed: dict[str, Any] | None = None, landed_commit: str = "") -> None:
     head = (f"  {'engine':16} {'executions':>10} {'vis.ops':>10} {'ops run':>10} {'CPU s':>7} "
             f"{'wall s':>7} {'CPU us/op':>10} {'exec/s':>8} {'re-run':>7}")
     print(head)
-    rows = (("baseline", old), ("new", new), ("new, snapshots", snap))
+    rows = [("baseline", old), ("new", new), ("new, snapshots", snap)]
+    if landed is not None:
+        rows.insert(1, (f"landed {landed_commit}"[:16], landed))
     for name, m in rows:
         ops = new["steps"] if name == "new, snapshots" else m["steps"]  # the same work
         run = m.get("run_steps", m["steps"])
@@ -270,6 +285,10 @@ def _main_table(old: dict[str, Any], new: dict[str, Any], snap: dict[str, Any]) 
     print(f"  snapshots: {snap['forks']:,} forks, {snap['forks'] / max(new['executions'], 1):.1f}"
           " per execution (each snapshot taken, each execution resumed from one)")
     ratio = (old["cpu"] / old["steps"]) / (new["cpu"] / new["steps"])
+    if landed is not None:
+        print(f"  (landed = the model and engine before this bench's engine changes: "
+              f"{(landed['cpu'] / landed['steps']) / (new['cpu'] / new['steps']):.2f}x the "
+              "new CPU per operation)")
     print(f"  CPU per visible operation: {ratio:.2f}x lower than the baseline's; CPU of "
           f"the whole piece: {old['cpu'] / new['cpu']:.2f}x lower (with snapshots: "
           f"{old['cpu'] / snap['cpu']:.2f}x)")
