@@ -116,6 +116,9 @@ def cli_run(args: list[str]) -> dict[str, Any]:
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     execs = sum(int(m) for m in re.findall(r"^\S+\s+\S+\s+(\d+)\s+[\d.]+$", out.stdout,
                                            re.MULTILINE))
+    if not execs:  # the baseline's table: result text, then executions and time
+        execs = sum(int(m) for m in re.findall(r"^v\S+\s+\S+\s+.*?\s(\d+)\s+[\d.]+$",
+                                               out.stdout, re.MULTILINE))
     if not execs:  # one check: its summary line
         execs = sum(int(m) for m in re.findall(r"(\d+) executions", out.stdout))
     return {"wall": wall, "cpu": cpu, "code": out.returncode, "executions": execs,
