@@ -311,8 +311,13 @@ def check(kernel: str | type[V5_10], scenario: str | Scenario, *,
           seed: int = 0, preemption_bound: int | None = None, max_steps: int = 5_000,
           kasan: bool = True, panic_on_warn: bool = True,
           progress: Callable[[int], None] | None = None,
-          stop: Callable[[], str | None] | None = None) -> CheckResult:
+          stop: Callable[[], str | None] | None = None,
+          snapshots: bool | str = False) -> CheckResult:
     """Explore a kernel version on a scenario; see :class:`CheckResult`.
+
+    ``snapshots`` (True, or ``"auto"``: where they pay) reaches backtrack
+    points from forked snapshots instead of re-running prefixes (see
+    :mod:`tdpmmu.engine.snapshots`); the results are the same.
 
     ``strategy`` is a name or a strategy object (to watch or save its tree);
     ``stop`` may end the search between executions (see :func:`engine.explore`).
@@ -330,7 +335,8 @@ def check(kernel: str | type[V5_10], scenario: str | Scenario, *,
                                 max_executions=max_executions, max_steps=max_steps,
                                 preemption_bound=preemption_bound, seed=seed,
                                 check=model.check, invariant=model.invariant,
-                                observe=model.observe, progress=progress, stop=stop)
+                                observe=model.observe, progress=progress, stop=stop,
+                                snapshots=snapshots)
     except _SetupFinding as exc:
         name = strategy if isinstance(strategy, str) else strategy.name
         result = engine.Result(strategy=name, executions=1, complete=False,

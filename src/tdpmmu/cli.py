@@ -331,7 +331,8 @@ def cmd_check(args: argparse.Namespace) -> int:
                             preemption_bound=args.preemption_bound,
                             max_steps=args.max_steps, kasan=args.kasan,
                             panic_on_warn=args.panic_on_warn,
-                            progress=None if bar is None else bar.tick)
+                            progress=None if bar is None else bar.tick,
+                            snapshots=args.snapshots)
             res.kernel_spec = kernel  # the replay line names it as the user did
             results.append(res)
             _found[0] = _found[0] or res.violation is not None

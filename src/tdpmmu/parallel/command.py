@@ -33,6 +33,11 @@ def add_options(p: argparse.ArgumentParser, positive: Callable[[str], int]) -> N
     p.add_argument("--ray-address", metavar="ADDRESS",
                    help="the Ray cluster to join (default: RAY_ADDRESS, else a local "
                    "instance)")
+    p.add_argument("--snapshots", action="store_true",
+                   help="reach each backtrack point from a forked snapshot of the execution "
+                   "instead of re-running its prefix from setup (POSIX, local workers; the "
+                   "same results; a fork costs about 100 steps here, so it pays off for deep "
+                   "prefixes) (default: re-run)")
     p.add_argument("--time-limit", type=_seconds, metavar="SECONDS",
                    help="stop searching after SECONDS (the result is then incomplete; "
                    "default: no limit)")
@@ -67,7 +72,10 @@ def make_units(args: argparse.Namespace, knobs: dict[str, str], kernels: list[st
         units.append(CheckUnit(kernel, scenario, args.strategy,
                                tuple(sorted(row_knobs.items())), args.max_executions,
                                args.seed or 0, args.preemption_bound, args.max_steps,
-                               args.kasan, args.panic_on_warn, deadline))
+                               args.kasan, args.panic_on_warn, deadline,
+                               # a Ray worker replays prefixes (snapshots fork locally)
+                               getattr(args, "snapshots", False)
+                               and getattr(args, "backend", "local") == "local"))
     return units
 
 
