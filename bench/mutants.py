@@ -50,7 +50,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 EQUIVALENT_FILE = HERE / "mutants-equivalent.toml"
-TIMEOUT_CPU = 120.0  # seconds of CPU per mutant before it counts as a hang
+TIMEOUT_CPU = 60.0  # seconds of CPU per mutant before it counts as a hang
 
 # The functions under mutation, by area (names of model methods).
 TARGETS: dict[str, tuple[str, ...]] = {
@@ -169,9 +169,64 @@ def _line(node: ast.AST) -> str:
     return ast.unparse(node).splitlines()[0][:70]
 
 
-def mutations(fn_tree: ast.FunctionDef) -> list[tuple[str, str, ast.FunctionDef]]:
-    """(operator, description, mutated copy) for every mutation point, in source order."""
+_UNKNOWN = object()
+
+
+def _knob_test(test: ast.expr, knobs: dict[str, Any]) -> Any:
+    """The value of an ``if`` test that reads only a what-if knob (``self.<attr>``
+    compared with constants), with the version's default knobs; ``_UNKNOWN``
+    when the test depends on anything else."""
+    if isinstance(test, ast.Attribute) and isinstance(test.value, ast.Name) \
+            and test.value.id == "self" and test.attr in knobs:
+        return knobs[test.attr]
+    if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+        v = _knob_test(test.operand, knobs)
+        return v if v is _UNKNOWN else not v
+    if isinstance(test, ast.Compare) and len(test.ops) == 1:
+        left = _knob_test(test.left, knobs)
+        right = test.comparators[0]
+        if left is _UNKNOWN or not isinstance(right, ast.Constant | ast.Tuple):
+            return _UNKNOWN
+        value = ast.literal_eval(right)
+        op = test.ops[0]
+        if isinstance(op, ast.Eq | ast.NotEq):
+            return (left == value) == isinstance(op, ast.Eq)
+        if isinstance(op, ast.In | ast.NotIn):
+            return (left in value) == isinstance(op, ast.In)
+        return _UNKNOWN
+    if isinstance(test, ast.BoolOp):
+        values = [_knob_test(v, knobs) for v in test.values]
+        # `x and <knob off>` is False whatever x is (and `x or <knob on>` True).
+        decisive = isinstance(test.op, ast.Or)
+        if any(v is not _UNKNOWN and bool(v) == decisive for v in values):
+            return decisive
+    return _UNKNOWN
+
+
+def _what_if_nodes(fn_tree: ast.AST, knobs: dict[str, Any]) -> set[int]:
+    """Nodes that are the model's what-ifs, not the release's code: the branch a
+    knob's default does not take, and the knob test itself.  Mutating them is
+    not a kernel bug (with default options that code never runs, and the
+    release has no such branch), so no mutant is made there."""
+    out: set[int] = set()
+    for node in ast.walk(fn_tree):
+        if not isinstance(node, ast.If):
+            continue
+        taken = _knob_test(node.test, knobs)
+        if taken is _UNKNOWN:
+            continue
+        out.update(id(n) for n in ast.walk(node.test))
+        for stmt in (node.orelse if taken else node.body):
+            out.update(id(n) for n in ast.walk(stmt))
+    return out
+
+
+def mutations(fn_tree: ast.FunctionDef,
+              knobs: dict[str, Any] | None = None) -> list[tuple[str, str, ast.FunctionDef]]:
+    """(operator, description, mutated copy) for every mutation point, in source
+    order; none in a what-if branch of ``knobs`` (attribute -> default value)."""
     out: list[tuple[str, str, ast.FunctionDef]] = []
+    what_if = _what_if_nodes(fn_tree, knobs or {})
 
     def variant(edit: Any) -> ast.FunctionDef:
         t = copy.deepcopy(fn_tree)
@@ -179,8 +234,9 @@ def mutations(fn_tree: ast.FunctionDef) -> list[tuple[str, str, ast.FunctionDef]
         ast.fix_missing_locations(t)
         return t
 
-    nodes = list(ast.walk(fn_tree))
-    index = {id(n): i for i, n in enumerate(nodes)}
+    all_nodes = list(ast.walk(fn_tree))
+    index = {id(n): i for i, n in enumerate(all_nodes)}
+    nodes = [n for n in all_nodes if id(n) not in what_if]
 
     def at(t: ast.AST, node: ast.AST) -> ast.AST:
         return list(ast.walk(t))[index[id(node)]]
@@ -212,7 +268,7 @@ def mutations(fn_tree: ast.FunctionDef) -> list[tuple[str, str, ast.FunctionDef]
         out.append(("drop-lock", f"drop the lock/unlock pairs of {key}", variant(edit)))
     # negate: an if/while condition
     for node in nodes:
-        if isinstance(node, ast.If | ast.While):
+        if isinstance(node, ast.If | ast.While) and id(node.test) not in what_if:
             def edit(t: ast.AST, node: ast.AST = node) -> None:
                 n = at(t, node)
                 n.test = ast.UnaryOp(ast.Not(), n.test)
@@ -238,6 +294,8 @@ def mutations(fn_tree: ast.FunctionDef) -> list[tuple[str, str, ast.FunctionDef]
             out.append(("drop-check", f"`{_line(node)}` reports nothing", variant(edit)))
     # swap: two adjacent statements of one block
     for block in _bodies(fn_tree):
+        if id(block[0]) in what_if:
+            continue
         for i in range(len(block) - 1):
             a, b = block[i], block[i + 1]
             flow = (ast.Return, ast.Continue, ast.Break, ast.Raise)
@@ -267,9 +325,16 @@ def _versions(names: list[str]) -> dict[str, type]:
     return {n: BUILTIN[n] for n in names}
 
 
+def knob_defaults(cls: type) -> dict[str, Any]:
+    """The what-if knobs' attributes and their values on ``cls`` (its defaults)."""
+    from tdpmmu.kvm.versions import KNOBS
+    return {attr: getattr(cls, attr) for attr, *_ in KNOBS.values() if hasattr(cls, attr)}
+
+
 def generate(version_names: list[str]) -> list[Mutant]:
     out: list[Mutant] = []
     for vname, cls in _versions(version_names).items():
+        knobs = knob_defaults(cls)
         for area in TARGETS.values():
             for fname in area:
                 fn = getattr(cls, fname, None)
@@ -277,7 +342,7 @@ def generate(version_names: list[str]) -> list[Mutant]:
                     continue
                 src = textwrap.dedent(inspect.getsource(fn))
                 tree = ast.parse(src).body[0]
-                for op, desc, mutated in mutations(tree):
+                for op, desc, mutated in mutations(tree, knobs):
                     text = ast.unparse(mutated)
                     digest = hashlib.sha1(text.encode()).hexdigest()[:8]
                     out.append(Mutant(f"{vname}/{fname}/{op}/{digest}", vname, fname, op, desc,
@@ -314,16 +379,51 @@ def _violated(kernel: Any, scenario: str, bound: int) -> str | None:
     return None if v is None else f"{v.kind}: {v.message}"
 
 
-def baseline(version: str, scenarios: list[str], bound: int) -> list[str]:
-    """The scenarios on which the unmutated version verifies (within the bound)."""
-    return [s for s in scenarios if _violated(version, s, bound) is None]
+def target_names(cls: type) -> list[str]:
+    """The functions under mutation that ``cls`` has."""
+    return [f for area in TARGETS.values() for f in area
+            if inspect.isfunction(getattr(cls, f, None))]
+
+
+def baseline(version: str, scenarios: list[str], bound: int) -> dict[str, set[str]]:
+    """The scenarios on which the unmutated version verifies (within the bound),
+    each with the functions under mutation that its exploration called.
+
+    A mutant of a function that no execution of a scenario's (bounded)
+    exploration calls cannot be killed there: the mutant's executions are the
+    original's step for step until the function is first called, so its
+    exploration is the original's.  Such runs are skipped."""
+    from tdpmmu.checker import check
+    base = _versions([version])[version]
+    called: set[str] = set()
+
+    def counting(name: str, fn: Any) -> Any:
+        def wrapper(self: Any, *args: Any, **kw: Any) -> Any:
+            called.add(name)
+            return fn(self, *args, **kw)
+        return wrapper
+
+    cls = type(f"Covered_{base.__name__}", (base,),
+               {f: counting(f, getattr(base, f)) for f in target_names(base)})
+    out = {}
+    for s in scenarios:
+        called.clear()
+        if check(cls, s, max_executions=bound).violation is None:
+            out[s] = set(called)
+    return out
 
 
 class _CpuTimeoutError(Exception):
     pass
 
 
+_timed_out = [False]
+
+
 def _on_timer(signum: int, frame: Any) -> None:
+    # The checker may turn the exception into a finding of the model code it
+    # interrupts: the flag says it was the timer.
+    _timed_out[0] = True
     raise _CpuTimeoutError
 
 
@@ -337,10 +437,13 @@ def run_mutant(args: tuple[Mutant, list[str], int]) -> tuple[str, str | None, st
     t = time.process_time()
     cls = mutant_class(m)
     old = signal.signal(signal.SIGPROF, _on_timer)
+    _timed_out[0] = False
     signal.setitimer(signal.ITIMER_PROF, TIMEOUT_CPU)
     try:
         for s in scenarios:
             found = _violated(cls, s, bound)
+            if _timed_out[0]:
+                raise _CpuTimeoutError
             if found is not None:
                 return m.id, s, found, time.process_time() - t
         return m.id, None, None, time.process_time() - t
@@ -395,11 +498,13 @@ def load_equivalent(path: Path = EQUIVALENT_FILE) -> dict[str, str]:
 
 
 def evaluate(mutants: list[Mutant], versions: list[str], bound: int, jobs: int,
-             out: Any = sys.stdout, cache: Path | None = None) -> dict[str, Any]:
+             out: Any = sys.stdout, cache: Path | None = None,
+             all_scenarios: bool = False) -> dict[str, Any]:
     scenarios = scenario_order()
-    key = f"{code_digest()}/bound={bound}"
+    key = f"{code_digest()}/bound={bound}"  # skipping uncalled scenarios changes no result
     cached = load_cache(cache, key) if cache is not None else {}
-    judged = {v: baseline(v, scenarios, bound) for v in versions}
+    covered = {v: baseline(v, scenarios, bound) for v in versions}
+    judged = {v: [s for s in scenarios if s in cov] for v, cov in covered.items()}
     for v, ok in judged.items():
         print(f"{v}: judged on {len(ok)} of {len(scenarios)} scenarios (where it verifies "
               f"within {bound} executions)", file=out, flush=True)
@@ -408,7 +513,10 @@ def evaluate(mutants: list[Mutant], versions: list[str], bound: int, jobs: int,
     if results:
         print(f"  {len(results)} results reused from {cache} (same model code, same bound)",
               file=out, flush=True)
-    work = [(m, judged[m.version], bound) for m in mutants if m.id not in results]
+    # Each mutant runs on the scenarios whose exploration calls its function.
+    work = [(m, [s for s in judged[m.version]
+                 if all_scenarios or m.function in covered[m.version][s]], bound)
+            for m in mutants if m.id not in results]
 
     def note(mid: str, s: str | None, found: str | None, cpu: float) -> None:
         results[mid] = (s, found, cpu)
@@ -476,6 +584,9 @@ def main(argv: list[str] | None = None) -> int:
                    "on 2 cores)")
     p.add_argument("--only", default="", help="run the mutants whose id starts with this")
     p.add_argument("--list", action="store_true", help="list the mutants and stop")
+    p.add_argument("--all-scenarios", action="store_true",
+                   help="run each mutant on every scenario, also those whose exploration "
+                   "never calls its function (slower, same result)")
     p.add_argument("--cache", default="/tmp/tdpmmu-mutants-cache.json",
                    help="results of earlier runs on the same model code and bound are "
                    "reused from this file ('' to disable)")
@@ -496,7 +607,8 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     cpu0 = time.process_time()
     ev = evaluate(mutants, versions, args.max_executions, args.jobs,
-                  cache=Path(args.cache) if args.cache else None)
+                  cache=Path(args.cache) if args.cache else None,
+                  all_scenarios=args.all_scenarios)
     equivalent = load_equivalent()
     worst = report(mutants, ev["results"], equivalent)
     cpu = time.process_time() - cpu0 + sum(r[2] for r in ev["results"].values())

@@ -52,6 +52,10 @@ class Properties:
         self.vcpu_root.check()
         return None
 
+    def before_teardown(self, kvm: Any) -> None:
+        """Checked when every thread is done, before the VM is torn down."""
+        self.dirty_log.at_end()
+
     def final(self, kvm: Any) -> None:
         """Checked after the VM is torn down."""
         check_no_leak(kvm)
