@@ -60,11 +60,17 @@ TARGETS: dict[str, tuple[str, ...]] = {
         "tdp_mmu_next_root", "for_each_tdp_mmu_root_yield_safe", "mmu_alloc_direct_roots",
         "kvm_mmu_free_roots", "mmu_free_root_page", "kvm_mmu_unload", "kvm_mmu_load",
         "kvm_mmu_reload", "is_tdp_mmu_root", "kvm_free_vcpus", "kvm_mmu_zap_all_fast",
+        # 5.13: refcount_t roots, fast invalidation
+        "kvm_tdp_mmu_get_root", "kvm_tdp_mmu_put_root", "kvm_tdp_mmu_invalidate_all_roots",
+        "next_invalidated_root",
     ),
     "zap": (
         "zap_gfn_range", "kvm_tdp_mmu_zap_gfn_range", "kvm_tdp_mmu_zap_all",
         "tdp_mmu_iter_flush_cond_resched", "tdp_mmu_iter_cond_resched", "_handle_changed_spte",
         "kvm_mmu_zap_all", "kvm_zap_gfn_range", "set_tdp_spte", "zap_gfn_range_hva_wrapper",
+        # 5.12: zaps under the read lock, page tables freed through RCU; 5.13
+        "_kvm_tdp_mmu_zap_gfn_range", "handle_removed_tdp_mmu_page", "tdp_mmu_zap_spte_atomic",
+        "kvm_tdp_mmu_zap_invalidated_roots",
     ),
     "notifier": (
         "kvm_mmu_notifier_invalidate_range_start", "kvm_mmu_notifier_invalidate_range_end",
@@ -74,7 +80,7 @@ TARGETS: dict[str, tuple[str, ...]] = {
     ),
     "fault": (
         "direct_page_fault", "kvm_tdp_mmu_map", "tdp_mmu_map_handle_target_level",
-        "try_async_pf", "hva_to_pfn",
+        "try_async_pf", "hva_to_pfn", "mmu_notifier_retry_hva",
     ),
     "dirty-log": (
         "wrprot_gfn_range", "slot_root_walk", "clear_dirty_gfn_range", "clear_dirty_pt_masked",
