@@ -480,6 +480,23 @@ def load_cache(path: Path, key: str) -> dict[str, Any]:
     return data.get(key, {})
 
 
+def load_hints(path: Path) -> dict[str, str]:
+    """Mutant id -> the scenario that killed it in an earlier run on any model code.
+
+    Only an order: a mutant runs its hinted scenario first, on the current
+    code, so a kill that still happens costs one scenario (the result is
+    the current run's, never the hint's)."""
+    if not path.exists():
+        return {}
+    import json
+    out: dict[str, str] = {}
+    for results in json.loads(path.read_text()).values():
+        for mid, (scenario, found, _cpu) in results.items():
+            if found is not None and scenario:
+                out[mid] = scenario
+    return out
+
+
 def save_cache(path: Path, key: str, results: dict[str, Any]) -> None:
     import json
     data = json.loads(path.read_text()) if path.exists() else {}
@@ -519,10 +536,17 @@ def evaluate(mutants: list[Mutant], versions: list[str], bound: int, jobs: int,
     if results:
         print(f"  {len(results)} results reused from {cache} (same model code, same bound)",
               file=out, flush=True)
-    # Each mutant runs on the scenarios whose exploration calls its function.
-    work = [(m, [s for s in judged[m.version]
-                 if all_scenarios or m.function in covered[m.version][s]], bound)
-            for m in mutants if m.id not in results]
+    # Each mutant runs on the scenarios whose exploration calls its function,
+    # the one that killed it last time (if any) first.
+    hints = load_hints(cache) if cache is not None else {}
+
+    def order(m: Mutant) -> list[str]:
+        ss = [s for s in judged[m.version]
+              if all_scenarios or m.function in covered[m.version][s]]
+        first = hints.get(m.id)
+        return ([first] if first in ss else []) + [s for s in ss if s != first]
+
+    work = [(m, order(m), bound) for m in mutants if m.id not in results]
 
     def note(mid: str, s: str | None, found: str | None, cpu: float) -> None:
         results[mid] = (s, found, cpu)
