@@ -102,3 +102,28 @@ def test_a_livelock_before_the_threads_start_is_a_finding():
 
     v = check(_NeverLoads, "teardown", max_executions=2).violation
     assert v is not None and v.kind == "livelock" and v.thread == "setup", v
+
+
+class _FastZapWithoutTdpZap(V5_11):
+    """A memslot deletion's fast zap forgets the TDP MMU's roots."""
+
+    name = "v5.11+fast-zap-without-tdp"
+
+    def kvm_mmu_zap_all_fast(self, kvm: Any) -> None:
+        from tdpmmu.kvm.mmu_lock import KVM_MMU_LOCK, KVM_MMU_UNLOCK
+        KVM_MMU_LOCK(kvm)
+        kvm.arch.mmu_valid_gen = 1 - kvm.arch.mmu_valid_gen
+        self.kvm_reload_remote_mmus(kvm)
+        KVM_MMU_UNLOCK(kvm)
+
+
+def test_a_mapping_of_a_deleted_memslot_is_reported_when_the_ioctl_returns():
+    v = check(_FastZapWithoutTdpZap, "teardown").violation
+    assert v is not None and v.message.startswith(
+        "memslot-removed: after KVM_MR_DELETE of memslot 1"), v and v.message
+
+
+@pytest.mark.parametrize("release", RELEASES[1:])
+def test_releases_verify_a_memslot_deletion_and_move(release):
+    assert check(release, "teardown").violation is None
+    assert check(release, "seed-bug", max_executions=300).violation is None
