@@ -26,8 +26,9 @@ Usage::
     .venv/bin/python bench/mutants.py [--kernel v5.11]... [--max-executions 300]
         [--jobs 2] [--seed 0] [--sample N] [--only ID_PREFIX] [--list]
 
-``--sample N`` runs N mutants drawn with ``--seed`` (default 120 of them, so that
-a run takes minutes, not hours; ``--sample 0`` runs all).
+``--sample N`` runs N mutants of each version drawn with ``--seed`` (default 120,
+so that a run takes minutes, not hours; ``--sample 0`` runs all).  Versions
+default to v5.11 and every later built-in one, so new versions are picked up.
 """
 
 from __future__ import annotations
@@ -610,8 +611,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sample", type=int, default=120,
-                   help="run N mutants drawn with --seed (0: all; default 120, about 15 min "
-                   "on 2 cores)")
+                   help="run N mutants of each version drawn with --seed (0: all; default "
+                   "120)")
     p.add_argument("--only", default="", help="run the mutants whose id starts with this")
     p.add_argument("--list", action="store_true", help="list the mutants and stop")
     p.add_argument("--all-scenarios", action="store_true",
@@ -625,9 +626,13 @@ def main(argv: list[str] | None = None) -> int:
     names = list(BUILTIN)
     versions = args.kernel or names[names.index("v5.11"):]
     mutants = [m for m in generate(versions) if m.id.startswith(args.only)]
-    if args.sample and args.sample < len(mutants):
-        mutants = sorted(random.Random(args.seed).sample(mutants, args.sample),
-                         key=lambda m: m.id)
+    if args.sample:
+        # N per version, so that each version's score has the same weight.
+        drawn = []
+        for v in versions:
+            ms = [m for m in mutants if m.version == v]
+            drawn += random.Random(f"{args.seed}/{v}").sample(ms, min(args.sample, len(ms)))
+        mutants = sorted(drawn, key=lambda m: m.id)
     if args.list:
         for m in mutants:
             print(f"{m.id}: {m.description}")
