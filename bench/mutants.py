@@ -14,17 +14,29 @@ lock/unlock of one lock in the function), ``negate`` (an ``if``/``while``
 condition), ``swap`` (two adjacent statements), ``or-assign`` (``|=`` to
 ``=``), ``drop-check`` (a ``BUG_ON``/``WARN_ON``/``WARN``/``BUG`` keeps its
 condition's control flow but reports nothing).  Tracepoints and trace notes
-are not mutated (they are not kernel behaviour).
+are not mutated (they are not kernel behaviour), nor is the branch of a
+what-if knob that the version's default does not take (the release has no such
+code).
+
+Speed: a mutant runs only on the scenarios whose (bounded) exploration of the
+unmutated version calls its function (elsewhere its executions are the
+original's, step for step), and stops at its first kill; the scenario that
+killed it in an earlier run (the cache file, any model code) runs first.  A
+mutant that spins without a visible operation is stopped after
+``TIMEOUT_CPU`` seconds of CPU and counted as not caught.
 
 A mutant judged equivalent (no behaviour a kernel developer would call a bug
 can follow from it, in this model) has its reason in
 ``bench/mutants-equivalent.toml``, keyed by the mutant's stable id
-(``version/function/operator/hash``).  The score counts only the others.
+(``version/function/operator/hash``).  The score counts only the others; a
+mutant listed as ``unmodelled`` (a real bug in what the model leaves out)
+counts as a survivor, its reason printed.
 
 Usage::
 
     .venv/bin/python bench/mutants.py [--kernel v5.11]... [--max-executions 300]
-        [--jobs 2] [--seed 0] [--sample N] [--only ID_PREFIX] [--list]
+        [--jobs 2] [--seed 0] [--sample N] [--only ID_PREFIX] [--list] [--all-scenarios]
+        [--cache FILE]
 
 ``--sample N`` runs N mutants of each version drawn with ``--seed`` (default 120,
 so that a run takes minutes, not hours; ``--sample 0`` runs all).  Versions
