@@ -127,3 +127,59 @@ def test_a_mapping_of_a_deleted_memslot_is_reported_when_the_ioctl_returns():
 def test_releases_verify_a_memslot_deletion_and_move(release):
     assert check(release, "teardown").violation is None
     assert check(release, "seed-bug", max_executions=300).violation is None
+
+
+class _HvaRangeResultOfLastSlot(V5_11):
+    """handle_hva_range_root keeps only the last memslot's result."""
+
+    name = "v5.11+hva-range-last-slot"
+
+    def handle_hva_range_root(self, kvm: Any, root: Any, start: int, end: int, data: Any,
+                              handler: Any) -> int:
+        from tdpmmu.kvm.tdp_mmu import kvm_mmu_page_as_id
+        ret = 0
+        for memslot in self._kvm_memslots(kvm, kvm_mmu_page_as_id(root)).slots:
+            hva_start = max(start, memslot.userspace_addr)
+            hva_end = min(end, memslot.userspace_addr + memslot.npages)
+            if hva_start >= hva_end:
+                continue
+            gfn_start = memslot.base_gfn + (hva_start - memslot.userspace_addr)
+            gfn_end = memslot.base_gfn + (hva_end - memslot.userspace_addr)
+            ret = handler(kvm, memslot, root, gfn_start, gfn_end, data)
+        return ret
+
+
+def test_a_notifier_result_lost_across_memslots_is_reported():
+    v = check(_HvaRangeResultOfLastSlot, "smm-roots-vs-invalidate").violation
+    assert v is not None and "TLB" in v.message, v and v.message
+
+
+class _WrprotWithoutFlush(V5_11):
+    """Dirty logging's write-protection never flushes the TLBs."""
+
+    name = "v5.11+wrprot-without-flush"
+
+    def kvm_arch_flush_remote_tlbs_memslot(self, kvm: Any, memslot: Any) -> None:
+        pass
+
+
+def test_a_write_through_a_stale_writable_tlb_entry_is_reported():
+    v = check(_WrprotWithoutFlush, "dirty-log-enable-vs-writes").violation
+    assert v is not None and v.message.startswith("dirty-log-complete:"), v and v.message
+    for release in RELEASES:
+        assert check(release, "dirty-log-enable-vs-writes").violation is None, release
+
+
+class _ReleaseWithoutZap(V5_11):
+    """->release (kvm_arch_flush_shadow_all) leaves the SPTEs in place."""
+
+    name = "v5.11+release-without-zap"
+
+    def kvm_mmu_zap_all(self, kvm: Any) -> None:
+        pass
+
+
+def test_a_mapping_left_after_release_is_reported():
+    v = check(_ReleaseWithoutZap, "teardown").violation
+    assert v is not None and v.message.startswith("mmu-notifier: after ->release returned"), \
+        v and v.message

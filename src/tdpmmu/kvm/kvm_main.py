@@ -306,6 +306,8 @@ class KvmMain:
     def kvm_destroy_vm(self, kvm: Any) -> None:
         """The VM's last reference is gone: every vCPU thread has left KVM_RUN."""
         self.kvm_mmu_notifier_release(kvm)  # mmu_notifier_unregister -> ->release
+        # The mm's side of the notifier contract, for the properties.
+        self.trace_event(kvm, "mmu_notifier_release_returned")
         self.kvm_arch_destroy_vm(kvm)
         kvm.destroyed = True
         self.trace_event(kvm, "vm_destroyed")
