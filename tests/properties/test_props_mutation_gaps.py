@@ -180,6 +180,6 @@ class _ReleaseWithoutZap(V5_11):
 
 
 def test_a_mapping_left_after_release_is_reported():
-    v = check(_ReleaseWithoutZap, "teardown").violation
+    v = check(_ReleaseWithoutZap, "next-root-deleted").violation
     assert v is not None and v.message.startswith("mmu-notifier: after ->release returned"), \
         v and v.message
