@@ -254,6 +254,7 @@ def build_model(kernel_cls: type[V5_10], scenario: Scenario,
 
     def check(world: World) -> None:
         if not world.kvm.destroyed:
+            world.props.before_teardown(world.kvm)
             world.k.kvm_destroy_vm(world.kvm)
         world.props.final(world.kvm)
 

@@ -441,8 +441,15 @@ def new_serial() -> int:
     return n
 
 
+# Visible operations outside any execution (a scenario's setup) are not
+# scheduled, so nothing else bounds them: a loop of them is a livelock.
+UNOBSERVED_BOUND = 50_000
+_unobserved = [0]
+
+
 def reset_serials() -> None:
     _serial[0] = 0
+    _unobserved[0] = 0
 
 
 def serials_issued() -> int:
@@ -473,6 +480,10 @@ def visible(label: str, accesses: Accesses = (), enabled: Callable[[], bool] | N
     """
     ex = _current
     if ex is None:
+        _unobserved[0] += 1
+        if _unobserved[0] > UNOBSERVED_BOUND:
+            raise Finding("livelock", f"step bound reached before the threads started: "
+                          f"{UNOBSERVED_BOUND} visible operations, the last {label}")
         return
     t = ex.running
     if t is None or getcurrent() is ex.main:

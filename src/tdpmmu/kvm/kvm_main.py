@@ -330,6 +330,8 @@ class KvmMain:
         """The VM's last reference is gone: every vCPU thread has left KVM_RUN."""
         kvm.users_count = 0  # kvm_put_kvm's refcount_dec_and_test
         self.kvm_mmu_notifier_release(kvm)  # mmu_notifier_unregister -> ->release
+        # The mm's side of the notifier contract, for the properties.
+        self.trace_event(kvm, "mmu_notifier_release_returned")
         self.kvm_arch_destroy_vm(kvm)
         kvm.destroyed = True
         self.trace_event(kvm, "vm_destroyed")
