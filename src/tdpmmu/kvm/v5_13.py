@@ -54,6 +54,7 @@ from .spte import (
     KVM_PAGES_PER_HPAGE,
     PAGE_SHIFT,
     PG_LEVEL_2M,
+    PG_LEVEL_4K,
     PT_WRITABLE_MASK,
     REMOVED_SPTE,
     is_last_spte,
@@ -76,8 +77,12 @@ __kernel_file__ = "arch/x86/kvm/mmu/tdp_mmu.c"
 
 
 def role_invalid(root: kvm_mmu_page) -> bool:
-    """``root->role.invalid``: a shared word from 5.13 (set under the write lock,
-    read by root walkers under the read lock or RCU alone)."""
+    """``root->role.invalid``: for a TDP MMU page a shared word from 5.13 (set
+    under the write lock, read by root walkers under the read lock or RCU
+    alone); a legacy shadow page's role is only changed and read under
+    ``mmu_lock`` held for write, so it stays a plain field."""
+    if not root.tdp_mmu_page:
+        return bool(root.role.invalid)
     return bool(READ_ONCE(root.role_invalid))
 
 
@@ -495,27 +500,36 @@ class V5_13(V5_12):
     def kvm_test_age_hva(self, kvm: Any, hva: int) -> int:
         return int(self._kvm_handle_hva_range(kvm, hva, hva + 1, self.kvm_test_age_gfn))
 
-    # mmu.c's arch hooks
+    # mmu.c's arch hooks: the rmaps (every legacy SPTE of the range), then the
+    # TDP MMU's roots if it is enabled (3039bcc74498).
+    def kvm_handle_gfn_range(self, kvm: Any, gfn_range: kvm_gfn_range, handler: Any) -> bool:
+        ret = False
+        for rmap, gfn, level in self.slot_rmap_walk(gfn_range.slot, PG_LEVEL_4K,
+                                                    KVM_MAX_HUGEPAGE_LEVEL, gfn_range.start,
+                                                    gfn_range.end - 1):
+            ret |= bool(handler(kvm, rmap, gfn_range.slot, gfn, level, gfn_range.pte))
+        return ret
+
     def kvm_unmap_gfn_range(self, kvm: Any, gfn_range: kvm_gfn_range) -> bool:
-        flush = False
+        flush = self.kvm_handle_gfn_range(kvm, gfn_range, self.kvm_unmap_rmapp)
         if kvm.arch.tdp_mmu_enabled:
             flush = self.kvm_tdp_mmu_unmap_gfn_range(kvm, gfn_range, flush)
         return flush
 
     def kvm_set_spte_gfn(self, kvm: Any, gfn_range: kvm_gfn_range) -> bool:
-        flush = False
+        flush = self.kvm_handle_gfn_range(kvm, gfn_range, self.kvm_set_pte_rmapp)
         if kvm.arch.tdp_mmu_enabled:
             flush |= self.kvm_tdp_mmu_set_spte_gfn(kvm, gfn_range)
         return flush
 
     def kvm_age_gfn(self, kvm: Any, gfn_range: kvm_gfn_range) -> bool:
-        young = False
+        young = self.kvm_handle_gfn_range(kvm, gfn_range, self.kvm_age_rmapp)
         if kvm.arch.tdp_mmu_enabled:
             young |= self.kvm_tdp_mmu_age_gfn_range(kvm, gfn_range)
         return young
 
     def kvm_test_age_gfn(self, kvm: Any, gfn_range: kvm_gfn_range) -> bool:
-        young = False
+        young = self.kvm_handle_gfn_range(kvm, gfn_range, self.kvm_test_age_rmapp)
         if kvm.arch.tdp_mmu_enabled:
             young |= self.kvm_tdp_mmu_test_age_gfn(kvm, gfn_range)
         return young

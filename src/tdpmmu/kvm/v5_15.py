@@ -147,7 +147,8 @@ class V5_15(V5_13):
             r = self.kvm_tdp_mmu_map(vcpu, gpa, error_code, map_writable, max_level, pfn,
                                      prefault)
         else:
-            r = self._direct_map(vcpu, gpa)
+            r = self._direct_map(vcpu, gpa, error_code, map_writable, max_level, pfn,
+                                 prefault, is_tdp)
         if is_tdp_mmu_fault:
             read_unlock(kvm.mmu_lock)
         else:

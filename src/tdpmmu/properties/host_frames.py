@@ -105,7 +105,7 @@ class HostFrames:
 
     def _release_returned(self) -> None:
         kvm = self.kvm
-        for root in roots_on_list(kvm):
+        for root in mmu_roots(kvm):
             for gfn, pfn in leaf_mappings(kvm, root, peek(root, "role").level):
                 self._once(("release", peek(root, "name")),
                            f"{self.name}: after ->release returned, root {peek(root, 'name')} "

@@ -23,7 +23,7 @@ from typing import Any
 from ..engine import READ, report, visible
 from ..kvm.structs import KVM_MEMSLOT_INVALID
 from .invalidation import leaf_mappings
-from .peek import peek, roots_on_list
+from .peek import mmu_roots, peek
 
 
 class MemslotRemoved:
@@ -44,7 +44,7 @@ class MemslotRemoved:
             return
         kvm = self.kvm
         as_id, start, end = f["as_id"], f["base_gfn"], f["base_gfn"] + f["npages"]
-        roots = [r for r in roots_on_list(kvm) if (1 if peek(r, 'role').smm else 0) == as_id]
+        roots = [r for r in mmu_roots(kvm) if (1 if peek(r, 'role').smm else 0) == as_id]
         vcpus = [v for v in kvm.vcpus if (1 if v.smm else 0) == as_id]
         visible("property: memslot removed",
                 tuple((r, READ) for r in roots) + tuple((v.tlb, READ) for v in vcpus))
