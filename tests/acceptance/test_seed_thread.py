@@ -323,7 +323,8 @@ def test_default_resched_policy_does_not_livelock_a_single_yielding_walk():
             self.kvm_mmu_slot_set_dirty(kvm, new)
 
     scen = parse_scenario({
-        "name": "set-dirty", "memslot": [{"id": 0, "base_gfn": 0, "npages": 4, "hva": 256}],
+        "name": "set-dirty", "vm": {"tdp_mmu": 1},  # the TDP MMU's walk, as the seed ran
+        "memslot": [{"id": 0, "base_gfn": 0, "npages": 4, "hva": 256}],
         "setup": [{"op": "vcpu_run", "vcpu": 0, "guest": ["write 0x1", "write 0x2"]}],
         "thread": [{"name": "host", "actions": [{"op": "dirty_log_enable", "slot": 0}]}]},
         "test")

@@ -10,7 +10,7 @@ import pytest
 from props_lib import SLOT0, run, scen
 
 from tdpmmu.checker import check
-from tdpmmu.kvm.versions import V5_11, V5_13
+from tdpmmu.kvm.versions import V5_11
 
 RELEASES = ("v5.10-fix-v1", "v5.11", "v5.12", "v5.13")
 
@@ -28,19 +28,6 @@ class _HvaRangeResultOfLastRoot(V5_11):
     """kvm_tdp_mmu_handle_hva_range keeps only the last root's result."""
 
     name = "v5.11+hva-range-last-root"
-
-    def kvm_tdp_mmu_handle_hva_range(self, kvm: Any, start: int, end: int, data: Any,
-                                     handler: Any) -> int:
-        ret = 0
-        for root in self.for_each_tdp_mmu_root_yield_safe(kvm):
-            ret = self.handle_hva_range_root(kvm, root, start, end, data, handler)
-        return ret
-
-
-class _HvaRangeResultOfLastRoot513(V5_13):
-    """The same lost result in 5.13's ``kvm_tdp_mmu_handle_hva_range``."""
-
-    name = "v5.13+hva-range-last-root"
 
     def kvm_tdp_mmu_handle_hva_range(self, kvm: Any, start: int, end: int, data: Any,
                                      handler: Any) -> int:
@@ -71,7 +58,10 @@ def test_a_root_loaded_without_a_tlb_flush_is_reported():
         v and v.message
 
 
-@pytest.mark.parametrize("kernel", [_HvaRangeResultOfLastRoot, _HvaRangeResultOfLastRoot513])
+# From 5.13 the notifier walks roots per address space (3039bcc74498): with one
+# root per address space the mutation has no counterpart there; the generic
+# walk's own `ret =` across memslots survives this scenario (see the note).
+@pytest.mark.parametrize("kernel", [_HvaRangeResultOfLastRoot])
 def test_a_notifier_result_lost_across_roots_is_reported(kernel):
     v = check(kernel, "smm-roots-vs-invalidate").violation
     assert v is not None and "TLB" in v.message and "0x1" in v.message, v and v.message
