@@ -78,6 +78,7 @@ class kvm_mmu_page:
         self.root: Any = None  # the root whose paging structure holds this page
         self.version = 0  # bumped by SPTE stores under this root (spin-wait detection)
         self.rcu_head = rcu_head(self)  # 5.12+: page tables are freed through call_rcu
+        self.tdp_mmu_scheduled_root_to_zap = False  # 6.6+: flagged by the invalidation
 
     def __repr__(self) -> str:
         return f"<kvm_mmu_page {self.name}>"
