@@ -8,9 +8,10 @@ work that changes no modelled behaviour (``WARN_ON`` -> ``WARN_ON_ONCE``,
 ``MMU_WARN_ON`` -> ``KVM_MMU_WARN_ON`` for 6.6's ``CONFIG_KVM_PROVE_MMU``,
 ``to_shadow_page`` -> ``root_to_sp``, ``range->pte`` -> ``range->arg.pte``)
 or 6.6.y stable backports, left out: ``tdp_mmu_need_write_protect`` in
-``clear_dirty_gfn_range`` / ``clear_dirty_pt_masked`` (mainline 6.10,
-"KVM: x86/mmu: Write-protect L2 SPTEs in TDP MMU when clearing dirty
-status", with the move of ``clear_dirty_pt_masked``'s lockdep assertion);
+``clear_dirty_gfn_range`` / ``clear_dirty_pt_masked`` ("KVM: x86/mmu:
+Write-protect L2 SPTEs in TDP MMU when clearing dirty status": in the stored
+6.9.0, not in 6.8.0, so mainline 6.9; with the move of
+``clear_dirty_pt_masked``'s lockdep assertion);
 the model's SPTEs have no A/D-disabled roots, so that choice is moot here.
 """
 

@@ -17,6 +17,14 @@ translation.  Write-protection is not a zap: dirty logging flushes it after
 ``mmu_lock`` (``kvm_arch_flush_remote_tlbs_memslot``), and the dirty-log
 property judges that.
 
+``"before-unlock-valid-root"`` (6.9): the same, except for a vCPU whose current
+root is invalid.  6.9's ``tdp_mmu_zap_leafs`` asks for no flush when it zaps
+SPTEs of an invalid root ("Zappings SPTEs in invalid roots doesn't require a
+TLB flush, see kvm_tdp_mmu_zap_invalidated_roots()"), whose comment says why:
+every vCPU was sent ``KVM_REQ_MMU_FREE_OBSOLETE_ROOTS`` when the root was
+invalidated, must act on it before its next guest access, and flushes its
+TLB when it loads a new root (``kvm_mmu_load``).
+
 Later versions defer some flushes to the caller and rely on a flush before
 the RCU free of page tables; a version with another contract names it, and an
 unknown contract is not checked here.
@@ -51,7 +59,7 @@ from .peek import peek
 # Reports name kernel code, not the property's own frames.
 runtime.hide_frames_of(__file__)
 
-CONTRACTS = ("before-unlock",)
+CONTRACTS = ("before-unlock", "before-unlock-valid-root")
 
 
 def root_translation(kvm: Any, root: Any, gfn: int) -> int | None:
@@ -83,7 +91,7 @@ class TlbCoherence:
         self.contract = contract
         self.owed: dict[Any, list[tuple[int, int, int, int]]] = {}  # thread -> zaps
         self.reported: set[Any] = set()
-        if contract == "before-unlock":
+        if contract in CONTRACTS:
             kvm.mmu_lock.on_release = self.on_release
 
     def probe(self, event: str, f: dict[str, Any]) -> None:
@@ -112,6 +120,9 @@ class TlbCoherence:
                 continue
             as_id = 1 if v.smm else 0
             root = kvm.phys.get(hpa >> PAGE_SHIFT)
+            if self.contract == "before-unlock-valid-root" and root is not None \
+                    and getattr(peek(root, "role"), "invalid", False):
+                continue  # the vCPU frees this root and flushes before it runs
             for a, gfn0, n, pfn0 in owed:
                 if a != as_id:
                     continue
