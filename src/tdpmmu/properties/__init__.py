@@ -16,13 +16,13 @@ from .host_frames import HostFrames
 from .invalidation import InvalidationComplete
 from .leak import check_no_leak
 from .lock_contract import install_lock_contract
-from .root_list import NoZeroCountRoot
+from .root_list import NoZeroCountRoot, OneValidRootPerRole
 from .tlb import TlbCoherence
 from .vcpu_root import VcpuRootLive
 
 ALL = ("lock-contract", "no-zero-count-root", "vcpu-root-live", "mmu-notifier",
        "guest-access-frame", "tlb-coherence", "invalidation-complete", "dirty-log-complete",
-       "no-leak")
+       "no-leak", "one-valid-root-per-role")
 
 
 class Properties:
@@ -32,6 +32,9 @@ class Properties:
         if kernel is not None:
             install_lock_contract(kvm, kernel.lock_contract(kvm))
         self.root_list = NoZeroCountRoot(kvm)
+        # Only on a version whose code promises it (6.9's recheck).
+        self.one_root_per_role = (OneValidRootPerRole(kvm) if getattr(
+            kernel, "promises_one_valid_root_per_role", False) else None)
         self.invalidation = InvalidationComplete(kvm)
         self.dirty_log = DirtyLogComplete(kvm)
         self.vcpu_root = VcpuRootLive(kvm)
@@ -49,6 +52,8 @@ class Properties:
         until ``root_hpa`` is a watched word.
         """
         self.root_list.check()
+        if self.one_root_per_role is not None:
+            self.one_root_per_role.check()
         self.vcpu_root.check()
         return None
 
@@ -58,4 +63,5 @@ class Properties:
 
 
 __all__ = ["ALL", "DirtyLogComplete", "HostFrames", "InvalidationComplete", "NoZeroCountRoot",
-           "Properties", "TlbCoherence", "VcpuRootLive", "check_no_leak", "install_lock_contract"]
+           "OneValidRootPerRole", "Properties", "TlbCoherence", "VcpuRootLive", "check_no_leak",
+           "install_lock_contract"]

@@ -23,7 +23,12 @@ SPTEs of an invalid root ("Zappings SPTEs in invalid roots doesn't require a
 TLB flush, see kvm_tdp_mmu_zap_invalidated_roots()"), whose comment says why:
 every vCPU was sent ``KVM_REQ_MMU_FREE_OBSOLETE_ROOTS`` when the root was
 invalidated, must act on it before its next guest access, and flushes its
-TLB when it loads a new root (``kvm_mmu_load``).
+TLB when it loads a new root (``kvm_mmu_load``).  Nor do the zaps of
+``kvm_tdp_mmu_zap_all``: its comment (since 5.18's "Skip remote TLB flush
+when zapping all of TDP MMU", still in 6.9) says KVM zaps everything only
+when the VM is destroyed or the VMM has exited, when ``KVM_RUN`` is
+unreachable -- 6.9's 4K-first zap yields with such zaps outstanding, which
+the ``zap_all`` action's running vCPUs would otherwise be charged for.
 
 Later versions defer some flushes to the caller and rely on a flush before
 the RCU free of page tables; a version with another contract names it, and an
@@ -105,6 +110,9 @@ class TlbCoherence:
             return  # the same frame: a permission or A/D change, not a zap
         t = current_thread()
         if t is None:
+            return
+        if self.contract == "before-unlock-valid-root" and \
+                "kvm_tdp_mmu_zap_all" in callsite.call_chain(16):
             return
         self.owed.setdefault(t, []).append((f["as_id"], f["gfn"], KVM_PAGES_PER_HPAGE(level),
                                             spte_to_pfn(old)))
