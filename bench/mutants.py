@@ -14,20 +14,33 @@ lock/unlock of one lock in the function), ``negate`` (an ``if``/``while``
 condition), ``swap`` (two adjacent statements), ``or-assign`` (``|=`` to
 ``=``), ``drop-check`` (a ``BUG_ON``/``WARN_ON``/``WARN``/``BUG`` keeps its
 condition's control flow but reports nothing).  Tracepoints and trace notes
-are not mutated (they are not kernel behaviour).
+are not mutated (they are not kernel behaviour), nor is the branch of a
+what-if knob that the version's default does not take (the release has no such
+code).
+
+Speed: a mutant runs only on the scenarios whose (bounded) exploration of the
+unmutated version calls its function (elsewhere its executions are the
+original's, step for step), and stops at its first kill; the scenario that
+killed it in an earlier run (the cache file, any model code) runs first.  A
+mutant that spins without a visible operation is stopped after
+``TIMEOUT_CPU`` seconds of CPU and counted as not caught.
 
 A mutant judged equivalent (no behaviour a kernel developer would call a bug
 can follow from it, in this model) has its reason in
 ``bench/mutants-equivalent.toml``, keyed by the mutant's stable id
-(``version/function/operator/hash``).  The score counts only the others.
+(``version/function/operator/hash``).  The score counts only the others; a
+mutant listed as ``unmodelled`` (a real bug in what the model leaves out)
+counts as a survivor, its reason printed.
 
 Usage::
 
     .venv/bin/python bench/mutants.py [--kernel v5.11]... [--max-executions 300]
-        [--jobs 2] [--seed 0] [--sample N] [--only ID_PREFIX] [--list]
+        [--jobs 2] [--seed 0] [--sample N] [--only ID_PREFIX] [--list] [--all-scenarios]
+        [--cache FILE]
 
-``--sample N`` runs N mutants drawn with ``--seed`` (default 120 of them, so that
-a run takes minutes, not hours; ``--sample 0`` runs all).
+``--sample N`` runs N mutants of each version drawn with ``--seed`` (default 120,
+so that a run takes minutes, not hours; ``--sample 0`` runs all).  Versions
+default to v5.11 and every later built-in one, so new versions are picked up.
 """
 
 from __future__ import annotations
@@ -50,7 +63,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 EQUIVALENT_FILE = HERE / "mutants-equivalent.toml"
-TIMEOUT_CPU = 120.0  # seconds of CPU per mutant before it counts as a hang
+TIMEOUT_CPU = 60.0  # seconds of CPU per mutant before it counts as a hang
 
 # The functions under mutation, by area (names of model methods).
 TARGETS: dict[str, tuple[str, ...]] = {
@@ -60,11 +73,17 @@ TARGETS: dict[str, tuple[str, ...]] = {
         "tdp_mmu_next_root", "for_each_tdp_mmu_root_yield_safe", "mmu_alloc_direct_roots",
         "kvm_mmu_free_roots", "mmu_free_root_page", "kvm_mmu_unload", "kvm_mmu_load",
         "kvm_mmu_reload", "is_tdp_mmu_root", "kvm_free_vcpus", "kvm_mmu_zap_all_fast",
+        # 5.13: refcount_t roots, fast invalidation
+        "kvm_tdp_mmu_get_root", "kvm_tdp_mmu_put_root", "kvm_tdp_mmu_invalidate_all_roots",
+        "next_invalidated_root",
     ),
     "zap": (
         "zap_gfn_range", "kvm_tdp_mmu_zap_gfn_range", "kvm_tdp_mmu_zap_all",
         "tdp_mmu_iter_flush_cond_resched", "tdp_mmu_iter_cond_resched", "_handle_changed_spte",
         "kvm_mmu_zap_all", "kvm_zap_gfn_range", "set_tdp_spte", "zap_gfn_range_hva_wrapper",
+        # 5.12: zaps under the read lock, page tables freed through RCU; 5.13
+        "_kvm_tdp_mmu_zap_gfn_range", "handle_removed_tdp_mmu_page", "tdp_mmu_zap_spte_atomic",
+        "kvm_tdp_mmu_zap_invalidated_roots",
     ),
     "notifier": (
         "kvm_mmu_notifier_invalidate_range_start", "kvm_mmu_notifier_invalidate_range_end",
@@ -74,7 +93,7 @@ TARGETS: dict[str, tuple[str, ...]] = {
     ),
     "fault": (
         "direct_page_fault", "kvm_tdp_mmu_map", "tdp_mmu_map_handle_target_level",
-        "try_async_pf", "hva_to_pfn",
+        "try_async_pf", "hva_to_pfn", "mmu_notifier_retry_hva",
     ),
     "dirty-log": (
         "wrprot_gfn_range", "slot_root_walk", "clear_dirty_gfn_range", "clear_dirty_pt_masked",
@@ -169,9 +188,64 @@ def _line(node: ast.AST) -> str:
     return ast.unparse(node).splitlines()[0][:70]
 
 
-def mutations(fn_tree: ast.FunctionDef) -> list[tuple[str, str, ast.FunctionDef]]:
-    """(operator, description, mutated copy) for every mutation point, in source order."""
+_UNKNOWN = object()
+
+
+def _knob_test(test: ast.expr, knobs: dict[str, Any]) -> Any:
+    """The value of an ``if`` test that reads only a what-if knob (``self.<attr>``
+    compared with constants), with the version's default knobs; ``_UNKNOWN``
+    when the test depends on anything else."""
+    if isinstance(test, ast.Attribute) and isinstance(test.value, ast.Name) \
+            and test.value.id == "self" and test.attr in knobs:
+        return knobs[test.attr]
+    if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+        v = _knob_test(test.operand, knobs)
+        return v if v is _UNKNOWN else not v
+    if isinstance(test, ast.Compare) and len(test.ops) == 1:
+        left = _knob_test(test.left, knobs)
+        right = test.comparators[0]
+        if left is _UNKNOWN or not isinstance(right, ast.Constant | ast.Tuple):
+            return _UNKNOWN
+        value = ast.literal_eval(right)
+        op = test.ops[0]
+        if isinstance(op, ast.Eq | ast.NotEq):
+            return (left == value) == isinstance(op, ast.Eq)
+        if isinstance(op, ast.In | ast.NotIn):
+            return (left in value) == isinstance(op, ast.In)
+        return _UNKNOWN
+    if isinstance(test, ast.BoolOp):
+        values = [_knob_test(v, knobs) for v in test.values]
+        # `x and <knob off>` is False whatever x is (and `x or <knob on>` True).
+        decisive = isinstance(test.op, ast.Or)
+        if any(v is not _UNKNOWN and bool(v) == decisive for v in values):
+            return decisive
+    return _UNKNOWN
+
+
+def _what_if_nodes(fn_tree: ast.AST, knobs: dict[str, Any]) -> set[int]:
+    """Nodes that are the model's what-ifs, not the release's code: the branch a
+    knob's default does not take, and the knob test itself.  Mutating them is
+    not a kernel bug (with default options that code never runs, and the
+    release has no such branch), so no mutant is made there."""
+    out: set[int] = set()
+    for node in ast.walk(fn_tree):
+        if not isinstance(node, ast.If):
+            continue
+        taken = _knob_test(node.test, knobs)
+        if taken is _UNKNOWN:
+            continue
+        out.update(id(n) for n in ast.walk(node.test))
+        for stmt in (node.orelse if taken else node.body):
+            out.update(id(n) for n in ast.walk(stmt))
+    return out
+
+
+def mutations(fn_tree: ast.FunctionDef,
+              knobs: dict[str, Any] | None = None) -> list[tuple[str, str, ast.FunctionDef]]:
+    """(operator, description, mutated copy) for every mutation point, in source
+    order; none in a what-if branch of ``knobs`` (attribute -> default value)."""
     out: list[tuple[str, str, ast.FunctionDef]] = []
+    what_if = _what_if_nodes(fn_tree, knobs or {})
 
     def variant(edit: Any) -> ast.FunctionDef:
         t = copy.deepcopy(fn_tree)
@@ -179,8 +253,9 @@ def mutations(fn_tree: ast.FunctionDef) -> list[tuple[str, str, ast.FunctionDef]
         ast.fix_missing_locations(t)
         return t
 
-    nodes = list(ast.walk(fn_tree))
-    index = {id(n): i for i, n in enumerate(nodes)}
+    all_nodes = list(ast.walk(fn_tree))
+    index = {id(n): i for i, n in enumerate(all_nodes)}
+    nodes = [n for n in all_nodes if id(n) not in what_if]
 
     def at(t: ast.AST, node: ast.AST) -> ast.AST:
         return list(ast.walk(t))[index[id(node)]]
@@ -212,7 +287,7 @@ def mutations(fn_tree: ast.FunctionDef) -> list[tuple[str, str, ast.FunctionDef]
         out.append(("drop-lock", f"drop the lock/unlock pairs of {key}", variant(edit)))
     # negate: an if/while condition
     for node in nodes:
-        if isinstance(node, ast.If | ast.While):
+        if isinstance(node, ast.If | ast.While) and id(node.test) not in what_if:
             def edit(t: ast.AST, node: ast.AST = node) -> None:
                 n = at(t, node)
                 n.test = ast.UnaryOp(ast.Not(), n.test)
@@ -238,6 +313,8 @@ def mutations(fn_tree: ast.FunctionDef) -> list[tuple[str, str, ast.FunctionDef]
             out.append(("drop-check", f"`{_line(node)}` reports nothing", variant(edit)))
     # swap: two adjacent statements of one block
     for block in _bodies(fn_tree):
+        if id(block[0]) in what_if:
+            continue
         for i in range(len(block) - 1):
             a, b = block[i], block[i + 1]
             flow = (ast.Return, ast.Continue, ast.Break, ast.Raise)
@@ -267,9 +344,16 @@ def _versions(names: list[str]) -> dict[str, type]:
     return {n: BUILTIN[n] for n in names}
 
 
+def knob_defaults(cls: type) -> dict[str, Any]:
+    """The what-if knobs' attributes and their values on ``cls`` (its defaults)."""
+    from tdpmmu.kvm.versions import KNOBS
+    return {attr: getattr(cls, attr) for attr, *_ in KNOBS.values() if hasattr(cls, attr)}
+
+
 def generate(version_names: list[str]) -> list[Mutant]:
     out: list[Mutant] = []
     for vname, cls in _versions(version_names).items():
+        knobs = knob_defaults(cls)
         for area in TARGETS.values():
             for fname in area:
                 fn = getattr(cls, fname, None)
@@ -277,7 +361,7 @@ def generate(version_names: list[str]) -> list[Mutant]:
                     continue
                 src = textwrap.dedent(inspect.getsource(fn))
                 tree = ast.parse(src).body[0]
-                for op, desc, mutated in mutations(tree):
+                for op, desc, mutated in mutations(tree, knobs):
                     text = ast.unparse(mutated)
                     digest = hashlib.sha1(text.encode()).hexdigest()[:8]
                     out.append(Mutant(f"{vname}/{fname}/{op}/{digest}", vname, fname, op, desc,
@@ -314,16 +398,51 @@ def _violated(kernel: Any, scenario: str, bound: int) -> str | None:
     return None if v is None else f"{v.kind}: {v.message}"
 
 
-def baseline(version: str, scenarios: list[str], bound: int) -> list[str]:
-    """The scenarios on which the unmutated version verifies (within the bound)."""
-    return [s for s in scenarios if _violated(version, s, bound) is None]
+def target_names(cls: type) -> list[str]:
+    """The functions under mutation that ``cls`` has."""
+    return [f for area in TARGETS.values() for f in area
+            if inspect.isfunction(getattr(cls, f, None))]
+
+
+def baseline(version: str, scenarios: list[str], bound: int) -> dict[str, set[str]]:
+    """The scenarios on which the unmutated version verifies (within the bound),
+    each with the functions under mutation that its exploration called.
+
+    A mutant of a function that no execution of a scenario's (bounded)
+    exploration calls cannot be killed there: the mutant's executions are the
+    original's step for step until the function is first called, so its
+    exploration is the original's.  Such runs are skipped."""
+    from tdpmmu.checker import check
+    base = _versions([version])[version]
+    called: set[str] = set()
+
+    def counting(name: str, fn: Any) -> Any:
+        def wrapper(self: Any, *args: Any, **kw: Any) -> Any:
+            called.add(name)
+            return fn(self, *args, **kw)
+        return wrapper
+
+    cls = type(f"Covered_{base.__name__}", (base,),
+               {f: counting(f, getattr(base, f)) for f in target_names(base)})
+    out = {}
+    for s in scenarios:
+        called.clear()
+        if check(cls, s, max_executions=bound).violation is None:
+            out[s] = set(called)
+    return out
 
 
 class _CpuTimeoutError(Exception):
     pass
 
 
+_timed_out = [False]
+
+
 def _on_timer(signum: int, frame: Any) -> None:
+    # The checker may turn the exception into a finding of the model code it
+    # interrupts: the flag says it was the timer.
+    _timed_out[0] = True
     raise _CpuTimeoutError
 
 
@@ -337,10 +456,13 @@ def run_mutant(args: tuple[Mutant, list[str], int]) -> tuple[str, str | None, st
     t = time.process_time()
     cls = mutant_class(m)
     old = signal.signal(signal.SIGPROF, _on_timer)
+    _timed_out[0] = False
     signal.setitimer(signal.ITIMER_PROF, TIMEOUT_CPU)
     try:
         for s in scenarios:
             found = _violated(cls, s, bound)
+            if _timed_out[0]:
+                raise _CpuTimeoutError
             if found is not None:
                 return m.id, s, found, time.process_time() - t
         return m.id, None, None, time.process_time() - t
@@ -371,6 +493,23 @@ def load_cache(path: Path, key: str) -> dict[str, Any]:
     return data.get(key, {})
 
 
+def load_hints(path: Path) -> dict[str, str]:
+    """Mutant id -> the scenario that killed it in an earlier run on any model code.
+
+    Only an order: a mutant runs its hinted scenario first, on the current
+    code, so a kill that still happens costs one scenario (the result is
+    the current run's, never the hint's)."""
+    if not path.exists():
+        return {}
+    import json
+    out: dict[str, str] = {}
+    for results in json.loads(path.read_text()).values():
+        for mid, (scenario, found, _cpu) in results.items():
+            if found is not None and scenario:
+                out[mid] = scenario
+    return out
+
+
 def save_cache(path: Path, key: str, results: dict[str, Any]) -> None:
     import json
     data = json.loads(path.read_text()) if path.exists() else {}
@@ -395,11 +534,13 @@ def load_equivalent(path: Path = EQUIVALENT_FILE) -> dict[str, str]:
 
 
 def evaluate(mutants: list[Mutant], versions: list[str], bound: int, jobs: int,
-             out: Any = sys.stdout, cache: Path | None = None) -> dict[str, Any]:
+             out: Any = sys.stdout, cache: Path | None = None,
+             all_scenarios: bool = False) -> dict[str, Any]:
     scenarios = scenario_order()
-    key = f"{code_digest()}/bound={bound}"
+    key = f"{code_digest()}/bound={bound}"  # skipping uncalled scenarios changes no result
     cached = load_cache(cache, key) if cache is not None else {}
-    judged = {v: baseline(v, scenarios, bound) for v in versions}
+    covered = {v: baseline(v, scenarios, bound) for v in versions}
+    judged = {v: [s for s in scenarios if s in cov] for v, cov in covered.items()}
     for v, ok in judged.items():
         print(f"{v}: judged on {len(ok)} of {len(scenarios)} scenarios (where it verifies "
               f"within {bound} executions)", file=out, flush=True)
@@ -408,7 +549,17 @@ def evaluate(mutants: list[Mutant], versions: list[str], bound: int, jobs: int,
     if results:
         print(f"  {len(results)} results reused from {cache} (same model code, same bound)",
               file=out, flush=True)
-    work = [(m, judged[m.version], bound) for m in mutants if m.id not in results]
+    # Each mutant runs on the scenarios whose exploration calls its function,
+    # the one that killed it last time (if any) first.
+    hints = load_hints(cache) if cache is not None else {}
+
+    def order(m: Mutant) -> list[str]:
+        ss = [s for s in judged[m.version]
+              if all_scenarios or m.function in covered[m.version][s]]
+        first = hints.get(m.id)
+        return ([first] if first in ss else []) + [s for s in ss if s != first]
+
+    work = [(m, order(m), bound) for m in mutants if m.id not in results]
 
     def note(mid: str, s: str | None, found: str | None, cpu: float) -> None:
         results[mid] = (s, found, cpu)
@@ -472,10 +623,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--sample", type=int, default=120,
-                   help="run N mutants drawn with --seed (0: all; default 120, about 15 min "
-                   "on 2 cores)")
+                   help="run N mutants of each version drawn with --seed (0: all; default "
+                   "120)")
     p.add_argument("--only", default="", help="run the mutants whose id starts with this")
     p.add_argument("--list", action="store_true", help="list the mutants and stop")
+    p.add_argument("--all-scenarios", action="store_true",
+                   help="run each mutant on every scenario, also those whose exploration "
+                   "never calls its function (slower, same result)")
     p.add_argument("--cache", default="/tmp/tdpmmu-mutants-cache.json",
                    help="results of earlier runs on the same model code and bound are "
                    "reused from this file ('' to disable)")
@@ -484,9 +638,13 @@ def main(argv: list[str] | None = None) -> int:
     names = list(BUILTIN)
     versions = args.kernel or names[names.index("v5.11"):]
     mutants = [m for m in generate(versions) if m.id.startswith(args.only)]
-    if args.sample and args.sample < len(mutants):
-        mutants = sorted(random.Random(args.seed).sample(mutants, args.sample),
-                         key=lambda m: m.id)
+    if args.sample:
+        # N per version, so that each version's score has the same weight.
+        drawn = []
+        for v in versions:
+            ms = [m for m in mutants if m.version == v]
+            drawn += random.Random(f"{args.seed}/{v}").sample(ms, min(args.sample, len(ms)))
+        mutants = sorted(drawn, key=lambda m: m.id)
     if args.list:
         for m in mutants:
             print(f"{m.id}: {m.description}")
@@ -496,7 +654,8 @@ def main(argv: list[str] | None = None) -> int:
     t = time.perf_counter()
     cpu0 = time.process_time()
     ev = evaluate(mutants, versions, args.max_executions, args.jobs,
-                  cache=Path(args.cache) if args.cache else None)
+                  cache=Path(args.cache) if args.cache else None,
+                  all_scenarios=args.all_scenarios)
     equivalent = load_equivalent()
     worst = report(mutants, ev["results"], equivalent)
     cpu = time.process_time() - cpu0 + sum(r[2] for r in ev["results"].values())

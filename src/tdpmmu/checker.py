@@ -37,7 +37,7 @@ from .kvm.structs import (
 from .kvm.variants import knob_warnings, variant_raised
 from .kvm.versions import BUILTIN, KNOBS, V5_10, KernelError, load_kernel, load_kernel_notes
 from .properties import Properties
-from .properties.peek import peek, roots_on_list
+from .properties.peek import mmu_roots, peek
 from .scenarios import builtin_scenario_path, scenario_names
 from .scenarios.actions import ACTIONS, World
 from .scenarios.format import Action, Scenario, ScenarioError, holds_vm_fd, load_scenario
@@ -200,6 +200,8 @@ def build_model(kernel_cls: type[V5_10], scenario: Scenario,
         if mine is None:
             raise
         raise UserError(mine) from None
+    if "tdp_mmu" not in knobs and scenario.tdp_mmu is not None:
+        k.tdp_mmu = bool(scenario.tdp_mmu)  # the scenario's module parameter
     # The threads destroy_vm waits for: they hold the VM's fd (vCPU threads among them).
     vcpu_threads = {name for name, actions in scenario.threads if holds_vm_fd(actions)}
 
@@ -252,6 +254,7 @@ def build_model(kernel_cls: type[V5_10], scenario: Scenario,
 
     def check(world: World) -> None:
         if not world.kvm.destroyed:
+            world.props.before_teardown(world.kvm)
             world.k.kvm_destroy_vm(world.kvm)
         world.props.final(world.kvm)
 
@@ -290,9 +293,10 @@ def _run_action(world: World, action: Action) -> None:
 
 
 def snapshot_roots(vm: Any) -> tuple[tuple[str, str, int, bool], ...]:
-    """(name, role, root_count, freed) of each root on the list, in list order."""
+    """(name, role, root_count, freed) of each root: the TDP MMU's in list order,
+    then the legacy MMU's."""
     out = []
-    for root in roots_on_list(vm):
+    for root in mmu_roots(vm):
         count = peek(root, "root_count", 0)
         refs = peek(root, "tdp_mmu_root_count")  # 5.13+: a refcount_t
         if refs is not None:
@@ -308,8 +312,13 @@ def check(kernel: str | type[V5_10], scenario: str | Scenario, *,
           seed: int = 0, preemption_bound: int | None = None, max_steps: int = 5_000,
           kasan: bool = True, panic_on_warn: bool = True,
           progress: Callable[[int], None] | None = None,
-          stop: Callable[[], str | None] | None = None) -> CheckResult:
+          stop: Callable[[], str | None] | None = None,
+          snapshots: bool | str = False) -> CheckResult:
     """Explore a kernel version on a scenario; see :class:`CheckResult`.
+
+    ``snapshots`` (True, or ``"auto"``: where they pay) reaches backtrack
+    points from forked snapshots instead of re-running prefixes (see
+    :mod:`tdpmmu.engine.snapshots`); the results are the same.
 
     ``strategy`` is a name or a strategy object (to watch or save its tree);
     ``stop`` may end the search between executions (see :func:`engine.explore`).
@@ -327,7 +336,8 @@ def check(kernel: str | type[V5_10], scenario: str | Scenario, *,
                                 max_executions=max_executions, max_steps=max_steps,
                                 preemption_bound=preemption_bound, seed=seed,
                                 check=model.check, invariant=model.invariant,
-                                observe=model.observe, progress=progress, stop=stop)
+                                observe=model.observe, progress=progress, stop=stop,
+                                snapshots=snapshots)
     except _SetupFinding as exc:
         name = strategy if isinstance(strategy, str) else strategy.name
         result = engine.Result(strategy=name, executions=1, complete=False,

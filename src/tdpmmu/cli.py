@@ -21,7 +21,7 @@ from .kvm import fidelity
 from .kvm.versions import BUILTIN, KNOBS, SEED_VERSIONS
 from .parallel.progress import check_bar
 from .report import ok_report, replay_command, to_json, violation_report
-from .scenarios import SEED_SCENARIOS, builtin_scenario_path, scenario_names
+from .scenarios import SEED_LEGACY_SCENARIOS, SEED_SCENARIOS, builtin_scenario_path, scenario_names
 from .scenarios.format import load_scenario
 
 _EXIT_CODES = """exit codes: 0 no violation, 1 a violation was found, 2 bad input (one line on
@@ -138,6 +138,12 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--knob", action="append", default=[], metavar="NAME=CHOICE",
                    help="a what-if of the seed thread (repeatable; see `tdpmmu list`; "
                    "default: each knob's first choice)")
+    p.add_argument("--tdp-mmu", dest="tdp_mmu", action="append", choices=("0", "1"),
+                   default=[], metavar="0|1",
+                   help="the kvm module parameter tdp_mmu: 1 the TDP MMU, 0 the legacy "
+                   "(shadow) MMU's direct roots; give both (--tdp-mmu 0 --tdp-mmu 1) to "
+                   "check each (default: the scenario's [vm] tdp_mmu, else the version's: "
+                   "0 before 5.15; `tdpmmu check` with no arguments adds tdp_mmu=0 rows)")
     p.add_argument("--kasan", dest="kasan", action="store_true", default=True,
                    help="CONFIG_KASAN: report uses of freed memory (the default, as KVM "
                    "developers test)")
@@ -221,6 +227,9 @@ def cmd_list() -> int:
     print("\nStrategies: " + ", ".join(engine.STRATEGIES))
     print("\nKnobs (--knob NAME=CHOICE; the first choice is the default):")
     for name, (_attr, choices, good, help_) in KNOBS.items():
+        if name == "tdp_mmu":  # a module parameter: its default is not a fixed choice
+            print(f"  {name:<16} {' | '.join(choices)}: {help_}")
+            continue
         others = [c for c in choices if c != good]
         print(f"  {name:<16} {good} | {' | '.join(others)}: {help_}")
     return 0
@@ -262,6 +271,28 @@ def _action(a: Any) -> str:
     return f"{a.op}({args})"
 
 
+def knob_sets(args: argparse.Namespace, knobs: dict[str, str]) -> list[dict[str, str]]:
+    """The knob settings to check, one per --tdp-mmu value (the matrix's third
+    dimension): ``--tdp-mmu`` and ``--knob tdp_mmu=`` name the same parameter."""
+    values = list(dict.fromkeys(args.tdp_mmu))
+    if values and "tdp_mmu" in knobs:
+        raise UserError("--tdp-mmu: also given as --knob tdp_mmu; give one")
+    if not values:
+        return [knobs]
+    return [{**knobs, "tdp_mmu": v} for v in values]
+
+
+def default_rows(kernels: list[str], scenarios: list[str]) -> list[tuple[str, str, dict]]:
+    """The main job: each seed version on each seed scenario as the scenario says
+    (tdp_mmu=1, as the seed's reporter ran), then the first (v5.10, as released)
+    with the legacy MMU (tdp_mmu=0) on the scenarios of the seed's two claims
+    about it (SEED_LEGACY_SCENARIOS).  The seed's later versions change only the
+    TDP MMU, so their legacy rows would repeat v5.10's."""
+    rows = [(k, s, {}) for k in kernels for s in scenarios]
+    rows += [(kernels[0], s, {"tdp_mmu": "0"}) for s in SEED_LEGACY_SCENARIOS]
+    return rows
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     knobs = parse_knobs(args.knob)
     # Nothing asked for is dropped silently: options of other strategies are errors.
@@ -274,36 +305,41 @@ def cmd_check(args: argparse.Namespace) -> int:
     every_version = "all" in (args.kernel or [])
     scenarios = (expand_all(args.scenario, scenario_names())
                  or (scenario_names() if every_version else list(SEED_SCENARIOS)))
-    single = len(kernels) == 1 and len(scenarios) == 1
+    sets = knob_sets(args, knobs)
+    if not args.kernel and not args.scenario and not args.tdp_mmu and "tdp_mmu" not in knobs:
+        rows = [(k, s, {**knobs, **extra}) for k, s, extra in default_rows(kernels, scenarios)]
+    else:
+        rows = [(k, s, ks) for k in kernels for s in scenarios for ks in sets]
+    single = len(rows) == 1
     note = None if args.scenario or every_version else default_scenarios_note(scenarios)
     if note and not args.json:
         _out(note)
     loaded = {kernel: _load_kernel(kernel, knobs) for kernel in dict.fromkeys(kernels)}
     from .parallel.command import check_elsewhere
-    code = check_elsewhere(args, knobs, kernels, scenarios)
+    code = check_elsewhere(args, knobs, kernels, scenarios, rows=rows)
     if code is not None:
         return code
     results: list[CheckResult] = []
     try:
-        for kernel in kernels:
-            for scenario in scenarios:
-                with check_bar(f"{kernel} / {scenario}", quiet=args.json) as bar:
-                    strategy = args.strategy if bar is None else bar.watch(make_strategy(
-                        args.strategy, args.max_executions, args.preemption_bound,
-                        args.seed or 0))
-                    res = check(loaded[kernel], scenario, strategy=strategy, knobs=knobs,
-                                max_executions=args.max_executions, seed=args.seed or 0,
-                                preemption_bound=args.preemption_bound,
-                                max_steps=args.max_steps, kasan=args.kasan,
-                                panic_on_warn=args.panic_on_warn,
-                                progress=None if bar is None else bar.tick)
-                res.kernel_spec = kernel  # the replay line names it as the user did
-                results.append(res)
-                _found[0] = _found[0] or res.violation is not None
-                if not single and not args.json:
-                    _print_row(res, first=len(results) == 1)
+        for kernel, scenario, row_knobs in rows:
+            with check_bar(f"{kernel} / {scenario}", quiet=args.json) as bar:
+                strategy = args.strategy if bar is None else bar.watch(make_strategy(
+                    args.strategy, args.max_executions, args.preemption_bound,
+                    args.seed or 0))
+                res = check(loaded[kernel], scenario, strategy=strategy, knobs=row_knobs,
+                            max_executions=args.max_executions, seed=args.seed or 0,
+                            preemption_bound=args.preemption_bound,
+                            max_steps=args.max_steps, kasan=args.kasan,
+                            panic_on_warn=args.panic_on_warn,
+                            progress=None if bar is None else bar.tick,
+                            snapshots=args.snapshots)
+            res.kernel_spec = kernel  # the replay line names it as the user did
+            results.append(res)
+            _found[0] = _found[0] or res.violation is not None
+            if not single and not args.json:
+                _print_row(res, first=len(results) == 1)
     except KeyboardInterrupt:
-        return report_interrupted(results, len(kernels) * len(scenarios))
+        return report_interrupted(results, len(rows))
     return report_results(args, results, single)
 
 
@@ -399,6 +435,10 @@ def _write_junit(path: str, results: list[CheckResult]) -> None:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     knobs = parse_knobs(args.knob)
+    sets = knob_sets(args, knobs)
+    if len(sets) > 1:
+        raise UserError("--tdp-mmu: a schedule replays on one MMU; give one value")
+    knobs = sets[0]
     res = replay(_load_kernel(args.kernel, knobs), args.scenario, args.schedule, knobs=knobs,
                  kasan=args.kasan, panic_on_warn=args.panic_on_warn, max_steps=args.max_steps)
     res.kernel_spec = args.kernel

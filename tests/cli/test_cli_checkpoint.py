@@ -26,6 +26,22 @@ def test_resumed_equals_uninterrupted(tmp_path):
         assert last.get(key) == whole.get(key), key
 
 
+def test_resumed_dpor_equals_uninterrupted(tmp_path):
+    """Optimal dpor: the checkpoint carries the wakeup trees."""
+    check = CHECK[:-1] + ("dpor",)
+    whole = json.loads(tdpmmu(*check, "--json").stdout)
+    assert whole["complete"]
+    f = str(tmp_path / "search.json")
+    first = tdpmmu(*check, "--json", "--max-executions", "120", "--checkpoint", f)
+    assert json.loads(first.stdout)["executions"] == 120
+    with open(f) as fh:
+        saved = json.load(fh)
+    assert any(len(n) == 8 and n[7]["wut"] is not None for n in saved["nodes"])
+    last = json.loads(tdpmmu("check", "--resume", f, "--json").stdout)
+    for key in ("executions", "complete", "cut_by", "violation", "sleep_blocked"):
+        assert last.get(key) == whole.get(key), key
+
+
 def test_time_limit_writes_a_checkpoint(tmp_path):
     f = tmp_path / "t.json"
     proc = tdpmmu("check", "--kernel", "v5.11", "--scenario", "seed-bug", "--json",

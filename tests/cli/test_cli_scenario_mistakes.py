@@ -68,6 +68,7 @@ HEAD = """
 name = "t"
 [vm]
 vcpus = 1
+tdp_mmu = 1
 [[memslot]]
 id = 0
 base_gfn = 0

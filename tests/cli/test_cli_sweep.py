@@ -20,6 +20,7 @@ VM = """\
 [vm]
 vcpus = 1
 root_level = 2
+tdp_mmu = 1
 
 [[memslot]]
 id = 0

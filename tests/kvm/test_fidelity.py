@@ -70,3 +70,26 @@ def test_list_command_shows_coverage_per_version(capsys: pytest.CaptureFixture[s
     assert fl is not None
     n = len(fl.modelled(BUILTIN["v5.11"]))
     assert f"v5.11   {n}/{len(fl.functions)} tdp_mmu.c/mmu.c functions modelled" in out
+
+
+@pytest.mark.parametrize("version", list(BUILTIN))
+def test_legacy_mmu_root_functions_are_modelled_in_every_version(version: str) -> None:
+    """The legacy (shadow) MMU's root-touching mmu.c functions of 5.10 are carried
+    by every built-in version (inherited or overridden) or left out with a reason."""
+    fl = fidelity.load_legacy("v5.10")
+    assert fl is not None and fl.tree_release
+    for f in fl.functions:
+        assert f.file == "mmu.c"
+        assert set(f.touches) <= {"roots", "mmu_lock", "yields"} or \
+            f.touches[0].startswith("calls "), (f.name, f.touches)
+    missing = [f.name for f in fl.missing(BUILTIN[version])]
+    assert not missing, f"{version}: legacy MMU functions neither modelled nor left out: {missing}"
+
+
+def test_legacy_list_catches_a_class_without_the_legacy_mmu() -> None:
+    from tdpmmu.kvm.mmu import Mmu
+    fl = fidelity.load_legacy("v5.10")
+    assert fl is not None
+    missing = {f.name for f in fl.missing(Mmu)}
+    assert {"mmu_alloc_root", "kvm_mmu_get_page", "__kvm_mmu_prepare_zap_page",
+            "kvm_mmu_commit_zap_page", "kvm_zap_obsolete_pages"} <= missing

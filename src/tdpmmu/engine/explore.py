@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from collections.abc import Callable
@@ -10,6 +11,7 @@ from typing import Any
 
 from . import runtime
 from . import schedule as tokens
+from . import snapshots as _snapshots
 from .runtime import EngineError, Execution, Finding, SoftFinding, Step, checking
 from .strategies import (
     STRATEGIES,
@@ -23,6 +25,7 @@ from .strategies import (
     ReplayStrategy,
     Strategy,
 )
+from .strategies.tree import TreeStrategy
 
 ThreadSpec = Callable[[Any], Any] | tuple[str, Callable[[Any], Any]]
 DEFAULT_SAMPLES = 1000  # executions of pct/random when max_executions is not given
@@ -62,6 +65,10 @@ class Result:
     cut_by: str | None = None
     sleep_blocked: int = 0
     max_depth: int = 0
+    steps: int = 0  # steps run in all (replayed prefixes included, snapshots' not)
+    replayed_steps: int = 0  # steps that re-ran an explored prefix to a backtrack point
+    snapshots: bool = False  # the search ran with snapshots (forked processes)
+    snapshot_forks: int = 0  # forks it took (snapshots taken, executions resumed)
 
     @property
     def ok(self) -> bool:
@@ -111,11 +118,20 @@ def _make_strategy(strategy: str | Strategy, max_executions: int | None,
 def _run_one(setup: Callable[[], Any], threads: list[tuple[str, Callable[[Any], Any]]],
              strat: Strategy, max_steps: int, check: Callable[[Any], Any] | None,
              invariant: Callable[[Any], None] | None, trace: bool = False,
-             observe: Callable[[Any], Any] | None = None) -> tuple[Execution, Violation | None]:
+             observe: Callable[[Any], Any] | None = None,
+             snap: Any = None) -> tuple[Execution, Violation | None]:
     runtime.reset_serials()
     state = setup()
     ex = Execution(state, threads, strat, max_steps, invariant, trace, observe)
+    ex.snap = snap
+    if isinstance(strat, TreeStrategy) and strat.prefix_checked:
+        # Deterministic replay: the decisions before the branch lead to states
+        # an earlier execution already checked, and none broke the invariant
+        # (a broken one ends the search; ``prefix_checked`` covers a resumed one).
+        ex.checked_upto = strat.branch
     ex.run()
+    if ex.soft and isinstance(strat, TreeStrategy):
+        strat.prefix_checked = False
     if ex.error is not None:
         raise ex.error
     if ex.sleep_blocked:
@@ -163,7 +179,8 @@ def explore(setup: Callable[[], Any], threads: list[ThreadSpec], *, strategy: st
             minimize: bool = True, minimize_budget: int = 2000,
             progress: Callable[[int], None] | None = None,
             observe: Callable[[Any], Any] | None = None,
-            stop: Callable[[], str | None] | None = None) -> Result:
+            stop: Callable[[], str | None] | None = None,
+            snapshots: bool = False) -> Result:
     """Run ``threads`` over fresh ``setup()`` state under the strategy's interleavings.
 
     Stops at the first violation (a finding raised in a thread, a deadlock, the
@@ -175,34 +192,35 @@ def explore(setup: Callable[[], Any], threads: list[ThreadSpec], *, strategy: st
     search early (incomplete, ``cut_by`` its answer) when it returns a reason; the
     strategy is then left as it was after the last execution, so a tree strategy
     handed in can be saved and resumed.
+
+    ``snapshots`` (tree strategies, where ``os.fork`` is usable) reaches each
+    backtrack point from a forked snapshot of the execution instead of
+    re-running its prefix from ``setup()``: the same executions and results,
+    but ``check``, ``invariant`` and ``stop`` run in other processes (see
+    :mod:`.snapshots`).
     """
     specs = _normalise_threads(threads)
     strat = _make_strategy(strategy, max_executions, preemption_bound, seed)
     start = time.perf_counter()
-    executions = blocked = depth = 0
-    violation: Violation | None = None
-    cut_by: str | None = None
-    while True:
-        if max_executions is not None and executions >= max_executions \
-                and strat.name in ("dfs", "dpor", "bounded", "source-dpor"):
-            cut_by = "max_executions"
-            break
-        if stop is not None:
-            cut_by = stop()
-            if cut_by is not None:
-                break
-        if not strat.begin():
-            break
-        ex, violation = _run_one(setup, specs, strat, max_steps, check, invariant)
-        strat.end(ex)
-        executions += 1
-        depth = max(depth, ex.nsteps)
-        if ex.sleep_blocked:
-            blocked += 1
-        if progress is not None:
-            progress(executions)
-        if violation is not None:
-            break
+    search = _Search()
+    forker = None
+    if snapshots and isinstance(strat, TreeStrategy) and _snapshots.usable():
+        forker = _snapshots.Forker(strat, progress)
+        if isinstance(strat, DporStrategy):
+            strat.step_accs = {}
+
+    def loop() -> None:
+        _search(search, setup, specs, strat, max_steps, check, invariant, max_executions,
+                progress, stop, forker)
+
+    if forker is None:
+        loop()
+    else:
+        forker.run(search, loop)
+        if isinstance(strat, DporStrategy):
+            strat.step_accs = None
+    violation = search.violation
+    cut_by = search.cut_by
     elapsed = time.perf_counter() - start
     complete = violation is None and cut_by is None and strat.complete
     if violation is not None:
@@ -210,9 +228,78 @@ def explore(setup: Callable[[], Any], threads: list[ThreadSpec], *, strategy: st
             violation = _minimize(setup, specs, violation, max_steps, check, invariant,
                                   minimize_budget)
         violation = _traced(setup, specs, violation, max_steps, check, invariant, observe)
-    return Result(strategy=strat.name, executions=executions, complete=complete,
+    return Result(strategy=strat.name, executions=search.executions, complete=complete,
                   violation=violation, elapsed=elapsed,
-                  cut_by=cut_by or strat.cut_by, sleep_blocked=blocked, max_depth=depth)
+                  cut_by=cut_by or strat.cut_by, sleep_blocked=search.blocked,
+                  max_depth=search.depth, steps=search.steps, replayed_steps=search.replayed,
+                  snapshots=forker is not None, snapshot_forks=search.forks)
+
+
+class _Search:
+    """The counters of one exploration (plain data: a snapshot hand-off carries them)."""
+
+    def __init__(self) -> None:
+        self.executions = 0
+        self.blocked = 0
+        self.depth = 0
+        self.steps = 0  # steps run (a snapshot's prefix is not run again)
+        self.replayed = 0  # of those, steps before the branch point (re-run)
+        self.cpu = 0.0  # CPU time of the search processes (with snapshots)
+        self.forks = 0  # snapshot processes forked (taken and resumed)
+        self.violation: Violation | None = None
+        self.cut_by: str | None = None
+
+
+def _search(search: _Search, setup: Callable[[], Any], specs: list, strat: Strategy,
+            max_steps: int, check: Callable[[Any], Any] | None,
+            invariant: Callable[[Any], None] | None, max_executions: int | None,
+            progress: Callable[[int], None] | None, stop: Callable[[], str | None] | None,
+            forker: _snapshots.Forker | None) -> None:
+    """Run executions until the strategy is done, a violation, or a bound.
+
+    With snapshots this runs in a chain of processes: each execution but the
+    first continues in a process forked from a snapshot (returning here from
+    deep inside the execution), and the loop ends in the process that ran the
+    last one (see :mod:`.snapshots`).
+    """
+    tree = isinstance(strat, TreeStrategy)
+    while True:
+        if max_executions is not None and search.executions >= max_executions \
+                and strat.name in ("dfs", "dpor", "bounded", "source-dpor"):
+            search.cut_by = "max_executions"
+            break
+        if forker is not None and forker.caller_gone():
+            os._exit(0)
+        if stop is not None:
+            search.cut_by = stop()
+            if search.cut_by is not None:
+                break
+        if not strat.begin():
+            break
+        branch = max(strat.branch, 0) if tree else 0
+        if forker is not None:
+            forker.handoff(branch)  # does not return when a snapshot takes over
+            forker.start(branch, 0)
+        ex, violation = _run_one(setup, specs, strat, max_steps, check, invariant,
+                                 snap=forker)
+        strat.end(ex)
+        search.executions += 1
+        search.depth = max(search.depth, ex.nsteps)
+        search.steps += ex.nsteps - ex.skipped_steps
+        if tree:
+            branch = max(strat.branch, 0)
+            if branch > ex.resumed_at:
+                search.replayed += sum(1 for d in ex.decisions[ex.resumed_at:branch]
+                                       if not d & 1)
+        if ex.sleep_blocked:
+            search.blocked += 1
+        if forker is not None:
+            forker.tick(search.executions)
+        elif progress is not None:
+            progress(search.executions)
+        if violation is not None:
+            search.violation = violation
+            break
 
 
 def _minimize(setup: Callable[[], Any], specs: list, found: Violation, max_steps: int,

@@ -243,6 +243,13 @@ class Execution:
         self.local: dict[str, Any] = {}  # execution-local storage for primitives
         self.step_acc: Accesses = ()  # accesses of the step that ran last
         self.inv_watch: dict[int, Any] | None = None  # what the invariant last read
+        # Snapshots (see .snapshots): called before the decision ``snap.next_at``.
+        self.snap: Any = None
+        self.resumed_at = 0  # the decision this process took the execution over at
+        self.skipped_steps = 0  # steps run before that, by other processes
+        # The states after the first ``checked_upto`` decisions passed the
+        # invariant in an earlier execution (a replayed prefix): not checked again.
+        self.checked_upto = 0
 
     # ----------------------------------------------------------------- running
     def run(self) -> None:
@@ -318,7 +325,8 @@ class Execution:
             return None
         if self.observe is not None and self.steps:
             self.steps[-1].observed = self.observe(self.state)
-        if self.invariant is not None and self.nsteps:
+        if self.invariant is not None and self.nsteps \
+                and len(self.decisions) > self.checked_upto:
             watch = self.inv_watch
             if watch is None or _touches(self.step_acc, watch):
                 self._check_invariant()
@@ -337,6 +345,9 @@ class Execution:
                               "without the threads finishing",
                               details=self._where_threads_are()), None)
             return None
+        snap = self.snap
+        if snap is not None and self.strategy.pos >= snap.next_at:
+            snap.take(self, enabled)
         t = self.strategy.pick(self, enabled)
         if t is not None and self.last is not None and t is not self.last \
                 and self.last in enabled:
@@ -430,8 +441,15 @@ def new_serial() -> int:
     return n
 
 
+# Visible operations outside any execution (a scenario's setup) are not
+# scheduled, so nothing else bounds them: a loop of them is a livelock.
+UNOBSERVED_BOUND = 50_000
+_unobserved = [0]
+
+
 def reset_serials() -> None:
     _serial[0] = 0
+    _unobserved[0] = 0
 
 
 def serials_issued() -> int:
@@ -462,6 +480,10 @@ def visible(label: str, accesses: Accesses = (), enabled: Callable[[], bool] | N
     """
     ex = _current
     if ex is None:
+        _unobserved[0] += 1
+        if _unobserved[0] > UNOBSERVED_BOUND:
+            raise Finding("livelock", f"step bound reached before the threads started: "
+                          f"{UNOBSERVED_BOUND} visible operations, the last {label}")
         return
     t = ex.running
     if t is None or getcurrent() is ex.main:

@@ -288,6 +288,17 @@ def list_for_each_entry_safe(head: list_head) -> Iterator[Any]:
         n = pos.next
 
 
+def list_for_each_entry_safe_reverse(head: list_head) -> Iterator[Any]:
+    """Entries of ``head`` from the tail; the previous entry is read before the
+    body runs, so the body may delete the current one."""
+    pos = _deref(head.prev)
+    n = _deref(pos).prev
+    while pos is not head:
+        yield object.__getattribute__(pos, "owner")
+        pos = _deref(n)
+        n = pos.prev
+
+
 def list_for_each_entry_continue(pos_entry: Any, head: list_head, member: str
                                  ) -> Iterator[Any]:
     """Entries after ``pos_entry`` (which must still be linked)."""

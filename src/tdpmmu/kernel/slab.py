@@ -179,19 +179,30 @@ def _poison(obj: Any) -> None:
         object.__setattr__(obj, "__class__", _freed_class(type(obj)))
 
 
+_SLOT_NAMES: dict[type, tuple[str, ...]] = {}  # class -> its slots along the MRO
+
+
+def _slot_names(cls: type) -> tuple[str, ...]:
+    names = _SLOT_NAMES.get(cls)
+    if names is None:
+        out = []
+        for klass in cls.__mro__:
+            slots = klass.__dict__.get("__slots__", ())
+            out.extend(n for n in ((slots,) if isinstance(slots, str) else slots)
+                       if n not in ("__dict__", "__weakref__"))
+        names = _SLOT_NAMES[cls] = tuple(out)
+    return names
+
+
 def object_fields(obj: Any) -> list[tuple[str, Any]]:
     """An object's attributes (``__dict__`` and slots), read without KASAN checks."""
     out: list[tuple[str, Any]] = []
     d = getattr(obj, "__dict__", None)
     if d:
         out.extend(d.items())
-    for klass in type(obj).__mro__:
-        slots = klass.__dict__.get("__slots__", ())
-        for name in (slots,) if isinstance(slots, str) else slots:
-            if name in ("__dict__", "__weakref__"):
-                continue
-            with contextlib.suppress(AttributeError):
-                out.append((name, object.__getattribute__(obj, name)))
+    for name in _slot_names(type(obj)):
+        with contextlib.suppress(AttributeError):
+            out.append((name, object.__getattribute__(obj, name)))
     return out
 
 

@@ -177,6 +177,7 @@ class KvmMain:
             if base_gfn != old.base_gfn:
                 change = KVM_MR_MOVE
                 new.base_gfn = base_gfn
+                new.rmap = {}  # kvm_arch_prepare_memory_region: new arch metadata
             elif flags != old.flags:
                 change = KVM_MR_FLAGS_ONLY
             else:
@@ -329,6 +330,8 @@ class KvmMain:
         """The VM's last reference is gone: every vCPU thread has left KVM_RUN."""
         kvm.users_count = 0  # kvm_put_kvm's refcount_dec_and_test
         self.kvm_mmu_notifier_release(kvm)  # mmu_notifier_unregister -> ->release
+        # The mm's side of the notifier contract, for the properties.
+        self.trace_event(kvm, "mmu_notifier_release_returned")
         self.kvm_arch_destroy_vm(kvm)
         kvm.destroyed = True
         self.trace_event(kvm, "vm_destroyed")

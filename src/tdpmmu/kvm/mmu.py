@@ -2,9 +2,11 @@
 vCPU's root, the direct page fault, fast zap on memslot changes, MMU-notifier
 hooks, dirty-logging helpers, VM init/uninit.
 
-The legacy (shadow) MMU's own pages are not modelled: with ``tdp_mmu=1`` and
-TDP enabled, the VM has none, so its loops (``kvm_zap_obsolete_pages``, the
-rmap walks) have nothing to do.
+With ``tdp_mmu=0`` the direct roots are the legacy (shadow) MMU's: its own
+functions are in :mod:`tdpmmu.kvm.mmu_legacy`; the functions here call both
+MMUs as ``mmu.c`` does (the legacy rmap walks first, then the TDP MMU's if
+``kvm->arch.tdp_mmu_enabled``).  With ``tdp_mmu=1`` the legacy loops find
+no pages and no rmaps.
 
 Also simplified: a vCPU has one MMU (no nested ``guest_mmu``) and no cached
 ``prev_roots`` (the fast CR3 switch), so ``kvm_mmu_unload`` frees one root;
@@ -16,17 +18,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..kernel import WARN_ON, lockdep_assert_held
+from ..kernel import BUG, LIST_HEAD, WARN_ON, list_for_each_entry_safe, lockdep_assert_held
 from ..kernel.bug import BUG_ON as VM_BUG_ON
 from . import shared
 from .mmu_lock import KVM_MMU_LOCK, KVM_MMU_UNLOCK
 from .spte import (
+    KVM_MAX_HUGEPAGE_LEVEL,
     KVM_PAGES_PER_HPAGE,
     PAGE_SHIFT,
     PG_LEVEL_2M,
     PG_LEVEL_4K,
     get_mmio_spte_generation,
     is_mmio_spte,
+    is_shadow_present_pte,
     round_gfn_for_level,
 )
 from .structs import (
@@ -50,6 +54,7 @@ PFERR_RSVD_MASK = 1 << 3
 KVM_PFN_ERR_RO_FAULT = -2  # a write fault on a read-only memslot
 EIO = 5
 ENOSPC = 28
+PT64_ROOT_4LEVEL = 2  # the model's small roots (2-4 levels, spte.py) all stand for 4-level ones
 
 
 class Mmu:
@@ -105,11 +110,19 @@ class Mmu:
         return self.mmu_alloc_direct_roots(vcpu)
 
     def mmu_alloc_direct_roots(self, vcpu: Any) -> int:
+        shadow_root_level = vcpu.mmu.shadow_root_level
         if vcpu.kvm.arch.tdp_mmu_enabled:
             root = self.kvm_tdp_mmu_get_vcpu_root_hpa(vcpu)
             if root == INVALID_PAGE:
                 return -ENOSPC
             vcpu.mmu.root_hpa = root
+        elif shadow_root_level >= PT64_ROOT_4LEVEL:
+            root = self.mmu_alloc_root(vcpu, 0, 0, shadow_root_level, True)
+            if root == INVALID_PAGE:
+                return -ENOSPC
+            vcpu.mmu.root_hpa = root
+        else:
+            BUG()  # PAE roots (PT32E_ROOT_LEVEL) are not modelled
         return 0
 
     def kvm_mmu_unload(self, vcpu: Any) -> None:
@@ -117,19 +130,26 @@ class Mmu:
         WARN_ON(vcpu.mmu.root_hpa != INVALID_PAGE)
 
     def kvm_mmu_free_roots(self, vcpu: Any, mmu: Any) -> None:
+        """Frees the current root (KVM_MMU_ROOT_CURRENT); a direct MMU keeps no
+        ``prev_roots`` at 5.10 (see :mod:`tdpmmu.kvm.mmu_legacy`)."""
         kvm = vcpu.kvm
+        invalid_list = LIST_HEAD("invalid_list")
         if mmu.root_hpa == INVALID_PAGE:
             return
         KVM_MMU_LOCK(kvm)
-        self.mmu_free_root_page(kvm, mmu)
+        self.mmu_free_root_page(kvm, mmu, invalid_list)
+        self.kvm_mmu_commit_zap_page(kvm, invalid_list)
         KVM_MMU_UNLOCK(kvm)
 
-    def mmu_free_root_page(self, kvm: Any, mmu: Any) -> None:
+    def mmu_free_root_page(self, kvm: Any, mmu: Any, invalid_list: Any = None) -> None:
         if mmu.root_hpa == INVALID_PAGE:
             return
         sp = to_shadow_page(kvm, mmu.root_hpa >> PAGE_SHIFT)
-        if self.kvm_mmu_put_root(kvm, sp) and sp.tdp_mmu_page:
-            self.kvm_tdp_mmu_free_root(kvm, sp)
+        if self.kvm_mmu_put_root(kvm, sp):
+            if sp.tdp_mmu_page:
+                self.kvm_tdp_mmu_free_root(kvm, sp)
+            elif sp.role.invalid:
+                self.kvm_mmu_prepare_zap_page(kvm, sp, invalid_list)
         mmu.root_hpa = INVALID_PAGE
 
     def kvm_mmu_reset_context(self, vcpu: Any) -> None:
@@ -170,8 +190,21 @@ class Mmu:
 
     def get_mmio_spte(self, vcpu: Any, addr: int) -> list[int]:
         root = to_shadow_page(vcpu.kvm, vcpu.mmu.root_hpa >> PAGE_SHIFT)
-        shared.hardware_walk_point(root, vcpu.tlb, vcpu.requests)  # a lockless walk
-        return self.kvm_tdp_mmu_get_walk(vcpu, addr)
+        shared.hardware_walk_point(root.root, vcpu.tlb, vcpu.requests)  # a lockless walk
+        if self.is_tdp_mmu_root(vcpu.kvm, vcpu.mmu.root_hpa):
+            return self.kvm_tdp_mmu_get_walk(vcpu, addr)
+        return self.get_walk(vcpu, addr)
+
+    def get_walk(self, vcpu: Any, addr: int) -> list[int]:
+        """The legacy MMU's lockless walk (walk_shadow_page_lockless_begin/end):
+        the SPTEs on the path to ``addr``, root first, up to a non-present one."""
+        sptes = []
+        for (sp, index), _level, _addr in self.for_each_shadow_entry(vcpu, addr):
+            spte = sp.spt[index]
+            sptes.append(spte)
+            if not is_shadow_present_pte(spte):
+                break
+        return sptes
 
     def check_mmio_spte(self, vcpu: Any, spte: int) -> bool:
         return get_mmio_spte_generation(spte) == self.kvm_memslots_generation(vcpu.kvm, vcpu)
@@ -200,17 +233,10 @@ class Mmu:
             r = self.kvm_tdp_mmu_map(vcpu, gpa, error_code, map_writable, max_level, pfn,
                                      prefault)
         else:
-            r = self._direct_map(vcpu, gpa)
+            r = self._direct_map(vcpu, gpa, error_code, map_writable, max_level, pfn,
+                                 prefault, is_tdp)
         KVM_MMU_UNLOCK(kvm)
         return r
-
-    def _direct_map(self, vcpu: Any, gpa: int) -> int:
-        """The legacy MMU's ``__direct_map``: reached on the TDP path only when the
-        vCPU's root has a root_count of 0, which the model reports."""
-        from ..engine import Finding
-        raise Finding("BUG", "direct_page_fault: vCPU root is not a live TDP MMU root "
-                      "(root_count 0); the legacy __direct_map path is not modelled",
-                      "direct_page_fault")
 
     def try_async_pf(self, vcpu: Any, prefault: bool, gfn: int, gpa: int,
                      write: bool) -> tuple[int | None, bool]:
@@ -271,9 +297,6 @@ class Mmu:
             self.kvm_tdp_mmu_zap_all(kvm)
         KVM_MMU_UNLOCK(kvm)
 
-    def kvm_zap_obsolete_pages(self, kvm: Any) -> None:
-        """Zaps the legacy MMU's obsolete pages; there are none with the TDP MMU."""
-
     def kvm_mmu_invalidate_zap_pages_in_memslot(self, kvm: Any, slot: Any) -> None:
         self.kvm_mmu_zap_all_fast(kvm)
 
@@ -283,17 +306,46 @@ class Mmu:
 
     def kvm_zap_gfn_range(self, kvm: Any, gfn_start: int, gfn_end: int) -> None:
         """Zap a gfn range in every address space (a guest MTRR update does it,
-        ``update_mtrr``); no vCPU is asked to reload.  The legacy MMU's memslot
-        loop has nothing to zap with the TDP MMU."""
+        ``update_mtrr``); no vCPU is asked to reload."""
         KVM_MMU_LOCK(kvm)
+        self.kvm_zap_gfn_range_rmaps(kvm, gfn_start, gfn_end)
         if kvm.arch.tdp_mmu_enabled:
             flush = self.kvm_tdp_mmu_zap_gfn_range(kvm, gfn_start, gfn_end)
             if flush:
                 self.kvm_flush_remote_tlbs(kvm)
         KVM_MMU_UNLOCK(kvm)
 
+    def kvm_zap_gfn_range_rmaps(self, kvm: Any, gfn_start: int, gfn_end: int) -> None:
+        """The memslot loop ``kvm_zap_gfn_range`` opens with (the legacy MMU's
+        rmaps; a model-only name for the loop, so a later version that changed
+        the lock around it can reuse it)."""
+        from .structs import KVM_ADDRESS_SPACE_NUM
+        for i in range(KVM_ADDRESS_SPACE_NUM):
+            slots = self._kvm_memslots(kvm, i)
+            for memslot in slots.slots:
+                start = max(gfn_start, memslot.base_gfn)
+                end = min(gfn_end, memslot.base_gfn + memslot.npages)
+                if start >= end:
+                    continue
+                self.slot_handle_level_range(kvm, memslot, self.kvm_zap_rmapp, PG_LEVEL_4K,
+                                             KVM_MAX_HUGEPAGE_LEVEL, start, end - 1, True)
+
     def kvm_mmu_zap_all(self, kvm: Any) -> None:
+        invalid_list = LIST_HEAD("invalid_list")
         KVM_MMU_LOCK(kvm)
+        restart = True
+        while restart:
+            restart = False
+            for sp in list_for_each_entry_safe(kvm.arch.active_mmu_pages):
+                if WARN_ON(sp.role.invalid):
+                    continue
+                if self._kvm_mmu_prepare_zap_page(kvm, sp, invalid_list)[0]:
+                    restart = True
+                    break
+                if self.cond_resched_mmu_lock(kvm):
+                    restart = True
+                    break
+        self.kvm_mmu_commit_zap_page(kvm, invalid_list)
         if kvm.arch.tdp_mmu_enabled:
             self.kvm_tdp_mmu_zap_all(kvm)
         KVM_MMU_UNLOCK(kvm)
@@ -303,34 +355,43 @@ class Mmu:
 
     # ---------------------------------------------------------- mmu notifier
     def kvm_unmap_hva_range(self, kvm: Any, start: int, end: int) -> int:
-        r = 0
+        r = self.kvm_handle_hva_range(kvm, start, end, 0, self.kvm_unmap_rmapp)
         if kvm.arch.tdp_mmu_enabled:
             r |= self.kvm_tdp_mmu_zap_hva_range(kvm, start, end)
         return r
 
     def kvm_set_spte_hva(self, kvm: Any, hva: int, pte: Any) -> int:
-        r = 0
+        r = self.kvm_handle_hva(kvm, hva, pte, self.kvm_set_pte_rmapp)
         if kvm.arch.tdp_mmu_enabled:
             r |= self.kvm_tdp_mmu_set_spte_hva(kvm, hva, pte)
         return r
 
     def kvm_age_hva(self, kvm: Any, start: int, end: int) -> int:
-        young = 0
+        young = self.kvm_handle_hva_range(kvm, start, end, 0, self.kvm_age_rmapp)
         if kvm.arch.tdp_mmu_enabled:
             young |= self.kvm_tdp_mmu_age_hva_range(kvm, start, end)
         return young
 
     def kvm_test_age_hva(self, kvm: Any, hva: int) -> int:
-        young = 0
+        young = self.kvm_handle_hva(kvm, hva, 0, self.kvm_test_age_rmapp)
         if kvm.arch.tdp_mmu_enabled:
             young |= self.kvm_tdp_mmu_test_age_hva(kvm, hva)
         return young
 
     # ---------------------------------------------------------- dirty logging
     def kvm_mmu_slot_remove_write_access(self, kvm: Any, memslot: Any, start_level: int) -> None:
+        KVM_MMU_LOCK(kvm)
+        flush = self.slot_handle_level(kvm, memslot, self.slot_rmap_write_protect, start_level,
+                                       KVM_MAX_HUGEPAGE_LEVEL, False)
         # The TDP MMU write-protects down to 4K whatever start_level says (v5.10).
-        self.slot_tdp_walk_and_flush(kvm, memslot, lambda: self.kvm_tdp_mmu_wrprot_slot(
-            kvm, memslot, PG_LEVEL_4K))
+        if kvm.arch.tdp_mmu_enabled:
+            flush |= self.kvm_tdp_mmu_wrprot_slot(kvm, memslot, PG_LEVEL_4K)
+        KVM_MMU_UNLOCK(kvm)
+        # The flush can wait until after mmu_lock: an SPTE only lost its
+        # writable bit, and a vCPU that writes through a stale TLB entry
+        # before the flush wrote before the enabling ioctl returned.
+        if flush:
+            self.kvm_arch_flush_remote_tlbs_memslot(kvm, memslot)
 
     def kvm_mmu_slot_leaf_clear_dirty(self, kvm: Any, memslot: Any) -> None:
         self.slot_tdp_walk_and_flush(kvm, memslot, lambda: self.kvm_tdp_mmu_clear_dirty_slot(
@@ -341,9 +402,11 @@ class Mmu:
             kvm, memslot))
 
     def slot_tdp_walk_and_flush(self, kvm: Any, memslot: Any, tdp_walk: Any) -> None:
-        """The shape the three functions above share in mmu.c: run the TDP MMU's
-        slot walk under ``mmu_lock`` (the legacy rmap walk has nothing to do),
-        then flush the slot's TLB entries after dropping the lock if it asked."""
+        """The shape the two functions above share in mmu.c: run the TDP MMU's
+        slot walk under ``mmu_lock``, then flush the slot's TLB entries after
+        dropping the lock if it asked.  Their legacy rmap walks
+        (``__rmap_clear_dirty``, ``__rmap_set_dirty``) serve PML, which the
+        model does not have: left out."""
         KVM_MMU_LOCK(kvm)
         flush = False
         if kvm.arch.tdp_mmu_enabled:
@@ -363,6 +426,7 @@ class Mmu:
         if kvm.arch.tdp_mmu_enabled:
             self.kvm_tdp_mmu_clear_dirty_pt_masked(kvm, slot, slot.base_gfn + gfn_offset, mask,
                                                    True)
+        self.kvm_mmu_write_protect_pt_masked_legacy(kvm, slot, gfn_offset, mask)
 
     def kvm_arch_mmu_enable_log_dirty_pt_masked(self, kvm: Any, slot: Any, gfn_offset: int,
                                                 mask: int) -> None:
@@ -380,6 +444,7 @@ class Mmu:
 
     # ------------------------------------------------------------- VM init
     def kvm_mmu_init_vm(self, kvm: Any) -> None:
+        self.kvm_mmu_init_legacy(kvm)  # kvm_arch_init_vm: active_mmu_pages etc.
         self.kvm_mmu_init_tdp_mmu(kvm)
 
     def kvm_mmu_uninit_vm(self, kvm: Any) -> None:

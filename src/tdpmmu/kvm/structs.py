@@ -78,6 +78,8 @@ class kvm_mmu_page:
         self.root: Any = None  # the root whose paging structure holds this page
         self.version = 0  # bumped by SPTE stores under this root (spin-wait detection)
         self.rcu_head = rcu_head(self)  # 5.12+: page tables are freed through call_rcu
+        self.mmu_valid_gen = 0  # the legacy MMU's generation stamp (is_obsolete_sp)
+        self.parent_ptes: list[Any] = []  # the legacy MMU's parent SPTEs of this page
         self.tdp_mmu_scheduled_root_to_zap = False  # 6.6+: flagged by the invalidation
 
     def __repr__(self) -> str:
@@ -109,6 +111,9 @@ class kvm_memory_slot:
     flags: int = 0
     dirty_bitmap: list[int] | None = None
     huge: bool = False  # asked for: the host backs this slot with huge pages (see HostMM)
+    # arch.rmap: the legacy MMU's reverse maps, (level, gfn) -> sptes; a copy of
+    # the slot shares them, as the kernel's memcpy'd pointers do.
+    rmap: dict[tuple[int, int], list[Any]] = field(default_factory=dict)
 
     def contains(self, gfn: int) -> bool:
         return self.base_gfn <= gfn < self.base_gfn + self.npages
@@ -169,7 +174,7 @@ class kvm_vcpu:
 
 class kvm_arch(Guarded):
     def __init__(self) -> None:
-        self.tdp_mmu_enabled = True
+        self.tdp_mmu_enabled = False  # set by kvm_mmu_init_tdp_mmu when tdp_mmu=1
         self.tdp_mmu_roots = list_head(None)
         self.tdp_mmu_pages = list_head(None)
         self.mmu_valid_gen = 0

@@ -152,6 +152,8 @@ class TdpMmu(MmuInternal):
 
     # ---------------------------------------------------------- lifecycle
     def kvm_mmu_init_tdp_mmu(self, kvm: Any) -> None:
+        if not self.is_tdp_mmu_enabled():
+            return
         kvm.arch.tdp_mmu_enabled = True
         INIT_LIST_HEAD(kvm.arch.tdp_mmu_roots)
         INIT_LIST_HEAD(kvm.arch.tdp_mmu_pages)

@@ -142,7 +142,17 @@ class V5_12(V5_11):
     Simplifications: ``need_resched()`` under the ``resched`` knob: with
     ``after-progress`` (the default) and ``always`` it is true at every yield
     point the kernel's own forward-progress check lets through; ``never``
-    keeps the lock.  NX huge pages and the legacy MMU are not modelled.
+    keeps the lock.  NX huge pages are not modelled.
+
+    The legacy MMU (``tdp_mmu=0``, :mod:`tdpmmu.kvm.mmu_legacy`) at 5.12: the
+    same root handling under the write side of the rwlock (531810caa9f4: its
+    ``spin_lock`` calls become ``write_lock``, which ``KVM_MMU_LOCK`` already
+    is, and its yields ``cond_resched_rwlock_write``: ``cond_resched_mmu_lock``
+    below); a legacy root's fault takes the write lock (a2855afc7ee8, in
+    ``direct_page_fault``).  The rest of its 5.12 diff to 5.10.7 in the
+    functions modelled is ``is_tdp_mmu_enabled(kvm)`` for
+    ``kvm->arch.tdp_mmu_enabled`` and ``is_tdp_mmu_page(sp)`` for
+    ``sp->tdp_mmu_page``: same meaning.
     """
 
     name = "v5.12"
@@ -167,10 +177,22 @@ class V5_12(V5_11):
         super().kvm_mmu_init_vm(kvm)
 
     def kvm_mmu_init_tdp_mmu(self, kvm: Any) -> None:
+        # The lock is a field of struct kvm_arch whatever tdp_mmu is; the model
+        # makes its object before the early return (lock contracts name it).
+        kvm.arch.tdp_mmu_pages_lock = spinlock_t("kvm->arch.tdp_mmu_pages_lock")
+        if not self.is_tdp_mmu_enabled():
+            return
         kvm.arch.tdp_mmu_enabled = True
         INIT_LIST_HEAD(kvm.arch.tdp_mmu_roots)
-        kvm.arch.tdp_mmu_pages_lock = spinlock_t("kvm->arch.tdp_mmu_pages_lock")
         INIT_LIST_HEAD(kvm.arch.tdp_mmu_pages)
+
+    def cond_resched_mmu_lock(self, kvm: Any) -> int:
+        """531810caa9f4: the legacy MMU's yields (``kvm_zap_obsolete_pages``,
+        ``slot_handle_level_range``, ``kvm_mmu_zap_all``) become
+        ``cond_resched_rwlock_write`` (and ``spin_needbreak`` ``rwlock_needbreak``)."""
+        if self.resched_policy == "never":
+            return 0
+        return cond_resched_rwlock_write(kvm.mmu_lock)
 
     def kvm_mmu_uninit_tdp_mmu(self, kvm: Any) -> None:
         if not kvm.arch.tdp_mmu_enabled:
@@ -496,7 +518,8 @@ class V5_12(V5_11):
             r = self.kvm_tdp_mmu_map(vcpu, gpa, error_code, map_writable, max_level, pfn,
                                      prefault)
         else:
-            r = self._direct_map(vcpu, gpa)
+            r = self._direct_map(vcpu, gpa, error_code, map_writable, max_level, pfn,
+                                 prefault, is_tdp)
         if self.is_tdp_mmu_root(kvm, vcpu.mmu.root_hpa):
             read_unlock(kvm.mmu_lock)
         else:

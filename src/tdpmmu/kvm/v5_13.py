@@ -45,11 +45,16 @@ from ..kernel import (
 from ..kernel.list import list_first_or_null_rcu, list_next_or_null_rcu
 from ..kernel.lockdep import lockdep_is_held_type
 from . import shared as sh
+from .mmu import PT64_ROOT_4LEVEL
+from .mmu_legacy import shadow_root_tree
 from .mmu_lock import KVM_MMU_LOCK, KVM_MMU_UNLOCK
 from .spte import (
+    ACC_ALL,
+    KVM_MAX_HUGEPAGE_LEVEL,
     KVM_PAGES_PER_HPAGE,
     PAGE_SHIFT,
     PG_LEVEL_2M,
+    PG_LEVEL_4K,
     PT_WRITABLE_MASK,
     REMOVED_SPTE,
     is_last_spte,
@@ -72,8 +77,12 @@ __kernel_file__ = "arch/x86/kvm/mmu/tdp_mmu.c"
 
 
 def role_invalid(root: kvm_mmu_page) -> bool:
-    """``root->role.invalid``: a shared word from 5.13 (set under the write lock,
-    read by root walkers under the read lock or RCU alone)."""
+    """``root->role.invalid``: for a TDP MMU page a shared word from 5.13 (set
+    under the write lock, read by root walkers under the read lock or RCU
+    alone); a legacy shadow page's role is only changed and read under
+    ``mmu_lock`` held for write, so it stays a plain field."""
+    if not root.tdp_mmu_page:
+        return bool(root.role.invalid)
     return bool(READ_ONCE(root.role_invalid))
 
 
@@ -146,6 +155,16 @@ class V5_13(V5_12):
     range functions, called on each range's gfns (same SPTE changes).
     ``zap_collapsible_spte_range`` stays at 5.12's write-locked form (no
     scenario disables dirty logging).  Everything 5.12's docstring lists.
+
+    The legacy MMU's roots (``tdp_mmu=0``) at 5.13, as in the 5.15.16 tree
+    (no 5.13 tree is stored): ``mmu_alloc_direct_roots`` holds ``mmu_lock``
+    for write around either MMU's root allocation and ``mmu_alloc_root`` no
+    longer takes it (the 4a38162ee9f1-era change above); ``mmu_free_root_page``
+    drops a legacy root's count by hand (``--sp->root_count``) since
+    fb10129335ef removed ``kvm_mmu_put_root``; ``kvm_mmu_zap_all_fast``
+    invalidates TDP MMU roots first and zaps obsolete legacy pages in the same
+    write-locked section (b7cccd397f31); the slot's rmaps are write-protected
+    under the write lock before the TDP MMU's read-locked walk (24ae4cfaaaa2).
     """
 
     name = "v5.13"
@@ -267,15 +286,39 @@ class V5_13(V5_12):
         KVM_MMU_LOCK(kvm)
         if kvm.arch.tdp_mmu_enabled:
             vcpu.mmu.root_hpa = self.kvm_tdp_mmu_get_vcpu_root_hpa(vcpu)
+        elif vcpu.mmu.shadow_root_level >= PT64_ROOT_4LEVEL:
+            vcpu.mmu.root_hpa = self.mmu_alloc_root(vcpu, 0, 0, vcpu.mmu.shadow_root_level,
+                                                    True)
+        else:
+            WARN_ON(True)  # PAE roots are not modelled ("Bad TDP root level")
         KVM_MMU_UNLOCK(kvm)
         return 0
 
-    def mmu_free_root_page(self, kvm: Any, mmu: Any) -> None:
+    def mmu_alloc_root(self, vcpu: Any, gfn: int, gva: int, level: int, direct: bool) -> int:
+        """The caller holds mmu_lock for write now (mmu_alloc_direct_roots)."""
+        kvm = vcpu.kvm
+        sp = self.kvm_mmu_get_page(vcpu, gfn, gva, level, int(direct), ACC_ALL)
+        if sp.root is None:
+            sp.name = f"s{kvm.nr_roots_made}"
+            kvm.nr_roots_made += 1
+            sp.root = shadow_root_tree(sp)
+        sp.root_count += 1
+        sh.note(f"root {sp.name} ({sp.role}) root_count -> {sp.root_count}")
+        return sp.pfn << PAGE_SHIFT
+
+    def mmu_free_root_page(self, kvm: Any, mmu: Any, invalid_list: Any = None) -> None:
         if mmu.root_hpa == INVALID_PAGE:
             return
         sp = to_shadow_page(kvm, mmu.root_hpa >> PAGE_SHIFT)
         if sp.tdp_mmu_page:
             self.kvm_tdp_mmu_put_root(kvm, sp, False)
+        else:
+            # fb10129335ef: kvm_mmu_put_root() is gone; the legacy count is
+            # dropped here, and an invalidated root is zapped at 0.
+            sp.root_count -= 1
+            sh.note(f"put {sp.name} -> {sp.root_count}")
+            if not sp.root_count and sp.role.invalid:
+                self.kvm_mmu_prepare_zap_page(kvm, sp, invalid_list)
         mmu.root_hpa = INVALID_PAGE
 
     # ------------------------------------------------------------- yield
@@ -351,6 +394,7 @@ class V5_13(V5_12):
     def kvm_zap_gfn_range(self, kvm: Any, gfn_start: int, gfn_end: int) -> None:
         """mmu.c: the TDP MMU zap now goes address space by address space."""
         KVM_MMU_LOCK(kvm)
+        self.kvm_zap_gfn_range_rmaps(kvm, gfn_start, gfn_end)
         if kvm.arch.tdp_mmu_enabled:
             flush = False
             for i in range(KVM_ADDRESS_SPACE_NUM):
@@ -456,27 +500,36 @@ class V5_13(V5_12):
     def kvm_test_age_hva(self, kvm: Any, hva: int) -> int:
         return int(self._kvm_handle_hva_range(kvm, hva, hva + 1, self.kvm_test_age_gfn))
 
-    # mmu.c's arch hooks
+    # mmu.c's arch hooks: the rmaps (every legacy SPTE of the range), then the
+    # TDP MMU's roots if it is enabled (3039bcc74498).
+    def kvm_handle_gfn_range(self, kvm: Any, gfn_range: kvm_gfn_range, handler: Any) -> bool:
+        ret = False
+        for rmap, gfn, level in self.slot_rmap_walk(gfn_range.slot, PG_LEVEL_4K,
+                                                    KVM_MAX_HUGEPAGE_LEVEL, gfn_range.start,
+                                                    gfn_range.end - 1):
+            ret |= bool(handler(kvm, rmap, gfn_range.slot, gfn, level, gfn_range.pte))
+        return ret
+
     def kvm_unmap_gfn_range(self, kvm: Any, gfn_range: kvm_gfn_range) -> bool:
-        flush = False
+        flush = self.kvm_handle_gfn_range(kvm, gfn_range, self.kvm_unmap_rmapp)
         if kvm.arch.tdp_mmu_enabled:
             flush = self.kvm_tdp_mmu_unmap_gfn_range(kvm, gfn_range, flush)
         return flush
 
     def kvm_set_spte_gfn(self, kvm: Any, gfn_range: kvm_gfn_range) -> bool:
-        flush = False
+        flush = self.kvm_handle_gfn_range(kvm, gfn_range, self.kvm_set_pte_rmapp)
         if kvm.arch.tdp_mmu_enabled:
             flush |= self.kvm_tdp_mmu_set_spte_gfn(kvm, gfn_range)
         return flush
 
     def kvm_age_gfn(self, kvm: Any, gfn_range: kvm_gfn_range) -> bool:
-        young = False
+        young = self.kvm_handle_gfn_range(kvm, gfn_range, self.kvm_age_rmapp)
         if kvm.arch.tdp_mmu_enabled:
             young |= self.kvm_tdp_mmu_age_gfn_range(kvm, gfn_range)
         return young
 
     def kvm_test_age_gfn(self, kvm: Any, gfn_range: kvm_gfn_range) -> bool:
-        young = False
+        young = self.kvm_handle_gfn_range(kvm, gfn_range, self.kvm_test_age_rmapp)
         if kvm.arch.tdp_mmu_enabled:
             young |= self.kvm_tdp_mmu_test_age_gfn(kvm, gfn_range)
         return young
@@ -623,10 +676,12 @@ class V5_13(V5_12):
         return spte_set
 
     def kvm_mmu_slot_remove_write_access(self, kvm: Any, memslot: Any, start_level: int) -> None:
-        # The legacy MMU's rmap walk under the write lock has nothing to do.
+        # The legacy MMU's rmap walk under the write lock, then the TDP MMU's
+        # walk under the read lock.
         KVM_MMU_LOCK(kvm)
+        flush = self.slot_handle_level(kvm, memslot, self.slot_rmap_write_protect, start_level,
+                                       KVM_MAX_HUGEPAGE_LEVEL, False)
         KVM_MMU_UNLOCK(kvm)
-        flush = False
         if kvm.arch.tdp_mmu_enabled:
             read_lock(kvm.mmu_lock)
             flush |= self.kvm_tdp_mmu_wrprot_slot(kvm, memslot, start_level)

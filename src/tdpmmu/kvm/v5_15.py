@@ -53,8 +53,9 @@ class V5_15(V5_13):
       the tree's code, exact hash not checked)
     - ``kvm_mmu_uninit_tdp_mmu`` WARNs on a non-empty ``tdp_mmu_pages`` as well
       (in the 5.15.16 tree, not in 5.12.9; added between them)
-    - the ``tdp_mmu`` module parameter defaults to 1 (the model always runs
-      the TDP MMU)
+    - 71ba3f3189c7 KVM: x86: enable TDP MMU by default (5.15): the ``tdp_mmu``
+      module parameter defaults to 1 (``tdp_mmu = True`` below; a run may
+      still set 0 and get the legacy MMU)
 
     (Hashes from the fixes' "Fixes:" lines and memory of the mainline log.)
 
@@ -66,6 +67,8 @@ class V5_15(V5_13):
 
     name = "v5.15"
     summary = "Linux 5.15: zap-all stays at the root level, is_tdp_mmu faults"
+
+    tdp_mmu = True  # 71ba3f3189c7: the TDP MMU by default
 
     # ------------------------------------------------------------ VM init
     def kvm_mmu_uninit_tdp_mmu(self, kvm: Any) -> None:
@@ -144,7 +147,8 @@ class V5_15(V5_13):
             r = self.kvm_tdp_mmu_map(vcpu, gpa, error_code, map_writable, max_level, pfn,
                                      prefault)
         else:
-            r = self._direct_map(vcpu, gpa)
+            r = self._direct_map(vcpu, gpa, error_code, map_writable, max_level, pfn,
+                                 prefault, is_tdp)
         if is_tdp_mmu_fault:
             read_unlock(kvm.mmu_lock)
         else:

@@ -103,8 +103,7 @@ class V5_17(V5_15):
 
     # ---------------------------------------------------------- page fault
     def is_obsolete_sp(self, kvm: Any, sp: kvm_mmu_page) -> bool:
-        """mmu.c: an invalid root, or a legacy page of an older generation (the
-        model has no legacy pages)."""
+        """mmu.c: an invalid page, or a legacy page of an older generation."""
         if role_invalid(sp):
             return True
         return not sp.tdp_mmu_page and sp.mmu_valid_gen != kvm.arch.mmu_valid_gen

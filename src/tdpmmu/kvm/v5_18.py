@@ -28,9 +28,12 @@ from ..kernel import (
     cond_resched_rwlock_write,
     destroy_workqueue,
     flush_workqueue,
+    list_add,
+    list_del,
     list_del_rcu,
     list_empty,
     list_for_each_entry,
+    list_move,
     lockdep_assert_held,
     lockdep_assert_held_read,
     lockdep_assert_held_write,
@@ -138,6 +141,11 @@ class V5_18(V5_17):
 
     # ------------------------------------------------------------ VM init
     def kvm_mmu_init_tdp_mmu(self, kvm: Any) -> None:
+        # The work queue exists only for a VM that runs the TDP MMU: it is
+        # allocated after the module parameter's check (tdp_mmu=0: none).
+        if not self.is_tdp_mmu_enabled():
+            super().kvm_mmu_init_tdp_mmu(kvm)
+            return
         wq = alloc_workqueue("kvm", WQ_UNBOUND | WQ_MEM_RECLAIM | WQ_CPU_INTENSIVE, 0)
         super().kvm_mmu_init_tdp_mmu(kvm)
         kvm.arch.tdp_mmu_zap_wq = wq
@@ -402,6 +410,40 @@ class V5_18(V5_17):
             spte_set |= self.clear_dirty_gfn_range(kvm, root, slot.base_gfn,
                                                    slot.base_gfn + slot.npages)
         return spte_set
+
+    # ------------------------------------------- legacy MMU (tdp_mmu=0)
+    def _kvm_mmu_prepare_zap_page(self, kvm: Any, sp: Any, invalid_list: Any
+                                  ) -> tuple[bool, int]:
+        """527d5cd7eece (5.18): zapping a legacy root still in use asks every
+        vCPU to free its obsolete roots (``KVM_REQ_MMU_FREE_OBSOLETE_ROOTS``)
+        instead of reloading them all (``KVM_REQ_MMU_RELOAD`` is gone), and
+        makes the request only after ``role.invalid`` is set, so a vCPU that
+        sees the request also sees the root as invalid (``is_obsolete_root``
+        reads the role without ``mmu_lock``).  As in the stored 5.18.12 tree's
+        ``__kvm_mmu_prepare_zap_page``."""
+        nr_zapped = 0  # mmu_zap_unsync_children: a direct MMU has no unsync pages
+        kvm.arch.prepare_zap_in_progress = True  # model only: see MmuLegacy's
+        nr_zapped += self.kvm_mmu_page_unlink_children(kvm, sp, invalid_list)
+        self.kvm_mmu_unlink_parents(kvm, sp)
+        kvm.arch.prepare_zap_in_progress = False
+        list_unstable = bool(nr_zapped)
+        zapped_root = False
+        if not sp.root_count:
+            nr_zapped += 1  # count self
+            if sp.role.invalid:
+                list_add(sp.link, invalid_list)
+            else:
+                list_move(sp.link, invalid_list)
+        else:
+            # Freed when root_count drops to zero (mmu_free_root_page).
+            list_del(sp.link)
+            sh.note(f"{sp.name} is a root in use (root_count {sp.root_count}): "
+                    "unlinked, freed at its last put")
+            zapped_root = not self.is_obsolete_sp(kvm, sp)
+        sp.role = replace(sp.role, invalid=1)
+        if zapped_root:
+            self.kvm_make_all_cpus_request(kvm, KVM_REQ_MMU_FREE_OBSOLETE_ROOTS)
+        return list_unstable, nr_zapped
 
     # ------------------------------------------------------- vCPU requests
     def is_obsolete_root(self, kvm: Any, root_hpa: int) -> bool:

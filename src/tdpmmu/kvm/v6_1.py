@@ -29,7 +29,7 @@ from ..kernel import (
 )
 from .mmu import KVM_MR_FLAGS_ONLY
 from .mmu_lock import KVM_MMU_LOCK, KVM_MMU_UNLOCK
-from .spte import PG_LEVEL_4K
+from .spte import KVM_MAX_HUGEPAGE_LEVEL, PG_LEVEL_4K
 from .structs import KVM_ADDRESS_SPACE_NUM, KVM_MEM_LOG_DIRTY_PAGES, KVM_MEM_READONLY
 from .v5_18 import V5_18
 
@@ -102,20 +102,34 @@ class V6_1(V5_18):
         self.kvm_mmu_invalidate_end(kvm, 0, (1 << 64) - 1)
         KVM_MMU_UNLOCK(kvm)
 
+    def kvm_memslots_have_rmaps(self, kvm: Any) -> bool:
+        """5.14+: rmaps exist unless the TDP MMU is on and no shadow root was
+        ever allocated (the model has no nested shadow roots: with the TDP
+        MMU there are none)."""
+        return not kvm.arch.tdp_mmu_enabled
+
     def kvm_mmu_slot_remove_write_access(self, kvm: Any, memslot: Any, start_level: int) -> None:
-        """b64d740ea7dd: the caller flushes."""
-        # The legacy MMU's rmap walk under the write lock has nothing to do.
-        KVM_MMU_LOCK(kvm)
-        KVM_MMU_UNLOCK(kvm)
+        """b64d740ea7dd: the caller flushes.  The rmap walk (the legacy MMU's
+        SPTEs) runs under the write lock only where rmaps exist; the model's
+        5.15-5.18 still take the lock around an empty walk with the TDP MMU
+        (a simplification: one extra lock round trip)."""
+        if self.kvm_memslots_have_rmaps(kvm):
+            KVM_MMU_LOCK(kvm)
+            self.slot_handle_level(kvm, memslot, self.slot_rmap_write_protect, start_level,
+                                   KVM_MAX_HUGEPAGE_LEVEL, False)
+            KVM_MMU_UNLOCK(kvm)
         if kvm.arch.tdp_mmu_enabled:
             read_lock(kvm.mmu_lock)
             self.kvm_tdp_mmu_wrprot_slot(kvm, memslot, start_level)
             read_unlock(kvm.mmu_lock)
 
     def kvm_mmu_slot_leaf_clear_dirty(self, kvm: Any, memslot: Any) -> None:
-        """b64d740ea7dd: the caller flushes."""
-        KVM_MMU_LOCK(kvm)
-        KVM_MMU_UNLOCK(kvm)
+        """b64d740ea7dd: the caller flushes.  The rmap walk (``__rmap_clear_dirty``)
+        serves PML, which the model does not have; it is skipped where rmaps
+        do not exist."""
+        if self.kvm_memslots_have_rmaps(kvm):
+            KVM_MMU_LOCK(kvm)
+            KVM_MMU_UNLOCK(kvm)
         if kvm.arch.tdp_mmu_enabled:
             read_lock(kvm.mmu_lock)
             self.kvm_tdp_mmu_clear_dirty_slot(kvm, memslot)

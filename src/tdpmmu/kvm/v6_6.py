@@ -89,9 +89,11 @@ class V6_6(V6_4):
     # ------------------------------------------------------------ VM init
     def kvm_mmu_init_tdp_mmu(self, kvm: Any) -> None:
         """0df9dab891ff: no work queue to allocate (the function is void)."""
-        kvm.arch.tdp_mmu_enabled = True  # the module-wide tdp_mmu_enabled (see V6_4)
-        INIT_LIST_HEAD(kvm.arch.tdp_mmu_roots)
         kvm.arch.tdp_mmu_pages_lock = spinlock_t("kvm->arch.tdp_mmu_pages_lock")
+        if not self.is_tdp_mmu_enabled():  # the module-wide tdp_mmu_enabled (see V6_4)
+            return
+        kvm.arch.tdp_mmu_enabled = True
+        INIT_LIST_HEAD(kvm.arch.tdp_mmu_roots)
         INIT_LIST_HEAD(kvm.arch.tdp_mmu_pages)
 
     def kvm_mmu_uninit_tdp_mmu(self, kvm: Any) -> None:

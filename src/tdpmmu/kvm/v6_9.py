@@ -15,11 +15,13 @@ from typing import Any
 
 from ..engine import Var
 from ..kernel import (
+    LIST_HEAD,
     WARN_ON_ONCE,
     call_rcu,
     list_add_rcu,
     list_del,
     list_del_rcu,
+    list_empty,
     list_for_each_entry,
     lockdep_assert_held,
     lockdep_assert_held_read,
@@ -40,6 +42,7 @@ from ..kernel import (
 from ..kernel.bug import KVM_BUG_ON
 from ..kernel.list import list_first_or_null_rcu, list_next_or_null_rcu
 from . import shared as sh
+from .mmu import PT64_ROOT_4LEVEL
 from .spte import PAGE_SHIFT, PG_LEVEL_4K, is_last_spte, is_shadow_present_pte
 from .structs import INVALID_PAGE, kvm_mmu_page
 from .tdp_iter import for_each_tdp_pte_min_level, tdp_iter, to_shadow_page
@@ -250,9 +253,18 @@ class V6_9(V6_6):
         return 0
 
     def mmu_alloc_direct_roots(self, vcpu: Any) -> int:
-        """6.9: the TDP MMU takes its own locks."""
-        if vcpu.kvm.arch.tdp_mmu_enabled:
+        """6.9: the TDP MMU takes its own locks; the legacy MMU allocates
+        under the write lock as before."""
+        kvm = vcpu.kvm
+        if kvm.arch.tdp_mmu_enabled:
             return self.kvm_tdp_mmu_alloc_root(vcpu)
+        write_lock(kvm.mmu_lock)
+        if vcpu.mmu.shadow_root_level >= PT64_ROOT_4LEVEL:
+            vcpu.mmu.root_hpa = self.mmu_alloc_root(vcpu, 0, 0, vcpu.mmu.shadow_root_level,
+                                                    True)
+        else:
+            WARN_ON_ONCE(True)  # PAE roots are not modelled ("Bad TDP root level")
+        write_unlock(kvm.mmu_lock)
         return 0
 
     def kvm_mmu_free_roots(self, vcpu: Any, mmu: Any) -> None:
@@ -260,20 +272,24 @@ class V6_9(V6_6):
         write lock (the legacy MMU's zap list is committed under it)."""
         kvm = vcpu.kvm
         is_tdp_mmu = kvm.arch.tdp_mmu_enabled and mmu.direct_map
+        invalid_list = LIST_HEAD("invalid_list")
         if mmu.root_hpa == INVALID_PAGE:
             return
         if is_tdp_mmu:
             read_lock(kvm.mmu_lock)
         else:
             write_lock(kvm.mmu_lock)
-        self.mmu_free_root_page(kvm, mmu)
+        self.mmu_free_root_page(kvm, mmu, invalid_list)
         if is_tdp_mmu:
             read_unlock(kvm.mmu_lock)
+            WARN_ON_ONCE(not list_empty(invalid_list))
         else:
+            self.kvm_mmu_commit_zap_page(kvm, invalid_list)
             write_unlock(kvm.mmu_lock)
 
-    def mmu_free_root_page(self, kvm: Any, mmu: Any) -> None:
-        """6.9: a TDP MMU root is put under the read lock (asserted)."""
+    def mmu_free_root_page(self, kvm: Any, mmu: Any, invalid_list: Any = None) -> None:
+        """6.9: a TDP MMU root is put under the read lock, a legacy root under
+        the write lock (both asserted)."""
         if mmu.root_hpa == INVALID_PAGE:
             return
         sp = to_shadow_page(kvm, mmu.root_hpa >> PAGE_SHIFT)
@@ -284,6 +300,10 @@ class V6_9(V6_6):
             self.kvm_tdp_mmu_put_root(kvm, sp)
         else:
             lockdep_assert_held_write(kvm.mmu_lock)
+            sp.root_count -= 1
+            sh.note(f"put {sp.name} -> {sp.root_count}")
+            if not sp.root_count and sp.role.invalid:
+                self.kvm_mmu_prepare_zap_page(kvm, sp, invalid_list)
         mmu.root_hpa = INVALID_PAGE
 
     # --------------------------------------------------------------- zap

@@ -22,6 +22,7 @@ from typing import Any
 from ..kernel import list_first_entry, list_next_entry, lockdep_assert_held
 from .kvm_main import KvmMain
 from .mmu import Mmu
+from .mmu_legacy import MmuLegacy
 from .structs import kvm_mmu_page
 from .tdp_mmu import TdpMmu, kvm_mmu_page_as_id
 from .x86 import X86
@@ -31,9 +32,14 @@ class KernelError(ValueError):
     """A kernel name or variant file that cannot be used (a user error)."""
 
 
-class V5_10(X86, KvmMain, Mmu, TdpMmu):
+class V5_10(X86, KvmMain, Mmu, MmuLegacy, TdpMmu):
     """Linux v5.10: the walks take and drop root references by hand and ignore
-    what the put returns, so a root can stay on the list with a count of 0."""
+    what the put returns, so a root can stay on the list with a count of 0.
+
+    ``tdp_mmu`` is the kvm module parameter's default at this version (0 until
+    5.15): a run sets it from the scenario (``[vm] tdp_mmu``) or the command
+    line (``--tdp-mmu``).  With 0 the direct roots are the legacy MMU's
+    (:mod:`tdpmmu.kvm.mmu_legacy`)."""
 
     name = "v5.10"
     summary = "Linux 5.10: get/put by hand around yielding walks"
@@ -171,6 +177,10 @@ KNOBS: dict[str, tuple[str, dict[str, bool], str, str]] = {
     "dirty-log-order": ("dirty_log_flag_after_wrprot",
                         {"flag-first": False, "wrprot-first": True}, "flag-first",
                         "publish the dirty-log flag before or after write-protecting"),
+    "tdp_mmu": ("tdp_mmu", {"0": False, "1": True}, "1",
+                "the kvm module parameter (also --tdp-mmu); default: the scenario's "
+                "[vm] tdp_mmu, else the version's (0 before 5.15): with 0 the direct "
+                "roots are the legacy (shadow) MMU's"),
     "resched": ("resched_policy", {"after-progress": "progress", "always": "always",
                                    "never": "never"}, "after-progress",
                 "when a yielding walk yields (always: also again before it moved on; "

@@ -159,7 +159,9 @@ class X86:
                           "vcpu_enter_guest")
         self.check_hardware_pfn(vcpu, vcpu.mmu.root_hpa >> PAGE_SHIFT)
         root = to_shadow_page(kvm, vcpu.mmu.root_hpa >> PAGE_SHIFT)
-        shared.hardware_walk_point(root, tlb, vcpu.requests, write_acc)
+        # The walk reads the root's paging structure (root->root: the root
+        # itself for the TDP MMU, its tree object for the legacy MMU).
+        shared.hardware_walk_point(root.root, tlb, vcpu.requests, write_acc)
         if vcpu.requests.value:
             return VmExit("kick")
         gpa = gfn << PAGE_SHIFT

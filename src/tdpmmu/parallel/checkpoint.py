@@ -1,7 +1,8 @@
 """Stopping a search (Ctrl-C, ``--time-limit``) into a file, and resuming it.
 
 A tree search (dfs, dpor) is, between two executions, its stack of nodes: the
-choice taken at each, the alternatives found and explored, the sleep set.
+choice taken at each, the alternatives found and explored, the sleep set (and
+for optimal dpor the wakeup tree still to explore).
 That stack and the counts so far are written as JSON, with a format name, a
 version and a SHA-256 of the rest, so a file that is not one, or was changed,
 is refused in one line.  Resuming loads the stack into a fresh strategy, which
@@ -28,7 +29,7 @@ from .split import decode_node, encode_node
 
 FORMAT = "tdpmmu-checkpoint"
 VERSION = 1
-RESUMABLE = ("dfs", "source-dpor")  # optimal dpor: its wakeup trees are not saved yet
+RESUMABLE = ("dfs", "dpor", "source-dpor")  # dpor nodes carry their wakeup trees
 CHECK_FIELDS = ("kernel", "scenario", "strategy", "knobs", "max_steps", "kasan",
                 "panic_on_warn")
 
@@ -109,8 +110,8 @@ def checkpoint_command(args: argparse.Namespace, knobs: dict[str, str], kernels:
             raise UserError("--checkpoint saves one search: give one --kernel and one "
                             "--scenario")
         if args.strategy not in RESUMABLE:
-            raise UserError(f"--checkpoint applies to --strategy dfs or source-dpor, not "
-                            f"{args.strategy}")
+            raise UserError(f"--checkpoint applies to --strategy dfs, dpor or source-dpor, "
+                            f"not {args.strategy}")
         spec = {"kernel": kernels[0], "scenario": scenarios[0], "strategy": args.strategy,
                 "knobs": knobs, "max_steps": args.max_steps, "kasan": args.kasan,
                 "panic_on_warn": args.panic_on_warn}

@@ -33,6 +33,11 @@ def add_options(p: argparse.ArgumentParser, positive: Callable[[str], int]) -> N
     p.add_argument("--ray-address", metavar="ADDRESS",
                    help="the Ray cluster to join (default: RAY_ADDRESS, else a local "
                    "instance)")
+    p.add_argument("--snapshots", action="store_true",
+                   help="reach each backtrack point from a forked snapshot of the execution "
+                   "instead of re-running its prefix from setup (POSIX, local workers; the "
+                   "same results; a fork costs about 100 steps here, so it pays off for deep "
+                   "prefixes) (default: re-run)")
     p.add_argument("--time-limit", type=_seconds, metavar="SECONDS",
                    help="stop searching after SECONDS (the result is then incomplete; "
                    "default: no limit)")
@@ -54,26 +59,40 @@ def _seconds(text: str) -> float:
 
 
 def make_units(args: argparse.Namespace, knobs: dict[str, str], kernels: list[str],
-               scenarios: list[str], deadline: float | None) -> list[CheckUnit]:
-    """One unit per (kernel, scenario), every spec checked here, before any worker."""
+               scenarios: list[str], deadline: float | None,
+               rows: list[tuple[str, str, dict[str, str]]] | None = None) -> list[CheckUnit]:
+    """One unit per (kernel, scenario) (or per row: kernel, scenario, knobs),
+    every spec checked here, before any worker."""
+    if rows is None:
+        rows = [(k, s, knobs) for k in kernels for s in scenarios]
     units = []
-    for kernel in kernels:
+    for kernel, scenario, row_knobs in rows:
         kcls = resolve_kernel(kernel)
-        for scenario in scenarios:
-            build_model(kcls, resolve_scenario(scenario), knobs)  # bad knobs: errors now
-            units.append(CheckUnit(kernel, scenario, args.strategy, tuple(sorted(knobs.items())),
-                                   args.max_executions, args.seed or 0, args.preemption_bound,
-                                   args.max_steps, args.kasan, args.panic_on_warn, deadline))
+        build_model(kcls, resolve_scenario(scenario), row_knobs)  # bad knobs: errors now
+        units.append(CheckUnit(kernel, scenario, args.strategy,
+                               tuple(sorted(row_knobs.items())), args.max_executions,
+                               args.seed or 0, args.preemption_bound, args.max_steps,
+                               args.kasan, args.panic_on_warn, deadline,
+                               # a Ray worker replays prefixes (snapshots fork locally)
+                               getattr(args, "snapshots", False)
+                               and getattr(args, "backend", "local") == "local"))
     return units
 
 
 def check_elsewhere(args: argparse.Namespace, knobs: dict[str, str], kernels: list[str],
-                    scenarios: list[str]) -> int | None:
+                    scenarios: list[str],
+                    rows: list[tuple[str, str, dict[str, str]]] | None = None) -> int | None:
+    """``rows``: the checks as (kernel, scenario, knobs), when they are not
+    ``kernels`` x ``scenarios`` with ``knobs`` (--tdp-mmu, the main job)."""
     if args.ray_address and args.backend != "ray":
         raise UserError("--ray-address applies to --backend ray")
-    single = len(kernels) == 1 and len(scenarios) == 1
+    single = len(rows) == 1 if rows is not None else len(kernels) == 1 and len(scenarios) == 1
     if args.checkpoint or args.resume:
         from .checkpoint import checkpoint_command
+        if rows is not None and len(rows) > 1 and len(kernels) == 1 and len(scenarios) == 1:
+            raise UserError("--checkpoint saves one search: give one --tdp-mmu")
+        if rows is not None and len(rows) == 1:
+            knobs = rows[0][2]
         return checkpoint_command(args, knobs, kernels, scenarios)
     # A matrix uses every core by default; one check is split only when asked
     # for (-j N), since a split search that stops at a violation counts the
@@ -85,7 +104,7 @@ def check_elsewhere(args: argparse.Namespace, knobs: dict[str, str], kernels: li
         if deadline is None:
             return None  # the plain serial loop
         jobs = 1
-    units = make_units(args, knobs, kernels, scenarios, deadline)
+    units = make_units(args, knobs, kernels, scenarios, deadline, rows)
     from ..cli import report_results
     from .backend import make_backend
     code = None

@@ -80,13 +80,20 @@ _PROGRAMS: dict[ProgramRef, Program] = {}  # per process: a model is built once 
 
 def encode_node(node: Node, chosen: int | None = None, done: set[int] | None = None
                 ) -> list:
-    return [node.kind, node.chosen if chosen is None else chosen, sorted(node.enabled),
-            sorted(node.backtrack), sorted(node.done if done is None else done),
-            sorted(node.sleep), node.n]
+    """A node as JSON data; an optimal-DPOR node also carries its wakeup tree
+    (the branches left and the one being explored) and its object counts."""
+    out = [node.kind, node.chosen if chosen is None else chosen, sorted(node.enabled),
+           sorted(node.backtrack), sorted(node.done if done is None else done),
+           sorted(node.sleep), node.n]
+    if node.wut is not None or node.cur is not None:
+        out.append({"wut": [_encode_w(w) for w in node.wut or ()],
+                    "cur": None if node.cur is None else _encode_w(node.cur),
+                    "nobj": node.nobj, "nser": node.nser})
+    return out
 
 
 def decode_node(data: list) -> Node:
-    kind, chosen, enabled, backtrack, done, sleep, n = data
+    kind, chosen, enabled, backtrack, done, sleep, n, *extra = data
     node = Node(kind)
     node.chosen = chosen
     node.enabled = frozenset(enabled)
@@ -94,7 +101,26 @@ def decode_node(data: list) -> Node:
     node.done = set(done)
     node.sleep = frozenset(sleep)
     node.n = n
+    if extra:
+        (wake,) = extra
+        node.wut = [_decode_w(w) for w in wake["wut"]]
+        node.cur = None if wake["cur"] is None else _decode_w(wake["cur"])
+        node.nobj, node.nser = int(wake["nobj"]), int(wake["nser"])
     return node
+
+
+def _encode_w(w: Any) -> list:
+    """A wakeup-tree node (``odpor._W``): thread, keyed accesses, keys' bounds,
+    sure, children."""
+    return [w.tid, [list(a) for a in w.kacc], w.lim, w.nser, w.sure,
+            [_encode_w(k) for k in w.kids]]
+
+
+def _decode_w(data: list) -> Any:
+    from ..engine.strategies.odpor import _W
+    tid, kacc, lim, nser, sure, kids = data
+    return _W(int(tid), tuple((int(k), int(m)) for k, m in kacc), int(lim), int(nser),
+              [_decode_w(k) for k in kids], bool(sure))
 
 
 # ------------------------------------------------------------------ workers

@@ -35,6 +35,7 @@ class CheckUnit:
     kasan: bool = True
     panic_on_warn: bool = True
     deadline: float | None = None  # time.time() after which the search stops
+    snapshots: bool = False  # forked snapshots instead of re-run prefixes (local workers)
 
     def stop_reason(self) -> str | None:
         """Why a search of this unit should stop now (None: go on)."""
@@ -60,7 +61,8 @@ def run_unit(unit: CheckUnit) -> engine.Result:
     res = check(unit.kernel, unit.scenario, strategy=unit.strategy, knobs=dict(unit.knobs),
                 max_executions=unit.max_executions, seed=unit.seed,
                 preemption_bound=unit.preemption_bound, max_steps=unit.max_steps,
-                kasan=unit.kasan, panic_on_warn=unit.panic_on_warn, stop=unit.stop_reason)
+                kasan=unit.kasan, panic_on_warn=unit.panic_on_warn, stop=unit.stop_reason,
+                snapshots=unit.snapshots)
     return res.result
 
 

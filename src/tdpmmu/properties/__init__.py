@@ -16,13 +16,14 @@ from .host_frames import HostFrames
 from .invalidation import InvalidationComplete
 from .leak import check_no_leak
 from .lock_contract import install_lock_contract
+from .memslot import MemslotRemoved
 from .root_list import NoZeroCountRoot, OneValidRootPerRole
 from .tlb import TlbCoherence
 from .vcpu_root import VcpuRootLive
 
 ALL = ("lock-contract", "no-zero-count-root", "vcpu-root-live", "mmu-notifier",
        "guest-access-frame", "tlb-coherence", "invalidation-complete", "dirty-log-complete",
-       "no-leak", "one-valid-root-per-role")
+       "memslot-removed", "no-leak", "one-valid-root-per-role")
 
 
 class Properties:
@@ -40,8 +41,9 @@ class Properties:
         self.vcpu_root = VcpuRootLive(kvm)
         self.frames = HostFrames(kvm)
         self.tlb = TlbCoherence(kvm, getattr(kernel, "tlb_flush_contract", None))
+        self.memslot = MemslotRemoved(kvm)
         kvm.probes.extend([self.invalidation.probe, self.dirty_log.probe, self.frames.probe,
-                           self.tlb.probe])
+                           self.tlb.probe, self.memslot.probe])
 
     def invariant(self, kvm: Any) -> tuple[Any, ...] | None:
         """Checked between steps; returns what it read (see ``Execution._check_invariant``).
@@ -57,11 +59,16 @@ class Properties:
         self.vcpu_root.check()
         return None
 
+    def before_teardown(self, kvm: Any) -> None:
+        """Checked when every thread is done, before the VM is torn down."""
+        self.dirty_log.at_end()
+
     def final(self, kvm: Any) -> None:
         """Checked after the VM is torn down."""
         check_no_leak(kvm)
 
 
-__all__ = ["ALL", "DirtyLogComplete", "HostFrames", "InvalidationComplete", "NoZeroCountRoot",
-           "OneValidRootPerRole", "Properties", "TlbCoherence", "VcpuRootLive", "check_no_leak",
+__all__ = ["ALL", "DirtyLogComplete", "HostFrames", "InvalidationComplete", "MemslotRemoved",
+           "NoZeroCountRoot", "OneValidRootPerRole", "Properties", "TlbCoherence",
+           "VcpuRootLive", "check_no_leak",
            "install_lock_contract"]

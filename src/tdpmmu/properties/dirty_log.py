@@ -8,6 +8,16 @@ With manual protect (KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2) a read does not clear
 the bits: a write stays owed until a read reports its page or a
 ``KVM_CLEAR_DIRTY_LOG`` of its page returns (userspace copies the pages it
 cleared after that, so it sees the write).
+
+When the threads are done (before the VM is torn down), a write still owed
+must be set in its slot's dirty bitmap, or the next ``KVM_GET_DIRTY_LOG``
+misses it: checked by :meth:`DirtyLogComplete.at_end`, so that a write lost
+without a later read in the scenario is judged too.  This is the contract
+of 5.10's ``kvm_mmu_slot_apply_flags`` (``x86.c``): enabling
+``KVM_MEM_LOG_DIRTY_PAGES`` write-protects the slot's SPTEs (without PML),
+so that the first write to each page faults and ``mark_page_dirty`` (the
+TDP MMU's ``handle_changed_spte_dirty_log`` when an SPTE becomes writable)
+sets its bit; a read re-protects the pages whose bits it takes.
 """
 
 from __future__ import annotations
@@ -67,3 +77,24 @@ class DirtyLogComplete:
                 report("property", f"{self.name}: KVM_GET_DIRTY_LOG on slot {key[1]} "
                        f"(as_id {key[0]}) missed guest writes to gfn {gfns} made while "
                        "dirty logging was on", "kvm_vm_ioctl_get_dirty_log")
+
+    def at_end(self) -> None:
+        """Every write owed is in its slot's dirty bitmap (the next read would
+        return it).  Runs when no thread is left, so no read is in progress."""
+        kvm = self.kvm
+        for key in sorted(self.logging):
+            pending = self.pending.get(key)
+            if not pending:
+                continue
+            as_id, slot_id = key
+            slot = kvm.memslots[as_id].value.id_to_memslot(slot_id)
+            if slot is None or slot.dirty_bitmap is None:
+                continue  # deleted, or logging off: no later read returns anything
+            missed = sorted(g for g in pending
+                            if slot.contains(g) and not slot.dirty_bitmap[g - slot.base_gfn])
+            if missed:
+                gfns = ", ".join(f"{g:#x}" for g in missed)
+                report("property", f"{self.name}: guest writes to gfn {gfns} made while dirty "
+                       f"logging was on are not in slot {slot_id}'s (as_id {as_id}) dirty "
+                       "bitmap: the next KVM_GET_DIRTY_LOG misses them",
+                       "kvm_vm_ioctl_get_dirty_log")

@@ -23,7 +23,12 @@ Checked:
   itself installs a leaf for a page of a range being invalidated;
 * at every guest access: the frame reached is the one the host maps at that
   page's address in the vCPU's own address space's memslot (so neither a
-  frame the host released nor a frame of another memslot or address space).
+  frame the host released nor a frame of another memslot or address space);
+* when ``->release`` returns (``kvm_mmu_notifier_release``, called by
+  ``mmu_notifier_unregister`` or the mm's exit): no SPTE of any root maps a
+  page.  ``mmu_notifier.h`` says the secondary MMU must tear down all its
+  mappings in ``release``, after which the mm frees the pages; KVM does it
+  with ``kvm_arch_flush_shadow_all`` (``kvm_mmu_zap_all``).
 
 Simplification: the checks read the memslots and host page tables in the
 step of the store or access without declaring those reads to the engine;
@@ -46,7 +51,7 @@ from ..kvm.spte import (
     spte_to_pfn,
 )
 from .invalidation import leaf_mappings
-from .peek import peek, roots_on_list
+from .peek import mmu_roots, peek
 
 # Reports name kernel code, not the property's own frames.
 runtime.hide_frames_of(__file__)
@@ -87,7 +92,7 @@ class HostFrames:
 
     # ------------------------------------------------------------- probes
     def probe(self, event: str, f: dict[str, Any]) -> None:
-        if event == "kvm_tdp_mmu_spte_changed":
+        if event in ("kvm_tdp_mmu_spte_changed", "kvm_mmu_spte_changed"):
             self._spte_changed(f)
         elif event == "guest_access":
             self._guest_access(f)
@@ -95,6 +100,19 @@ class HostFrames:
             self._start_returned(f["start"], f["end"])
         elif event == "invalidate_range_end_called":
             self._end_called(f["start"], f["end"])
+        elif event == "mmu_notifier_release_returned":
+            self._release_returned()
+
+    def _release_returned(self) -> None:
+        kvm = self.kvm
+        for root in mmu_roots(kvm):
+            for gfn, pfn in leaf_mappings(kvm, root, peek(root, "role").level):
+                self._once(("release", peek(root, "name")),
+                           f"{self.name}: after ->release returned, root {peek(root, 'name')} "
+                           f"still maps gfn {gfn:#x} -> pfn {pfn:#x}",
+                           "kvm_mmu_notifier_release",
+                           [f"root {peek(root, 'name')} maps gfn {gfn:#x} -> pfn {pfn:#x}"])
+                break
 
     def _start_returned(self, start: int, end: int) -> None:
         kvm = self.kvm
@@ -107,7 +125,7 @@ class HostFrames:
         self.in_progress.append((start, end, t.name if t else "setup", frames))
         taken = set(frames.values())
         problems = []
-        for root in roots_on_list(kvm):
+        for root in mmu_roots(kvm):
             for gfn, pfn in leaf_mappings(kvm, root, peek(root, "role").level):
                 if pfn in taken:
                     problems.append(f"root {peek(root, 'name')} maps gfn {gfn:#x} -> "

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..engine import READ, report, visible
-from .peek import peek, roots_on_list
+from .peek import mmu_roots, peek
 
 
 def leaf_mappings(kvm: Any, root: Any, level: int, base_gfn: int = 0):
@@ -54,7 +54,7 @@ class InvalidationComplete:
         visible("property: invalidation complete",
                 tuple((v.tlb, READ) for v in kvm.vcpus))
         problems = []
-        for root in roots_on_list(kvm):
+        for root in mmu_roots(kvm):
             role = peek(root, "role")
             for gfn, pfn in leaf_mappings(kvm, root, role.level):
                 if pfn in old_pfns:

@@ -28,3 +28,16 @@ def roots_on_list(kvm: Any) -> list[Any]:
         node = peek(node, "next")
         seen += 1
     return out
+
+
+def legacy_roots(kvm: Any) -> list[Any]:
+    """The legacy (shadow) MMU's root pages still allocated (``tdp_mmu=0``), in
+    allocation order: on ``active_mmu_pages``, or off it (``role.invalid``)
+    while a vCPU still holds them."""
+    return [sp for _pfn, sp in sorted(kvm.phys.items())
+            if not peek(sp, "tdp_mmu_page") and peek(peek(sp, "root"), "sp") is sp]
+
+
+def mmu_roots(kvm: Any) -> list[Any]:
+    """Every root of either MMU whose paging structure may map guest pages."""
+    return roots_on_list(kvm) + legacy_roots(kvm)

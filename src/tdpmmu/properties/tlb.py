@@ -17,6 +17,16 @@ translation.  Write-protection is not a zap: dirty logging flushes it after
 ``mmu_lock`` (``kvm_arch_flush_remote_tlbs_memslot``), and the dirty-log
 property judges that.
 
+The legacy (shadow) MMU (``tdp_mmu=0``) keeps the same rule for SPTEs it
+zaps through rmaps (the MMU notifier, ``kvm_zap_gfn_range``'s
+``slot_handle_level_range`` with ``lock_flush_tlb``), but not for the SPTEs
+``__kvm_mmu_prepare_zap_page`` clears when it zaps a whole shadow page: those
+pages go on an ``invalid_list`` and ``kvm_mmu_commit_zap_page`` flushes before
+freeing them, while ``kvm_mmu_zap_all`` and ``kvm_zap_obsolete_pages`` may
+yield in between (the latter after asking every vCPU to reload, which flushes).
+Such stores carry ``page_zap`` in their event and are not judged here; a vCPU
+walking a freed page table is reported by the hardware walk itself.
+
 ``"before-unlock-valid-root"`` (6.9): the same, except for a vCPU whose current
 root is invalid.  6.9's ``tdp_mmu_zap_leafs`` asks for no flush when it zaps
 SPTEs of an invalid root ("Zappings SPTEs in invalid roots doesn't require a
@@ -100,8 +110,11 @@ class TlbCoherence:
             kvm.mmu_lock.on_release = self.on_release
 
     def probe(self, event: str, f: dict[str, Any]) -> None:
-        if event != "kvm_tdp_mmu_spte_changed" or self.contract not in CONTRACTS:
+        if event not in ("kvm_tdp_mmu_spte_changed", "kvm_mmu_spte_changed") \
+                or self.contract not in CONTRACTS:
             return
+        if f.get("page_zap"):
+            return  # a legacy page zap: flushed by kvm_mmu_commit_zap_page (see above)
         old, new, level = f["old_spte"], f["new_spte"], f["level"]
         if not is_shadow_present_pte(old) or not is_last_spte(old, level):
             return

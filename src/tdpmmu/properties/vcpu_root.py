@@ -11,6 +11,11 @@ vCPU's own reference).  The page fault path and the guest's hardware walk
 use ``root_hpa`` without checking any of that (``kvm_tdp_mmu_map`` only
 WARNs on a zero count), so a root freed or uncounted under a vCPU is checked
 here, between steps, before it is used.
+
+A legacy (shadow) MMU root (``tdp_mmu=0``) is held the same way by
+``mmu_alloc_root``'s ``++sp->root_count``; it may leave ``active_mmu_pages``
+while held (zapped and marked invalid by ``kvm_mmu_zap_all_fast``), so for it
+the rule is: allocated and counted.
 """
 
 from __future__ import annotations
@@ -41,14 +46,15 @@ class VcpuRootLive:
                 continue
             pfn = hpa >> PAGE_SHIFT
             sp = kvm.phys.get(pfn)
+            legacy = sp is not None and not peek(sp, "tdp_mmu_page")
             if sp is not None and not object_is_freed(sp) and root_count(sp) >= 1 \
-                    and _listed(sp):
+                    and (legacy or _listed(sp)):
                 continue  # the common case, checked without walking the list
             if sp is None:
                 what = f"{kvm.freed_phys.get(pfn, hex(pfn))}, a freed page"
             elif object_is_freed(sp):
                 what = f"{peek(sp, 'name')}, a freed page"
-            elif not _listed(sp):
+            elif not legacy and not _listed(sp):
                 what = f"root {peek(sp, 'name')}, not on tdp_mmu_roots"
             elif root_count(sp) < 1:
                 what = f"root {peek(sp, 'name')} with root_count {root_count(sp)}"

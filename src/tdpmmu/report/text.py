@@ -122,7 +122,7 @@ def trace_table(v: Violation, threads: list[str], width: int | None = None) -> l
     spare = width - 4 - 3 * len(threads) - sum(mins)
     if not inline_roots:
         roots_w = max(roots_min, min(spare // (4 * len(threads) + 1),
-                                     max(len(r) for _i, _c, r, _ch in cells_of)))
+                                     max((len(r) for _i, _c, r, _ch in cells_of), default=0)))
         spare -= roots_w + 3
     widths = _share(width - 4 - 3 * len(threads) - (roots_w + 3 if roots_w else 0), mins)
     table = Table(box=box.ASCII2, show_edge=False, pad_edge=False, padding=(0, 1))

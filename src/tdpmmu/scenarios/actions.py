@@ -66,6 +66,7 @@ def do_memslot_delete(world: World, a: Action) -> None:
         return
     world.k.kvm_set_memory_region(world.kvm, slot.as_id, slot.id, slot.flags, slot.base_gfn,
                                   0, slot.userspace_addr)
+    _slot_removed(world, slot, "KVM_MR_DELETE")
 
 
 def do_memslot_move(world: World, a: Action) -> None:
@@ -74,6 +75,13 @@ def do_memslot_move(world: World, a: Action) -> None:
         return
     world.k.kvm_set_memory_region(world.kvm, slot.as_id, slot.id, slot.flags,
                                   a.args["base_gfn"], slot.npages, slot.userspace_addr)
+    _slot_removed(world, slot, "KVM_MR_MOVE")
+
+
+def _slot_removed(world: World, slot: Any, what: str) -> None:
+    """The ioctl that deleted or moved ``slot`` (as it was before) returned."""
+    world.k.trace_event(world.kvm, "memslot_removed", as_id=slot.as_id, slot=slot.id,
+                        base_gfn=slot.base_gfn, npages=slot.npages, what=what)
 
 
 def _observe_slot(world: World, slot: Any, event: str, **fields: Any) -> None:

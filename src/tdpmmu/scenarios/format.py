@@ -9,6 +9,8 @@ A scenario is a TOML file::
     vcpus = 1             # number of vCPUs
     root_level = 3        # paging levels (2-4), optional
     manual_dirty_log_protect = false  # KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, optional
+    tdp_mmu = 1           # the kvm module parameter, optional (default: the
+                          # version's, 0 before 5.15); --tdp-mmu overrides it
 
     [[memslot]]           # the memslots the VM starts with
     id = 0
@@ -127,6 +129,7 @@ class Scenario:
     setup: list[Action]
     threads: list[tuple[str, list[Action]]] = field(default_factory=list)
     manual_dirty_log_protect: bool = False
+    tdp_mmu: int | None = None  # None: the kernel version's default
 
 
 # op -> (required fields, optional fields with defaults)
@@ -274,13 +277,14 @@ def parse_scenario(data: dict[str, Any], path: str) -> Scenario:
     if not isinstance(vm, dict):
         raise err("[vm]", "must be a table")
     for key in vm:
-        if key not in ("vcpus", "root_level", "manual_dirty_log_protect"):
+        if key not in ("vcpus", "root_level", "manual_dirty_log_protect", "tdp_mmu"):
             raise err(f"[vm] key '{key}'", "unknown (expected vcpus, root_level, "
-                      "manual_dirty_log_protect)")
+                      "manual_dirty_log_protect, tdp_mmu)")
     vcpus = _int(vm.get("vcpus", 1), err, "[vm] vcpus", 1, MAX_VCPUS)
     root_level = _int(vm.get("root_level", 3), err, "[vm] root_level", 2, 4)
     manual = _bool(vm.get("manual_dirty_log_protect", False), err,
                    "[vm] manual_dirty_log_protect")
+    tdp_mmu = None if "tdp_mmu" not in vm else _int(vm["tdp_mmu"], err, "[vm] tdp_mmu", 0, 1)
     max_gfn = 1 << (2 * root_level)
 
     memslots = []
@@ -360,7 +364,7 @@ def parse_scenario(data: dict[str, Any], path: str) -> Scenario:
     _check_sequences(memslots, setup, threads, err)
     return Scenario(name=name, description=description.strip(), path=path, vcpus=vcpus,
                     root_level=root_level, memslots=memslots, setup=setup, threads=threads,
-                    manual_dirty_log_protect=manual)
+                    manual_dirty_log_protect=manual, tdp_mmu=tdp_mmu)
 
 
 def _check_sequences(memslots: list[MemslotSpec], setup: list[Action],

@@ -16,10 +16,11 @@ from typing import Any
 from ..scenarios.format import OPS, Scenario, ScenarioError, op_meta, parse_scenario
 
 # The small default VM: 2 vCPUs, 2 one-page memslots, two paging levels (the
-# smallest the format allows: fewer steps per walk, the same root lifecycle).
+# smallest the format allows: fewer steps per walk, the same root lifecycle),
+# on the TDP MMU as the seed's reporter ran it (a --vm file may say tdp_mmu = 0).
 DEFAULT_VM: dict[str, Any] = {
     "name": "sweep-vm",
-    "vm": {"vcpus": 2, "root_level": 2},
+    "vm": {"vcpus": 2, "root_level": 2, "tdp_mmu": 1},
     "memslot": [
         {"id": 0, "base_gfn": 0x0, "npages": 1, "hva": 0x100},
         {"id": 1, "base_gfn": 0x1, "npages": 1, "hva": 0x200},

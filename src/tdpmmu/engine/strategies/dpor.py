@@ -61,11 +61,34 @@ class DporStrategy(TreeStrategy):
     """Source-DPOR; :class:`~.odpor.OptimalDporStrategy` adds wakeup trees."""
 
     name = "source-dpor"
+    EXECUTION_FIELDS = TreeStrategy.EXECUTION_FIELDS | {
+        "ev_tid", "ev_seq", "ev_clock", "ev_node", "ev_acc", "keep", "nev", "clocks", "objs",
+        "pending_sleep", "step_accs"}
 
     def __init__(self) -> None:
         super().__init__()
         self.pending_sleep: frozenset[int] = frozenset()
+        # With snapshots on: per decision, every thread's announced accesses
+        # (for the sleep sets' accesses of a resumed prefix, see resumed()).
+        self.step_accs: dict[int, tuple] | None = None
         self._reset_execution()
+
+    def resumed(self, ex: Any) -> None:
+        # The events before the snapshot are this process's own and the
+        # search's alike; later ones are rebuilt as the execution replays.
+        n = self.nev
+        del self.ev_tid[n:], self.ev_seq[n:], self.ev_clock[n:], self.ev_node[n:]
+        del self.ev_acc[n:]
+        self.keep = n
+        accs = self.step_accs or {}
+        nodes = self.nodes
+        for i in range(min(self.pos, len(nodes))):
+            node = nodes[i]
+            if node.kind == "s":
+                asleep = node.sleep | node.done
+                if asleep:
+                    acc = accs[i]
+                    node.sacc = {q: acc[q] for q in asleep}
 
     def _reset_execution(self) -> None:
         # The next execution replays the decisions before ``self.branch``: the
@@ -109,14 +132,20 @@ class DporStrategy(TreeStrategy):
     def on_step(self, ex: Any, t: Any, node: Node, fresh: bool) -> None:
         threads = ex.threads
         acc = t.acc
+        if self.step_accs is not None:
+            self.step_accs[self.pos - 1] = tuple([th.acc for th in threads])
         # Sleep set of the next node: what slept here or was explored here
-        # before, and commutes with the step now taken.
-        asleep = node.sleep | node.done
-        if asleep:
+        # before, and commutes with the step now taken.  Before the branch
+        # point the next step node exists (when the branch is a step node) and
+        # keeps its own sleep set: only the accesses are recorded there.
+        sleep, done = node.sleep, node.done
+        if sleep or done:
+            asleep = sleep | done if sleep and done else sleep or done
             node.sacc = {q: threads[q].acc for q in asleep}
-            self.pending_sleep = frozenset(
-                q for q in asleep
-                if q != t.tid and not dependent(threads[q].acc, acc))
+            if fresh or self.nodes[self.branch].kind != "s":
+                self.pending_sleep = frozenset(
+                    q for q in asleep
+                    if q != t.tid and not dependent(threads[q].acc, acc))
         elif self.pending_sleep:
             self.pending_sleep = frozenset()
 

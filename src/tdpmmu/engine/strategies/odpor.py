@@ -75,6 +75,12 @@ class _W:
         self.kids = kids
         self.sure = sure
 
+    def __getstate__(self) -> tuple:
+        return (self.tid, self.kacc, self.lim, self.nser, self.kids, self.sure)
+
+    def __setstate__(self, st: tuple) -> None:
+        self.tid, self.kacc, self.lim, self.nser, self.kids, self.sure = st
+
     def copy(self) -> _W:
         return _W(self.tid, self.kacc, self.lim, self.nser, [k.copy() for k in self.kids],
                   self.sure)
@@ -115,6 +121,7 @@ class OptimalDporStrategy(DporStrategy):
     """Optimal DPOR with wakeup trees; ``blocked_branches`` counts infeasible branches."""
 
     name = "dpor"
+    EXECUTION_FIELDS = DporStrategy.EXECUTION_FIELDS | {"pending_wut", "guessed"}
 
     def __init__(self) -> None:
         self.pending_wut: list[_W] | None = None

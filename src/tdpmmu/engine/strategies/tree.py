@@ -34,6 +34,17 @@ class Node:
         self.nobj = 0  # DPOR: objects seen by the events before this node
         self.nser = 0  # DPOR: object serials issued before this node
 
+    # Pickled for a snapshot hand-off (see ..snapshots): ``sacc`` holds the
+    # accesses of one execution's objects and is rebuilt where it is needed.
+    def __getstate__(self) -> tuple:
+        return (self.kind, self.chosen, self.enabled, self.backtrack, self.done, self.sleep,
+                self.n, self.wut, self.cur, self.nobj, self.nser)
+
+    def __setstate__(self, st: tuple) -> None:
+        (self.kind, self.chosen, self.enabled, self.backtrack, self.done, self.sleep,
+         self.n, self.wut, self.cur, self.nobj, self.nser) = st
+        self.sacc = None
+
 
 class TreeStrategy(Strategy):
     """Depth-first search of the decision tree; subclasses say which alternatives count."""
@@ -42,7 +53,23 @@ class TreeStrategy(Strategy):
         self.nodes: list[Node] = []
         self.pos = 0
         self.branch = -1  # index of the node whose choice is new in this execution
+        # No execution so far reported a broken property (see explore._run_one).
+        self.prefix_checked = True
         self.started = False
+
+    # Attributes that describe the current execution, not the search: a
+    # snapshot hand-off (see ..snapshots) keeps the receiving process's own.
+    EXECUTION_FIELDS = frozenset({"pos"})
+
+    def search_state(self) -> dict[str, Any]:
+        """The search's state as plain data (the tree and its bookkeeping)."""
+        skip = self.EXECUTION_FIELDS
+        return {k: v for k, v in self.__dict__.items() if k not in skip}
+
+    def resumed(self, ex: Any) -> None:
+        """The search state was just replaced (:meth:`search_state` of another
+        process) in a snapshot of execution ``ex`` taken before decision
+        ``self.pos``: make the per-execution state agree with it."""
 
     # -- hooks for subclasses
     def new_step_node(self, ex: Any, enabled: list, node: Node) -> Any:

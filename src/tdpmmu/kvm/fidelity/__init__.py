@@ -72,6 +72,20 @@ def load(version: str) -> FidelityList | None:
                         funcs)
 
 
+@cache
+def load_legacy(version: str) -> FidelityList | None:
+    """The legacy (shadow) MMU's list of a version (``legacy_v5_10.toml``), or None."""
+    path = _DIR / f"legacy_{version.replace('.', '_')}.toml"
+    if not path.is_file():
+        return None
+    data = tomllib.loads(path.read_text())
+    funcs = tuple(Listed(name, spec["file"], tuple(spec.get("touches", ())),
+                         spec.get("left_out"))
+                  for name, spec in data.get("functions", {}).items())
+    return FidelityList(data["version"], data.get("tree", ""), data.get("tree_release", ""),
+                        funcs)
+
+
 def versions() -> list[str]:
     """Every version that has a fidelity list, oldest first."""
     names = [p.stem.replace("_", ".") for p in _DIR.glob("v*.toml")]

@@ -1,0 +1,64 @@
+"""Once a memslot deletion or move returns, nothing maps its old pages.
+
+``kvm_set_memslot`` (``virt/kvm/kvm_main.c``, 5.10-5.13) for
+``KVM_MR_DELETE``/``KVM_MR_MOVE`` first publishes the slot marked
+``KVM_MEMSLOT_INVALID`` (from then on no fault can map it: its comment says
+no new shadow pages pointing to a deleted or moved memslot are created after
+that point), then calls ``kvm_arch_flush_shadow_memslot``, which on x86 zaps
+what maps the slot (``kvm_mmu_zap_all_fast``: every TDP MMU root is zapped,
+and the TLBs flushed) before the new memslots are installed.  So when the
+ioctl returns, no SPTE and no TLB entry of the slot's address space
+translates a gfn of the old range to a frame the current memslots do not
+give it (a gfn a new slot covers may be mapped again, to its new frame).
+
+Checked when the scenario's ``memslot_delete``/``memslot_move`` returns
+(the ``memslot_removed`` event): the check declares reads of every root and
+TLB it looks at, so it is ordered against the stores and fills it judges.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..engine import READ, report, visible
+from ..kvm.structs import KVM_MEMSLOT_INVALID
+from .invalidation import leaf_mappings
+from .peek import mmu_roots, peek
+
+
+class MemslotRemoved:
+    name = "memslot-removed"
+
+    def __init__(self, kvm: Any) -> None:
+        self.kvm = kvm
+
+    def _frame(self, as_id: int, gfn: int) -> int | None:
+        for slot in self.kvm.memslots[as_id].value.slots:
+            if slot.contains(gfn) and not slot.flags & KVM_MEMSLOT_INVALID:
+                pte = self.kvm.mm.ptes.get(slot.userspace_addr + (gfn - slot.base_gfn))
+                return None if pte is None else pte.value[0]
+        return None
+
+    def probe(self, event: str, f: dict[str, Any]) -> None:
+        if event != "memslot_removed":
+            return
+        kvm = self.kvm
+        as_id, start, end = f["as_id"], f["base_gfn"], f["base_gfn"] + f["npages"]
+        roots = [r for r in mmu_roots(kvm) if (1 if peek(r, 'role').smm else 0) == as_id]
+        vcpus = [v for v in kvm.vcpus if (1 if v.smm else 0) == as_id]
+        visible("property: memslot removed",
+                tuple((r, READ) for r in roots) + tuple((v.tlb, READ) for v in vcpus))
+        problems = []
+        for root in roots:
+            for gfn, pfn in leaf_mappings(kvm, root, peek(root, "role").level):
+                if start <= gfn < end and self._frame(as_id, gfn) != pfn:
+                    problems.append(f"root {peek(root, 'name')} maps gfn {gfn:#x} -> "
+                                    f"pfn {pfn:#x}")
+        for v in vcpus:
+            for gfn, (pfn, _w) in sorted(v.tlb.entries.items()):
+                if start <= gfn < end and self._frame(as_id, gfn) != pfn:
+                    problems.append(f"vcpu{v.vcpu_id} TLB maps gfn {gfn:#x} -> pfn {pfn:#x}")
+        if problems:
+            report("property", f"{self.name}: after {f['what']} of memslot {f['slot']} "
+                   f"(as_id {as_id}, gfn {start:#x}-{end - 1:#x}) returned, {problems[0]}",
+                   "kvm_set_memslot", problems)
