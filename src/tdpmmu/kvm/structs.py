@@ -80,6 +80,7 @@ class kvm_mmu_page:
         self.rcu_head = rcu_head(self)  # 5.12+: page tables are freed through call_rcu
         self.mmu_valid_gen = 0  # the legacy MMU's generation stamp (is_obsolete_sp)
         self.parent_ptes: list[Any] = []  # the legacy MMU's parent SPTEs of this page
+        self.tdp_mmu_scheduled_root_to_zap = False  # 6.6+: flagged by the invalidation
 
     def __repr__(self) -> str:
         return f"<kvm_mmu_page {self.name}>"

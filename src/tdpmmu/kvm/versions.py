@@ -157,10 +157,13 @@ from .v5_17 import V5_17  # noqa: E402
 from .v5_18 import V5_18  # noqa: E402
 from .v6_1 import V6_1  # noqa: E402
 from .v6_4 import V6_4  # noqa: E402
+from .v6_6 import V6_6  # noqa: E402
+from .v6_9 import V6_9  # noqa: E402
 
 BUILTIN: dict[str, type[V5_10]] = {cls.name: cls for cls in (V5_10, V5_10_fix_v1, V5_11,
                                                              V5_12, V5_13, V5_15, V5_17,
-                                                             V5_18, V6_1, V6_4)}
+                                                             V5_18, V6_1, V6_4, V6_6,
+                                                             V6_9)}
 # What `tdpmmu check` runs with no --kernel: the seed thread's story (the bug, the
 # first attempt, the fix); the later designs are asked for by name.
 SEED_VERSIONS: tuple[str, ...] = ("v5.10", "v5.10-fix-v1", "v5.11")

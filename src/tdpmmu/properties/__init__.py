@@ -17,13 +17,13 @@ from .invalidation import InvalidationComplete
 from .leak import check_no_leak
 from .lock_contract import install_lock_contract
 from .memslot import MemslotRemoved
-from .root_list import NoZeroCountRoot
+from .root_list import NoZeroCountRoot, OneValidRootPerRole
 from .tlb import TlbCoherence
 from .vcpu_root import VcpuRootLive
 
 ALL = ("lock-contract", "no-zero-count-root", "vcpu-root-live", "mmu-notifier",
        "guest-access-frame", "tlb-coherence", "invalidation-complete", "dirty-log-complete",
-       "memslot-removed", "no-leak")
+       "memslot-removed", "no-leak", "one-valid-root-per-role")
 
 
 class Properties:
@@ -33,6 +33,9 @@ class Properties:
         if kernel is not None:
             install_lock_contract(kvm, kernel.lock_contract(kvm))
         self.root_list = NoZeroCountRoot(kvm)
+        # Only on a version whose code promises it (6.9's recheck).
+        self.one_root_per_role = (OneValidRootPerRole(kvm) if getattr(
+            kernel, "promises_one_valid_root_per_role", False) else None)
         self.invalidation = InvalidationComplete(kvm)
         self.dirty_log = DirtyLogComplete(kvm)
         self.vcpu_root = VcpuRootLive(kvm)
@@ -51,6 +54,8 @@ class Properties:
         until ``root_hpa`` is a watched word.
         """
         self.root_list.check()
+        if self.one_root_per_role is not None:
+            self.one_root_per_role.check()
         self.vcpu_root.check()
         return None
 
@@ -64,5 +69,6 @@ class Properties:
 
 
 __all__ = ["ALL", "DirtyLogComplete", "HostFrames", "InvalidationComplete", "MemslotRemoved",
-           "NoZeroCountRoot", "Properties", "TlbCoherence", "VcpuRootLive", "check_no_leak",
+           "NoZeroCountRoot", "OneValidRootPerRole", "Properties", "TlbCoherence",
+           "VcpuRootLive", "check_no_leak",
            "install_lock_contract"]

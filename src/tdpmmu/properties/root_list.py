@@ -52,3 +52,40 @@ class NoZeroCountRoot:
                        "tdp_mmu_roots with root_count 0 while mmu_lock is free",
                        "kvm_mmu_put_root")
         return tuple(watch)
+
+
+class OneValidRootPerRole:
+    """A lookup that finds a usable root uses it rather than allocating a
+    duplicate: at no time are two valid roots of one role on ``tdp_mmu_roots``.
+
+    Promised by 6.9's ``kvm_tdp_mmu_alloc_root``, which looks for a root under
+    ``mmu_lock`` for read and then rechecks under ``tdp_mmu_pages_lock``
+    before ``list_add_rcu`` because "another vCPU may have raced ahead and
+    created a new usable root".  Checked only on a version that says it makes
+    that promise (``promises_one_valid_root_per_role`` on the kernel class):
+    earlier versions look up and add under the write lock, and a what-if that
+    drops the recheck is what this catches.
+    """
+
+    name = "one-valid-root-per-role"
+
+    def __init__(self, kvm: Any) -> None:
+        self.kvm = kvm
+        self.reported: set[int] = set()
+
+    def check(self) -> None:
+        seen: dict[Any, Any] = {}
+        for root in roots_on_list(self.kvm):
+            invalid = peek(root, "role_invalid")
+            if getattr(invalid, "value", invalid):
+                continue
+            role = peek(root, "role")
+            if role is None or role.invalid:
+                continue
+            first = seen.setdefault(role.word, root)
+            if first is root or id(root) in self.reported:
+                continue
+            self.reported.add(id(root))
+            report("property", f"{self.name}: roots {peek(first, 'name')} and "
+                   f"{peek(root, 'name')} are both valid with role {role} on tdp_mmu_roots "
+                   "(a usable root was not reused)", "kvm_tdp_mmu_alloc_root")

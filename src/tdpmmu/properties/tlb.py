@@ -27,6 +27,19 @@ yield in between (the latter after asking every vCPU to reload, which flushes).
 Such stores carry ``page_zap`` in their event and are not judged here; a vCPU
 walking a freed page table is reported by the hardware walk itself.
 
+``"before-unlock-valid-root"`` (6.9): the same, except for a vCPU whose current
+root is invalid.  6.9's ``tdp_mmu_zap_leafs`` asks for no flush when it zaps
+SPTEs of an invalid root ("Zappings SPTEs in invalid roots doesn't require a
+TLB flush, see kvm_tdp_mmu_zap_invalidated_roots()"), whose comment says why:
+every vCPU was sent ``KVM_REQ_MMU_FREE_OBSOLETE_ROOTS`` when the root was
+invalidated, must act on it before its next guest access, and flushes its
+TLB when it loads a new root (``kvm_mmu_load``).  Nor do the zaps of
+``kvm_tdp_mmu_zap_all``: its comment (since 5.18's "Skip remote TLB flush
+when zapping all of TDP MMU", still in 6.9) says KVM zaps everything only
+when the VM is destroyed or the VMM has exited, when ``KVM_RUN`` is
+unreachable -- 6.9's 4K-first zap yields with such zaps outstanding, which
+the ``zap_all`` action's running vCPUs would otherwise be charged for.
+
 Later versions defer some flushes to the caller and rely on a flush before
 the RCU free of page tables; a version with another contract names it, and an
 unknown contract is not checked here.
@@ -61,7 +74,7 @@ from .peek import peek
 # Reports name kernel code, not the property's own frames.
 runtime.hide_frames_of(__file__)
 
-CONTRACTS = ("before-unlock",)
+CONTRACTS = ("before-unlock", "before-unlock-valid-root")
 
 
 def root_translation(kvm: Any, root: Any, gfn: int) -> int | None:
@@ -93,7 +106,7 @@ class TlbCoherence:
         self.contract = contract
         self.owed: dict[Any, list[tuple[int, int, int, int]]] = {}  # thread -> zaps
         self.reported: set[Any] = set()
-        if contract == "before-unlock":
+        if contract in CONTRACTS:
             kvm.mmu_lock.on_release = self.on_release
 
     def probe(self, event: str, f: dict[str, Any]) -> None:
@@ -111,6 +124,9 @@ class TlbCoherence:
         t = current_thread()
         if t is None:
             return
+        if self.contract == "before-unlock-valid-root" and \
+                "kvm_tdp_mmu_zap_all" in callsite.call_chain(16):
+            return
         self.owed.setdefault(t, []).append((f["as_id"], f["gfn"], KVM_PAGES_PER_HPAGE(level),
                                             spte_to_pfn(old)))
 
@@ -125,6 +141,9 @@ class TlbCoherence:
                 continue
             as_id = 1 if v.smm else 0
             root = kvm.phys.get(hpa >> PAGE_SHIFT)
+            if self.contract == "before-unlock-valid-root" and root is not None \
+                    and getattr(peek(root, "role"), "invalid", False):
+                continue  # the vCPU frees this root and flushes before it runs
             for a, gfn0, n, pfn0 in owed:
                 if a != as_id:
                     continue

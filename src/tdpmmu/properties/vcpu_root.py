@@ -4,7 +4,8 @@
 the root that ``kvm_tdp_mmu_get_vcpu_root_hpa`` took a reference on for the
 vCPU, and ``mmu_free_root_page`` drops that reference and resets
 ``root_hpa`` to ``INVALID_PAGE`` in the same ``mmu_lock`` section: so while
-``mmu_lock`` is free, a valid ``root_hpa`` is the page of a root that is
+``mmu_lock`` is free (no writer and, as 6.9 frees under the read lock, no
+reader), a valid ``root_hpa`` is the page of a root that is
 allocated, on ``tdp_mmu_roots``, and counted (``root_count`` >= 1, the
 vCPU's own reference).  The page fault path and the guest's hardware walk
 use ``root_hpa`` without checking any of that (``kvm_tdp_mmu_map`` only
@@ -37,7 +38,7 @@ class VcpuRootLive:
 
     def check(self) -> None:
         kvm = self.kvm
-        if peek(kvm.mmu_lock, "owner") is not None:
+        if peek(kvm.mmu_lock, "owner") is not None or peek(kvm.mmu_lock, "readers", 0):
             return
         for v in kvm.vcpus:
             hpa = v.mmu.root_hpa
