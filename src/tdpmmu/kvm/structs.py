@@ -65,6 +65,10 @@ class kvm_mmu_page_role:
 class kvm_mmu_page:
     """A page-table page: ``spt`` holds its SPTEs; ``pfn`` is its host page frame."""
 
+    # Walks declare the root's paging structure (``sp.root``), not each page
+    # they pass (see kvm.shared): freeing a page writes that structure too.
+    __slab_reached_through__ = ("root",)
+
     def __init__(self) -> None:
         self.link = list_head(self)
         self.tdp_mmu_page = False
