@@ -292,7 +292,7 @@ def test_wrong_cache_free_warns_and_pages_are_tracked() -> None:
 class page_table:
     """A page reached through its tree: walkers declare the tree, not the page."""
 
-    __slab_reached_through__ = ("root",)
+    __slab_reached_through__ = staticmethod(lambda pt: (object.__getattribute__(pt, "root"),))
 
     def __init__(self, root: object) -> None:
         self.root = root
@@ -328,7 +328,7 @@ def test_without_reached_through_dpor_sees_the_walk_and_free_as_independent() ->
     # The counterpart: the same program without the declaration is one trace to
     # DPOR (walker first), so the declaration is what finds the bug above.
     class unlinked_page(page_table):
-        __slab_reached_through__ = ()
+        __slab_reached_through__ = None
 
     executions, v = _walk_vs_free(unlinked_page)
     assert executions == 1 and v is None

@@ -18,11 +18,11 @@ are engine ``Var`` words, ``atomic_t``, ``refcount_t``, ``spinlock_t`` or
 ``rwlock_t`` objects, and ``list_head``/``rcu_head`` objects whose ``owner`` is
 the freed object.  A class lists attributes that merely point to memory it
 does not own in ``__slab_pointers__``.  A class whose objects readers reach
-through a structure they declare instead of the object itself (a hardware or
-RCU walk of a paging structure declares its root, not every page table it
-passes) names the attribute holding that structure in
-``__slab_reached_through__``: the free writes it too, so DPOR orders the free
-against those walks as well.  Dunder attributes, and names a class
+through words they declare instead of the object itself (a hardware or RCU
+walk of a paging structure declares the positions of the SPTEs it reads, not
+the page tables holding them) gives in ``__slab_reached_through__`` a
+function of the object returning those words: the free writes them too, so
+DPOR orders the free against those walks as well.  Dunder attributes, and names a class
 lists in ``__kasan_ignore__`` stay readable: a list_head's ``owner`` (it only
 stands for ``container_of`` arithmetic), a ``Var``'s ``version``, and a lock's
 state, which the scheduler reads in waiters' enabling predicates at any time
@@ -239,10 +239,9 @@ def _free_accesses(obj: Any, embedded: list[tuple[str, Any]]) -> tuple:
     """What a free touches: the object and its embedded words, each in the mode its
     own operations use (a lock is touched like a trylock: acquire plus its word)."""
     acc: list[tuple[Any, int]] = [(obj, WRITE)]
-    for name in getattr(type(obj), "__slab_reached_through__", ()):
-        via = object.__getattribute__(obj, name)
-        if via is not None and via is not obj:
-            acc.append((via, WRITE))
+    reached_through = getattr(type(obj), "__slab_reached_through__", None)
+    if reached_through is not None:
+        acc.extend((w, WRITE) for w in reached_through(obj))
     for _, e in embedded:
         if isinstance(e, spinlock_t | rwlock_t):
             acc += [(e, ACQUIRE), (e.word, WRITE)]

@@ -190,7 +190,8 @@ class Mmu:
 
     def get_mmio_spte(self, vcpu: Any, addr: int) -> list[int]:
         root = to_shadow_page(vcpu.kvm, vcpu.mmu.root_hpa >> PAGE_SHIFT)
-        shared.hardware_walk_point(root.root, vcpu.tlb, vcpu.requests)  # a lockless walk
+        shared.hardware_walk_point(root.root, addr >> PAGE_SHIFT, vcpu.tlb,
+                                   vcpu.requests)  # a lockless walk
         if self.is_tdp_mmu_root(vcpu.kvm, vcpu.mmu.root_hpa):
             return self.kvm_tdp_mmu_get_walk(vcpu, addr)
         return self.get_walk(vcpu, addr)

@@ -146,12 +146,13 @@ class shadow_root_tree:
     its former children are still being zapped (they are pages of their own),
     so the tree is a separate, never freed object.  ``sp`` is the root page."""
 
-    __slots__ = ("name", "sp", "version", "__weakref__")
+    __slots__ = ("name", "sp", "version", "spte_words", "__weakref__")
 
     def __init__(self, sp: Any) -> None:
         self.name = sp.name
         self.sp = sp
         self.version = 0
+        self.spte_words: dict | None = None  # its SPTE words (kvm.shared)
 
 
 class MmuLegacy:

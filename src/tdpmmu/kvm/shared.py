@@ -4,11 +4,22 @@ Three kinds of KVM state are touched outside ``mmu_lock`` and so must be
 scheduling points:
 
 * SPTEs: the kernel stores them with ``WRITE_ONCE`` under ``mmu_lock``, and a
-  vCPU's hardware page walk reads them with no lock at all.  A store is a
-  write of the *root* the page belongs to and a hardware walk reads that root:
-  a walk is atomic with respect to stores (a remote TLB flush waits for
-  vCPUs to leave guest mode, so no walk straddles an unlink-flush-free
-  sequence), and one object per root keeps the dependency exact enough.
+  vCPU's hardware page walk reads them with no lock at all.  The engine sees
+  an SPTE as a *word* of its root's paging structure (:class:`SpteWord`):
+  the position an entry holds in the tree, named by its level and the gfns
+  it covers (``gfn >> (PT64_LEVEL_BITS * (level - 1))``), not by the page
+  that holds it.  A store writes its word; a hardware walk of a gfn reads
+  the words of that gfn's path at every level of the root, which do not
+  depend on the state (a walk that stops early reads fewer: the rest is an
+  over-approximation), so the walk's accesses stay exact while other threads
+  change the tree.  A walk is atomic with respect to stores (a remote TLB
+  flush waits for vCPUs to leave guest mode, so no walk straddles an
+  unlink-flush-free sequence).  An unlinked page keeps its position, so its
+  words are those of the page that replaced it: a conservative overlap.  A
+  check that reads a whole root declares every word (:func:`root_words`);
+  freeing a page table writes the words of its entries.  A root whose pages
+  do not map guest-physical addresses (a shadow root of a nested guest,
+  ``role.direct == 0``) is one word: the tree itself.
   Not modelled: ``get_mmio_spte``'s software walk (``kvm_tdp_mmu_get_walk``)
   runs in host mode with no lock at v5.10/v5.11 (RCU protection came in
   5.12), so the flush does not wait for it and a page table could be freed
@@ -25,52 +36,171 @@ import sys
 from typing import Any
 
 from ..engine import READ, WRITE, mark, note_read, visible
+from .spte import PT64_ENT_PER_PAGE, PT64_LEVEL_BITS
+
+
+# "word" (the default) or "root": every SPTE of a tree is one object, as the
+# model had it before SPTE words; kept to test the finer relation against it.
+GRANULARITY = ["word"]
+
+
+def set_spte_granularity(granularity: str) -> str:
+    """Choose the access objects of SPTEs ("word" or "root"); returns the old choice."""
+    if granularity not in ("word", "root"):
+        raise ValueError(f"unknown SPTE granularity {granularity!r}")
+    old, GRANULARITY[0] = GRANULARITY[0], granularity
+    return old
+
+
+class SpteWord:
+    """Model only: one SPTE position of a paging structure (see the module
+    docstring), the object the engine's accesses of that SPTE name."""
+
+    __slots__ = ("tree", "level", "idx", "version", "__weakref__")
+
+    def __init__(self, tree: Any, level: int, idx: int) -> None:
+        self.tree = tree
+        self.level = level
+        self.idx = idx
+        self.version = 0  # bumped by stores (spin-wait detection)
+
+    @property
+    def name(self) -> str:
+        return f"{self.tree.name} L{self.level}[{self.idx:#x}]"
+
+
+def _words(tree: Any) -> dict:
+    words = object.__getattribute__(tree, "spte_words")
+    if words is None:
+        words = {}
+        object.__setattr__(tree, "spte_words", words)
+    return words
+
+
+def _word(tree: Any, level: int, idx: int) -> SpteWord:
+    words = _words(tree)
+    w = words.get((level, idx))
+    if w is None:
+        w = words[(level, idx)] = SpteWord(tree, level, idx)
+    return w
+
+
+def _direct(sp: Any) -> bool:
+    """Does the page map guest-physical addresses (and are SPTEs words)?"""
+    if GRANULARITY[0] == "root":
+        return False
+    role = object.__getattribute__(sp, "role")
+    return role is None or role.direct
+
+
+def spte_word(sp: Any, index: int) -> Any:
+    """The access object of entry ``index`` of page ``sp``."""
+    tree = sp.root
+    if not _direct(sp):
+        return tree
+    level = sp.role.level
+    shift = PT64_LEVEL_BITS * (level - 1)
+    return _word(tree, level, ((sp.gfn >> shift) & ~(PT64_ENT_PER_PAGE - 1)) + index)
+
+
+def page_words(sp: Any) -> tuple:
+    """The words of all of a page's entries (what freeing the page writes)."""
+    tree = object.__getattribute__(sp, "root")
+    if tree is None:
+        return ()
+    if not _direct(sp):
+        return (tree,)
+    level = object.__getattribute__(sp, "role").level
+    base = object.__getattribute__(sp, "gfn") >> (PT64_LEVEL_BITS * (level - 1))
+    base &= ~(PT64_ENT_PER_PAGE - 1)
+    return tuple(_word(tree, level, base + i) for i in range(PT64_ENT_PER_PAGE))
+
+
+def _tree_root(tree: Any) -> Any:
+    """The root page of a tree (the TDP MMU's tree is its root page)."""
+    sp = getattr(tree, "sp", None)
+    return tree if sp is None else sp
+
+
+def walk_words(tree: Any, gfn: int) -> tuple:
+    """The words a walk of ``gfn`` from the tree's root reads, root level first."""
+    root = _tree_root(tree)
+    if not _direct(root):
+        return (tree,)
+    cache = _words(tree)
+    key = ("walk", gfn)
+    path = cache.get(key)
+    if path is None:
+        top = object.__getattribute__(root, "role").level
+        path = cache[key] = tuple(_word(tree, level, gfn >> (PT64_LEVEL_BITS * (level - 1)))
+                                  for level in range(top, 0, -1))
+    return path
+
+
+def root_words(tree: Any) -> tuple:
+    """Every word of a tree: what a check that reads the whole root declares."""
+    root = _tree_root(tree)
+    if not _direct(root):
+        return (tree,)
+    top = object.__getattribute__(root, "role").level
+    return tuple(_word(tree, level, idx) for level in range(top, 0, -1)
+                 for idx in range(PT64_ENT_PER_PAGE ** (top - level + 1)))
+
+
+def root_reads(trees: Any) -> tuple:
+    """READ accesses of every word of each tree."""
+    return tuple((w, READ) for t in trees for w in root_words(t))
 
 
 def write_spte(sp: Any, index: int, new_spte: int) -> None:
     """``WRITE_ONCE(*sptep, new_spte)``."""
-    root = sp.root
-    visible(f"WRITE_ONCE(spte {sp.name}[{index}])", ((root, WRITE),))
+    w = spte_word(sp, index)
+    visible(f"WRITE_ONCE(spte {sp.name}[{index}])", ((w, WRITE),))
     sp.spt[index] = new_spte
-    root.version += 1
+    w.version += 1
 
 
 def read_spte(sp: Any, index: int) -> int:
     """``READ_ONCE(*sptep)`` by a walker that does not exclude writers (5.12+)."""
-    root = sp.root
-    visible(f"READ_ONCE(spte {sp.name}[{index}])", ((root, READ),))
-    note_read(root)
+    w = spte_word(sp, index)
+    visible(f"READ_ONCE(spte {sp.name}[{index}])", ((w, READ),))
+    note_read(w)
     return sp.spt[index]
 
 
 def cmpxchg_spte(sp: Any, index: int, old_spte: int, new_spte: int) -> int:
     """``cmpxchg64(sptep, old_spte, new_spte)``: one atomic step; returns the old value."""
-    root = sp.root
-    visible(f"cmpxchg64(spte {sp.name}[{index}])", ((root, WRITE),))
-    note_read(root)
+    w = spte_word(sp, index)
+    visible(f"cmpxchg64(spte {sp.name}[{index}])", ((w, WRITE),))
+    note_read(w)
     cur = sp.spt[index]
     if cur == old_spte:
         sp.spt[index] = new_spte
-        root.version += 1
+        w.version += 1
     return cur
 
 
 def xchg_spte(sp: Any, index: int, new_spte: int) -> int:
     """``xchg(sptep, new_spte)``: one atomic step; returns the old value."""
-    root = sp.root
-    visible(f"xchg(spte {sp.name}[{index}])", ((root, WRITE),))
-    note_read(root)
+    w = spte_word(sp, index)
+    visible(f"xchg(spte {sp.name}[{index}])", ((w, WRITE),))
+    note_read(w)
     cur = sp.spt[index]
     sp.spt[index] = new_spte
-    root.version += 1
+    w.version += 1
     return cur
 
 
-def hardware_walk_point(root: Any, tlb: Any, requests: Any, write_acc: tuple = ()) -> None:
-    """The scheduling point of one hardware page walk of ``root`` that may fill ``tlb``
-    (and complete a guest write: ``write_acc``, see :func:`guest_write_accesses`)."""
-    visible(f"EPT walk {root.name}", ((root, READ), (tlb, WRITE), (requests, READ)) + write_acc)
-    note_read(root)
+def hardware_walk_point(tree: Any, gfn: int, tlb: Any, requests: Any,
+                        write_acc: tuple = ()) -> None:
+    """The scheduling point of one hardware page walk of ``gfn`` in the paging
+    structure ``tree`` that may fill ``tlb`` (and complete a guest write:
+    ``write_acc``, see :func:`guest_write_accesses`)."""
+    path = walk_words(tree, gfn)
+    visible(f"EPT walk {tree.name}",
+            tuple((w, READ) for w in path) + ((tlb, WRITE), (requests, READ)) + write_acc)
+    for w in path:
+        note_read(w)
     note_read(requests)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from ..engine import Var
 from ..kernel import list_head, rcu_head, spinlock_t
 from ..kernel.guard import Guarded, check_write
+from . import shared
 from .spte import PT64_ENT_PER_PAGE
 
 INVALID_PAGE = -1
@@ -65,9 +66,9 @@ class kvm_mmu_page_role:
 class kvm_mmu_page:
     """A page-table page: ``spt`` holds its SPTEs; ``pfn`` is its host page frame."""
 
-    # Walks declare the root's paging structure (``sp.root``), not each page
-    # they pass (see kvm.shared): freeing a page writes that structure too.
-    __slab_reached_through__ = ("root",)
+    # Walks declare the SPTE words they read, not the pages holding them (see
+    # kvm.shared): freeing a page writes the words of its entries.
+    __slab_reached_through__ = staticmethod(lambda sp: shared.page_words(sp))
 
     def __init__(self) -> None:
         self.link = list_head(self)
@@ -80,7 +81,8 @@ class kvm_mmu_page:
         self.lpage_disallowed = False
         self.name = "?"  # a stable label for traces: r0, r1, ... for roots, p0, ... for others
         self.root: Any = None  # the root whose paging structure holds this page
-        self.version = 0  # bumped by SPTE stores under this root (spin-wait detection)
+        self.version = 0  # bumped by SPTE stores while it is a tree's one word (kvm.shared)
+        self.spte_words: dict | None = None  # a root's SPTE words (kvm.shared)
         self.rcu_head = rcu_head(self)  # 5.12+: page tables are freed through call_rcu
         self.mmu_valid_gen = 0  # the legacy MMU's generation stamp (is_obsolete_sp)
         self.parent_ptes: list[Any] = []  # the legacy MMU's parent SPTEs of this page

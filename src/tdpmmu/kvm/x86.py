@@ -161,7 +161,7 @@ class X86:
         root = to_shadow_page(kvm, vcpu.mmu.root_hpa >> PAGE_SHIFT)
         # The walk reads the root's paging structure (root->root: the root
         # itself for the TDP MMU, its tree object for the legacy MMU).
-        shared.hardware_walk_point(root.root, tlb, vcpu.requests, write_acc)
+        shared.hardware_walk_point(root.root, gfn, tlb, vcpu.requests, write_acc)
         if vcpu.requests.value:
             return VmExit("kick")
         gpa = gfn << PAGE_SHIFT

@@ -12,7 +12,7 @@ translates a gfn of the old range to a frame the current memslots do not
 give it (a gfn a new slot covers may be mapped again, to its new frame).
 
 Checked when the scenario's ``memslot_delete``/``memslot_move`` returns
-(the ``memslot_removed`` event): the check declares reads of every root and
+(the ``memslot_removed`` event): the check declares reads of every root (all its SPTE words) and
 TLB it looks at, so it is ordered against the stores and fills it judges.
 """
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..engine import READ, report, visible
+from ..kvm.shared import root_reads
 from ..kvm.structs import KVM_MEMSLOT_INVALID
 from .invalidation import leaf_mappings
 from .peek import mmu_roots, peek
@@ -47,7 +48,8 @@ class MemslotRemoved:
         roots = [r for r in mmu_roots(kvm) if (1 if peek(r, 'role').smm else 0) == as_id]
         vcpus = [v for v in kvm.vcpus if (1 if v.smm else 0) == as_id]
         visible("property: memslot removed",
-                tuple((r, READ) for r in roots) + tuple((v.tlb, READ) for v in vcpus))
+                root_reads(peek(r, "root") for r in roots)
+                + tuple((v.tlb, READ) for v in vcpus))
         problems = []
         for root in roots:
             for gfn, pfn in leaf_mappings(kvm, root, peek(root, "role").level):

@@ -1,0 +1,167 @@
+"""DPOR's reduction on the KVM model, against searches that do not rely on it.
+
+The reduction is only as sound as the accesses the model declares (SPTE
+words, TLBs, request bits, locks; see ``tdpmmu.kvm.shared``).  A final state
+is the paging structure of every root, every vCPU's TLB and the dirty
+bitmaps when the threads are done, with what they observed on the way: each
+SPTE's history of values and each vCPU's completed guest accesses.  Plain dfs does not finish even on the
+smallest KVM scenarios (a vCPU run is some 30 visible operations), so on
+small ones dpor is held to two references: every final state of a
+preemption-bounded search (CHESS, two preemptions: no reduction at all) is
+one dpor reaches, and dpor over SPTE words reaches exactly the final states
+of dpor over whole roots (one object per paging structure, the coarser
+relation the finer one must not lose anything against).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from typing import Any
+
+import pytest
+
+from tdpmmu import engine
+from tdpmmu.checker import build_model, resolve_kernel
+from tdpmmu.kvm.shared import set_spte_granularity
+from tdpmmu.properties.peek import mmu_roots, peek
+from tdpmmu.scenarios.format import parse_scenario
+
+
+def _final_state(world: Any) -> tuple:
+    kvm = world.kvm
+    roots = []
+    for root in mmu_roots(kvm):
+        pages, todo = [], [root]
+        while todo:  # every page reachable from the root, with its entries
+            sp = todo.pop()
+            spt = tuple(peek(sp, "spt"))
+            pages.append((peek(sp, "role").level, peek(sp, "gfn"), spt))
+            for spte in spt:
+                child = kvm.phys.get(spte >> 12) if spte else None
+                if child is not None and child is not sp and peek(child, "spt") is not None \
+                        and peek(child, "role") is not None:
+                    todo.append(child)
+        roots.append((str(peek(root, "role")), tuple(sorted(pages))))
+    tlbs = tuple(tuple(sorted(v.tlb.entries.items())) for v in kvm.vcpus)
+    bitmaps = tuple(tuple(s.dirty_bitmap or ()) for as_id in range(2)
+                    for s in kvm.memslots[as_id].value.slots)
+    return tuple(sorted(roots)), tlbs, bitmaps
+
+
+def _finals(kernel: str, text: str, strategy: str) -> tuple[set, int]:
+    scenario = parse_scenario(tomllib.loads(text), "<test>")
+    model = build_model(resolve_kernel(kernel), scenario, {})
+    seen: set = set()
+    # What the threads observed, in their order: each SPTE's history of values
+    # (stores to one SPTE are ordered in every equivalent interleaving) and
+    # each vCPU's completed guest accesses.
+    history: dict[Any, list] = {}
+
+    def probe(event: str, f: dict[str, Any]) -> None:
+        if event == "kvm_tdp_mmu_spte_changed":
+            key = ("spte", f["as_id"], f["gfn"], f["level"])
+            history.setdefault(key, []).append(f["new_spte"])
+        elif event == "guest_access":
+            key = ("vcpu", f["vcpu"].vcpu_id)
+            history.setdefault(key, []).append((f["gfn"], f["pfn"], f["write"]))
+
+    def setup() -> Any:
+        world = model.setup()
+        history.clear()
+        world.kvm.probes.append(probe)
+        return world
+
+    def check(world: Any) -> None:
+        seen.add((_final_state(world),
+                  tuple(sorted((k, tuple(v)) for k, v in history.items()))))
+        model.check(world)
+
+    res = engine.explore(setup, model.threads, strategy=strategy, check=check,
+                         preemption_bound=2 if strategy == "bounded" else None,
+                         invariant=model.invariant, minimize=False)
+    assert res.violation is None, res.violation
+    assert res.complete or strategy == "bounded"
+    return seen, res.executions
+
+
+MEMSLOT = """
+[[memslot]]
+id = 0
+base_gfn = 0x0
+npages = 16
+hva = 0x100
+"""
+
+CASES = {
+    # Read-locked faults of two vCPUs: gfns in one leaf page and in another.
+    "two-vcpus-fault": ("v5.12", """
+name = "t"
+[vm]
+tdp_mmu = 1
+vcpus = 2
+""" + MEMSLOT + """
+[[thread]]
+name = "vcpu0"
+actions = [ { op = "vcpu_run", vcpu = 0, guest = ["write 0x1"] } ]
+[[thread]]
+name = "vcpu1"
+actions = [ { op = "vcpu_run", vcpu = 1, guest = ["read 0x2"] } ]
+"""),
+    # A zap of a whole page table against a vCPU's walks and faults.
+    "zap-vs-walk": ("v5.11", """
+name = "t"
+[vm]
+tdp_mmu = 1
+vcpus = 1
+""" + MEMSLOT + """
+[[setup]]
+op = "vcpu_run"
+vcpu = 0
+guest = ["write 0x1", "write 0x6"]
+[[thread]]
+name = "host"
+actions = [ { op = "zap_gfn_range", base_gfn = 0x0, npages = 4 } ]
+[[thread]]
+name = "vcpu0"
+actions = [ { op = "vcpu_run", vcpu = 0, guest = ["read 0x2"] } ]
+"""),
+    # An MMU-notifier invalidation against a read-locked fault (5.13 walkers).
+    "invalidate-vs-fault": ("v5.13", """
+name = "t"
+[vm]
+tdp_mmu = 1
+vcpus = 1
+""" + MEMSLOT + """
+[[setup]]
+op = "vcpu_run"
+vcpu = 0
+guest = ["write 0x1"]
+[[thread]]
+name = "mm"
+actions = [ { op = "invalidate", hva = 0x101, npages = 2 } ]
+[[thread]]
+name = "vcpu0"
+actions = [ { op = "vcpu_run", vcpu = 0, guest = ["write 0x2"] } ]
+"""),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_dpor_reaches_every_final_state_of_a_preemption_bounded_search(case):
+    kernel, text = CASES[case]
+    bounded, _ = _finals(kernel, text, "bounded")
+    dpor, _ = _finals(kernel, text, "dpor")
+    assert bounded <= dpor
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_spte_words_reach_the_final_states_of_whole_roots(case):
+    kernel, text = CASES[case]
+    words, n_words = _finals(kernel, text, "dpor")
+    old = set_spte_granularity("root")
+    try:
+        roots, n_roots = _finals(kernel, text, "dpor")
+    finally:
+        set_spte_granularity(old)
+    assert words == roots
+    assert n_words <= n_roots
