@@ -182,7 +182,7 @@ class V6_6(V6_4):
             return
         KVM_MMU_LOCK(kvm)
         self.kvm_mmu_invalidate_begin(kvm, 0, (1 << 64) - 1)
-        flush = False
+        flush = self.kvm_rmap_zap_gfn_range(kvm, gfn_start, gfn_end)
         if kvm.arch.tdp_mmu_enabled:
             flush = self.kvm_tdp_mmu_zap_leafs(kvm, gfn_start, gfn_end, flush)
         if flush:
