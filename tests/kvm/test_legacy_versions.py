@@ -12,6 +12,7 @@ import pytest
 from kvm_testlib import do, leaf_sptes, run_vcpu, scenario, vcpu_root, world
 
 from tdpmmu.engine import Finding
+from tdpmmu.kernel import list_empty, list_for_each_entry
 from tdpmmu.kvm.versions import BUILTIN
 
 HUGE_SLOT = {"id": 0, "base_gfn": 0, "npages": 4, "hva": 0x100, "huge": True}
@@ -115,3 +116,23 @@ def test_v5_18_warns_on_a_root_without_a_shadow_page() -> None:
     vcpu.mmu.root_hpa = 999 << 12
     with pytest.raises(AttributeError):
         w.k.kvm_mmu_unload(vcpu)
+
+
+@pytest.mark.parametrize(("version", "yields"), [("v5.10", False), ("v5.17", False),
+                                                 ("v5.18", True), ("v6.9", True)])
+def test_obsolete_page_zap_yields_between_plain_pages_from_5_18(version: str,
+                                                                yields: bool) -> None:
+    """b28cb0cd2c5e (5.18): ``kvm_zap_obsolete_pages`` counts every zapped page
+    towards its batch; before, only zaps that made the list unstable (pages
+    with child shadow pages, which a direct MMU has only nested), so a
+    memslot deletion's fast zap never offered to yield."""
+    cls, calls = recording(BUILTIN[version], "cond_resched_mmu_lock")
+    slot1 = {"id": 1, "base_gfn": 0x10, "npages": 4, "hva": 0x200}
+    w = world(cls, scenario([run_vcpu(0, "write 0x1")], tdp_mmu=0,
+                            memslots=[{"id": 0, "base_gfn": 0, "npages": 16, "hva": 0x100},
+                                      slot1]))
+    assert len(list(list_for_each_entry(w.kvm.arch.active_mmu_pages))) == 3  # root + 2 tables
+    calls.clear()
+    do(w, "memslot_delete", slot=1)
+    assert list_empty(w.kvm.arch.active_mmu_pages)  # all obsolete, all zapped
+    assert bool(calls) is yields

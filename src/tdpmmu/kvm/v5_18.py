@@ -54,8 +54,13 @@ from ..kernel import (
     work_struct,
     xchg,
 )
-from ..kernel.list import list_first_or_null_rcu, list_next_or_null_rcu
+from ..kernel.list import (
+    list_first_or_null_rcu,
+    list_for_each_entry_safe_reverse,
+    list_next_or_null_rcu,
+)
 from . import shared as sh
+from .mmu_legacy import BATCH_ZAP_PAGES
 from .mmu_lock import KVM_MMU_LOCK, KVM_MMU_UNLOCK
 from .spte import PAGE_SHIFT, PG_LEVEL_4K, is_last_spte, is_shadow_present_pte
 from .structs import (
@@ -110,6 +115,9 @@ class V5_18(V5_17):
     - 527d5cd7eece KVM: x86/mmu: Zap only obsolete roots if a root shadow page
       is zapped (``KVM_REQ_MMU_FREE_OBSOLETE_ROOTS``,
       ``kvm_mmu_free_obsolete_roots``)
+    - b28cb0cd2c5e KVM: x86/mmu: Update number of zapped pages even if page
+      list is stable (legacy MMU: ``kvm_zap_obsolete_pages`` yields between
+      batches of plain pages too)
     - KVM: x86/mmu: Return -EBUSY (and the current SPTE) from a failed
       ``tdp_mmu_set_spte_atomic``: the model keeps a bool and re-reads
 
@@ -480,6 +488,32 @@ class V5_18(V5_17):
         if zapped_root:
             self.kvm_make_all_cpus_request(kvm, KVM_REQ_MMU_FREE_OBSOLETE_ROOTS)
         return list_unstable, nr_zapped
+
+    def kvm_zap_obsolete_pages(self, kvm: Any) -> None:
+        """b28cb0cd2c5e KVM: x86/mmu: Update number of zapped pages even if
+        page list is stable (5.18, in the 5.18.12 tree; Cc stable): every
+        zapped page counts towards the batch, so the walk yields between
+        batches."""
+        batch = 0
+        restart = True
+        while restart:
+            restart = False
+            for sp in list_for_each_entry_safe_reverse(kvm.arch.active_mmu_pages):
+                if not self.is_obsolete_sp(kvm, sp):
+                    break
+                if WARN_ON(sp.role.invalid):
+                    continue
+                if batch >= BATCH_ZAP_PAGES and self.cond_resched_mmu_lock(kvm):
+                    batch = 0
+                    restart = True
+                    break
+                unstable, nr_zapped = self._kvm_mmu_prepare_zap_page(
+                    kvm, sp, kvm.arch.zapped_obsolete_pages)
+                batch += nr_zapped
+                if unstable:
+                    restart = True
+                    break
+        self.kvm_mmu_commit_zap_page(kvm, kvm.arch.zapped_obsolete_pages)
 
     # ------------------------------------------------------- vCPU requests
     def is_obsolete_root(self, kvm: Any, root_hpa: int) -> bool:
