@@ -74,16 +74,53 @@ def test_list_command_shows_coverage_per_version(capsys: pytest.CaptureFixture[s
 
 @pytest.mark.parametrize("version", list(BUILTIN))
 def test_legacy_mmu_root_functions_are_modelled_in_every_version(version: str) -> None:
-    """The legacy (shadow) MMU's root-touching mmu.c functions of 5.10 are carried
-    by every built-in version (inherited or overridden) or left out with a reason."""
-    fl = fidelity.load_legacy("v5.10")
+    """The legacy (shadow) MMU's root-touching mmu.c functions, under the names
+    of the newest legacy list not after the version, are carried by the
+    version's class (inherited or overridden) or left out with a reason."""
+    fl = fidelity.legacy_for(version)
     assert fl is not None and fl.tree_release
     for f in fl.functions:
         assert f.file == "mmu.c"
         assert set(f.touches) <= {"roots", "mmu_lock", "yields"} or \
             f.touches[0].startswith("calls "), (f.name, f.touches)
     missing = [f.name for f in fl.missing(BUILTIN[version])]
-    assert not missing, f"{version}: legacy MMU functions neither modelled nor left out: {missing}"
+    assert not missing, (f"{version}: legacy MMU functions of the {fl.version} list neither "
+                         f"modelled nor left out: {missing}")
+
+
+def test_each_version_is_measured_against_the_legacy_list_of_its_era() -> None:
+    assert fidelity.legacy_versions() == ["v5.10", "v5.18", "v6.1", "v6.4"]
+    expect = {"v5.10": "v5.10", "v5.10-fix-v1": "v5.10", "v5.13": "v5.10", "v5.17": "v5.10",
+              "v5.18": "v5.18", "v6.1": "v6.1", "v6.4": "v6.4", "v6.6": "v6.4",
+              "v6.9": "v6.4"}
+    for version, listed in expect.items():
+        fl = fidelity.legacy_for(version)
+        assert fl is not None and fl.version == listed, version
+
+
+def test_later_legacy_lists_carry_the_renamed_root_functions() -> None:
+    """6.0 split kvm_mmu_get_page and renamed the shadow page functions; 6.3/6.4
+    renamed __direct_map and the slot rmap walkers; 5.18 added the obsolete-root
+    request's functions.  The lists name them, and the versions model them."""
+    names = {v: {f.name for f in fidelity.load_legacy(v).functions}  # type: ignore[union-attr]
+             for v in fidelity.legacy_versions()}
+    assert {"is_obsolete_root", "kvm_mmu_free_obsolete_roots"} <= names["v5.18"]
+    assert "is_obsolete_root" not in names["v5.10"]
+    split = {"kvm_mmu_get_shadow_page", "__kvm_mmu_get_shadow_page", "kvm_mmu_find_shadow_page",
+             "kvm_mmu_alloc_shadow_page", "kvm_mmu_get_child_sp", "kvm_mmu_free_shadow_page",
+             "__link_shadow_page"}
+    assert split <= names["v6.1"] and not split & names["v5.18"]
+    assert "kvm_mmu_get_page" in names["v5.18"] and "kvm_mmu_get_page" not in names["v6.1"]
+    assert {"direct_map", "walk_slot_rmaps", "__walk_slot_rmaps"} <= names["v6.4"]
+    assert "__direct_map" not in names["v6.4"]
+    for version, new in (("v6.1", split), ("v6.4", {"direct_map", "walk_slot_rmaps"})):
+        fl = fidelity.load_legacy(version)
+        assert fl is not None
+        modelled = {f.name for f in fl.modelled(BUILTIN[version])}
+        assert new <= modelled, (version, new - modelled)
+    # The versions before the renames do not have the new names.
+    assert not hasattr(BUILTIN["v5.18"], "kvm_mmu_find_shadow_page")
+    assert not hasattr(BUILTIN["v6.1"], "walk_slot_rmaps")
 
 
 def test_legacy_list_catches_a_class_without_the_legacy_mmu() -> None:

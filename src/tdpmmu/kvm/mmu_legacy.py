@@ -53,7 +53,8 @@ Left out, and why:
 - ``BATCH_ZAP_PAGES`` is 1 instead of 10: the model's VMs have a handful of
   shadow pages, so a batch of 10 would never yield; 1 keeps a yield point
   between every two zapped batches, which is where the kernel may yield on a
-  big VM.
+  big VM (from 5.18, b28cb0cd2c5e: until then only zaps that made the list
+  unstable count, and a direct MMU's walk never yields).
 """
 
 from __future__ import annotations
@@ -420,6 +421,12 @@ class MmuLegacy:
             self.kvm_mmu_free_page(kvm, sp)
 
     def kvm_zap_obsolete_pages(self, kvm: Any) -> None:
+        """Zaps obsolete pages from the tail, yielding when ``batch`` reached
+        ``BATCH_ZAP_PAGES``.  Until 5.18 (b28cb0cd2c5e) the batch only counts
+        the pages of a zap that made the list unstable (a page with child
+        shadow pages): a direct MMU's pages have none outside nested
+        (guest_mode) TDP, so the walk never yields -- the soft lockup that
+        commit fixes."""
         batch = 0
         restart = True
         while restart:
@@ -439,8 +446,8 @@ class MmuLegacy:
                     break
                 unstable, nr_zapped = self._kvm_mmu_prepare_zap_page(
                     kvm, sp, kvm.arch.zapped_obsolete_pages)
-                batch += nr_zapped
                 if unstable:
+                    batch += nr_zapped
                     restart = True
                     break
         # Flush before freeing: a lockless walk may still reference the pages.

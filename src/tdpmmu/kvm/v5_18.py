@@ -54,8 +54,13 @@ from ..kernel import (
     work_struct,
     xchg,
 )
-from ..kernel.list import list_first_or_null_rcu, list_next_or_null_rcu
+from ..kernel.list import (
+    list_first_or_null_rcu,
+    list_for_each_entry_safe_reverse,
+    list_next_or_null_rcu,
+)
 from . import shared as sh
+from .mmu_legacy import BATCH_ZAP_PAGES
 from .mmu_lock import KVM_MMU_LOCK, KVM_MMU_UNLOCK
 from .spte import PAGE_SHIFT, PG_LEVEL_4K, is_last_spte, is_shadow_present_pte
 from .structs import (
@@ -110,6 +115,9 @@ class V5_18(V5_17):
     - 527d5cd7eece KVM: x86/mmu: Zap only obsolete roots if a root shadow page
       is zapped (``KVM_REQ_MMU_FREE_OBSOLETE_ROOTS``,
       ``kvm_mmu_free_obsolete_roots``)
+    - b28cb0cd2c5e KVM: x86/mmu: Update number of zapped pages even if page
+      list is stable (legacy MMU: ``kvm_zap_obsolete_pages`` yields between
+      batches of plain pages too)
     - KVM: x86/mmu: Return -EBUSY (and the current SPTE) from a failed
       ``tdp_mmu_set_spte_atomic``: the model keeps a bool and re-reads
 
@@ -360,11 +368,28 @@ class V5_18(V5_17):
                                           gfn_range.end, gfn_range.may_block, flush)
 
     # mmu.c
+    def kvm_memslots_have_rmaps(self, kvm: Any) -> bool:
+        """5.14+: rmaps exist unless the TDP MMU is on and no shadow root was
+        ever allocated (the model has no nested shadow roots: with the TDP
+        MMU there are none)."""
+        return not kvm.arch.tdp_mmu_enabled
+
+    def _kvm_zap_rmaps(self, kvm: Any, gfn_start: int, gfn_end: int) -> bool:
+        """``__kvm_zap_rmaps`` (5.17, as in the 5.18.12 tree): the legacy MMU's
+        part of ``kvm_zap_gfn_range``, where rmaps exist.  The model's
+        ``slot_handle_level_range`` keeps 5.10's form and flushes before it
+        returns (5.15's hands the flush to the caller; both flush before
+        ``mmu_lock`` is dropped), so this returns False."""
+        if not self.kvm_memslots_have_rmaps(kvm):
+            return False
+        self.kvm_zap_gfn_range_rmaps(kvm, gfn_start, gfn_end)
+        return False
+
     def kvm_zap_gfn_range(self, kvm: Any, gfn_start: int, gfn_end: int) -> None:
         if WARN_ON_ONCE(gfn_end <= gfn_start):
             return
         KVM_MMU_LOCK(kvm)
-        flush = False
+        flush = self._kvm_zap_rmaps(kvm, gfn_start, gfn_end)
         if kvm.arch.tdp_mmu_enabled:
             for i in range(KVM_ADDRESS_SPACE_NUM):
                 flush = self.kvm_tdp_mmu_zap_leafs(kvm, i, gfn_start, gfn_end, True, flush)
@@ -412,6 +437,25 @@ class V5_18(V5_17):
         return spte_set
 
     # ------------------------------------------- legacy MMU (tdp_mmu=0)
+    def mmu_free_root_page(self, kvm: Any, mmu: Any, invalid_list: Any = None) -> None:
+        """5.13's, with the 5.18.12 tree's ``WARN_ON(!sp)`` (a root hpa with no
+        shadow page is only ever a special root; the model has none, so the
+        WARN names a root page freed under the vCPU).  Not in 5.17-rc5;
+        hash not in the sources read."""
+        if mmu.root_hpa == INVALID_PAGE:
+            return
+        sp = to_shadow_page(kvm, mmu.root_hpa >> PAGE_SHIFT)
+        if WARN_ON(sp is None):
+            return
+        if sp.tdp_mmu_page:
+            self.kvm_tdp_mmu_put_root(kvm, sp, False)
+        else:
+            sp.root_count -= 1
+            sh.note(f"put {sp.name} -> {sp.root_count}")
+            if not sp.root_count and sp.role.invalid:
+                self.kvm_mmu_prepare_zap_page(kvm, sp, invalid_list)
+        mmu.root_hpa = INVALID_PAGE
+
     def _kvm_mmu_prepare_zap_page(self, kvm: Any, sp: Any, invalid_list: Any
                                   ) -> tuple[bool, int]:
         """527d5cd7eece (5.18): zapping a legacy root still in use asks every
@@ -444,6 +488,32 @@ class V5_18(V5_17):
         if zapped_root:
             self.kvm_make_all_cpus_request(kvm, KVM_REQ_MMU_FREE_OBSOLETE_ROOTS)
         return list_unstable, nr_zapped
+
+    def kvm_zap_obsolete_pages(self, kvm: Any) -> None:
+        """b28cb0cd2c5e KVM: x86/mmu: Update number of zapped pages even if
+        page list is stable (5.18, in the 5.18.12 tree; Cc stable): every
+        zapped page counts towards the batch, so the walk yields between
+        batches."""
+        batch = 0
+        restart = True
+        while restart:
+            restart = False
+            for sp in list_for_each_entry_safe_reverse(kvm.arch.active_mmu_pages):
+                if not self.is_obsolete_sp(kvm, sp):
+                    break
+                if WARN_ON(sp.role.invalid):
+                    continue
+                if batch >= BATCH_ZAP_PAGES and self.cond_resched_mmu_lock(kvm):
+                    batch = 0
+                    restart = True
+                    break
+                unstable, nr_zapped = self._kvm_mmu_prepare_zap_page(
+                    kvm, sp, kvm.arch.zapped_obsolete_pages)
+                batch += nr_zapped
+                if unstable:
+                    restart = True
+                    break
+        self.kvm_mmu_commit_zap_page(kvm, kvm.arch.zapped_obsolete_pages)
 
     # ------------------------------------------------------- vCPU requests
     def is_obsolete_root(self, kvm: Any, root_hpa: int) -> bool:

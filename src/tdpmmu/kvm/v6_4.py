@@ -27,17 +27,22 @@ from ..kernel import (
     rcu_barrier,
     rcu_read_lock,
     rcu_read_unlock,
+    read_lock,
+    read_unlock,
     refcount_dec_and_test,
     refcount_set,
     refcount_t,
     spin_lock,
     spin_unlock,
+    write_lock,
+    write_unlock,
 )
 from ..kernel.bug import KVM_BUG_ON
 from ..kernel.guard import lock_contract_waived
 from . import shared as sh
-from .spte import PAGE_SHIFT
-from .structs import kvm_mmu_page
+from .mmu_legacy import MmuLegacy
+from .spte import KVM_MAX_HUGEPAGE_LEVEL, PAGE_SHIFT, PG_LEVEL_4K
+from .structs import KVM_ADDRESS_SPACE_NUM, kvm_mmu_page
 from .v5_13 import role_invalid
 from .v6_1 import V6_1
 
@@ -73,6 +78,29 @@ class V6_4(V6_1):
       the model keeps the per-VM flag (always true) and the list, whose
       emptiness is what the count's WARN checks.
 
+    The legacy (shadow) MMU (``tdp_mmu=0``), from the stored 6.4.6 tree read
+    against 6.1-rc7 and 6.0.1:
+
+    - 727ae3770132 KVM: x86/mmu: Rename slot rmap walkers to add clarity and
+      clean up code: ``slot_handle_level`` / ``slot_handle_level_range``
+      become ``walk_slot_rmaps`` / ``__walk_slot_rmaps``;
+    - eddd9e8302de KVM: x86/mmu: Replace comment with an actual lockdep
+      assertion on mmu_lock: ``__walk_slot_rmaps`` asserts the write lock;
+    - the 6.3 rename of ``__direct_map`` to ``direct_map`` (KVM: x86/mmu:
+      Rename __direct_map() to direct_map(); the stored revlists carry the
+      title under several hashes, none checked against mainline):
+      ``direct_map`` below, which the kept 6.1 fault path reaches through
+      ``_direct_map``.
+    - KVM: x86/mmu: Sanity check input to kvm_mmu_free_roots() (the
+      ``WARN_ON_ONCE`` below, which cannot fire).
+
+    The root functions themselves (``mmu_alloc_root``, ``mmu_free_root_page``,
+    ``kvm_mmu_free_roots``, ``__kvm_mmu_prepare_zap_page``,
+    ``kvm_zap_obsolete_pages``, ``kvm_mmu_zap_all_fast``) read as in 6.1 but
+    for ``is_tdp_mmu_page()``, ``tdp_mmu_enabled`` and, in
+    ``mmu_free_root_page``, ``spte_to_child_sp()`` for ``to_shadow_page()``:
+    same meaning.
+
     Simplifications: 6.3's page-fault changes (TDP faults split into
     ``kvm_tdp_mmu_page_fault``; ``kvm_tdp_mmu_map`` splitting a huge SPTE
     in place instead of zapping it first; 6.2's dirty-log accounting in
@@ -99,6 +127,61 @@ class V6_4(V6_1):
         WARN_ON(not list_empty(kvm.arch.tdp_mmu_pages))
         WARN_ON(not list_empty(kvm.arch.tdp_mmu_roots))
         rcu_barrier()
+
+    # ------------------------------------------- legacy MMU (tdp_mmu=0)
+    def _walk_slot_rmaps(self, kvm: Any, slot: Any, fn: Any, start_level: int,
+                         end_level: int, start_gfn: int, end_gfn: int,
+                         flush_on_yield: bool) -> bool:
+        """``__walk_slot_rmaps`` (727ae3770132, eddd9e8302de): 5.10's
+        ``slot_handle_level_range`` loop (the model's form of it, see its
+        docstring) under an assertion of the write lock."""
+        lockdep_assert_held_write(kvm.mmu_lock)
+        return MmuLegacy.slot_handle_level_range(self, kvm, slot, fn, start_level, end_level,
+                                                 start_gfn, end_gfn, flush_on_yield)
+
+    def walk_slot_rmaps(self, kvm: Any, slot: Any, fn: Any, start_level: int, end_level: int,
+                        flush_on_yield: bool) -> bool:
+        return self._walk_slot_rmaps(kvm, slot, fn, start_level, end_level, slot.base_gfn,
+                                     slot.base_gfn + slot.npages - 1, flush_on_yield)
+
+    def kvm_rmap_zap_gfn_range(self, kvm: Any, gfn_start: int, gfn_end: int) -> bool:
+        """727ae3770132: the memslot loop calls ``__walk_slot_rmaps``."""
+        if not self.kvm_memslots_have_rmaps(kvm):
+            return False
+        for i in range(KVM_ADDRESS_SPACE_NUM):
+            for memslot in self._kvm_memslots(kvm, i).slots:
+                start = max(gfn_start, memslot.base_gfn)
+                end = min(gfn_end, memslot.base_gfn + memslot.npages)
+                if start >= end:
+                    continue
+                self._walk_slot_rmaps(kvm, memslot, self.kvm_zap_rmapp, PG_LEVEL_4K,
+                                      KVM_MAX_HUGEPAGE_LEVEL, start, end - 1, True)
+        return False  # flushed by the walk (see V5_18._kvm_zap_rmaps)
+
+    def kvm_mmu_slot_remove_write_access(self, kvm: Any, memslot: Any, start_level: int) -> None:
+        """6.1's, calling ``walk_slot_rmaps`` (727ae3770132)."""
+        if self.kvm_memslots_have_rmaps(kvm):
+            write_lock(kvm.mmu_lock)
+            self.walk_slot_rmaps(kvm, memslot, self.slot_rmap_write_protect, start_level,
+                                 KVM_MAX_HUGEPAGE_LEVEL, False)
+            write_unlock(kvm.mmu_lock)
+        if kvm.arch.tdp_mmu_enabled:
+            read_lock(kvm.mmu_lock)
+            self.kvm_tdp_mmu_wrprot_slot(kvm, memslot, start_level)
+            read_unlock(kvm.mmu_lock)
+
+    def direct_map(self, vcpu: Any, gpa: int, error_code: int, map_writable: bool,
+                   max_level: int, pfn: int | None, prefault: bool, is_tdp: bool) -> int:
+        """6.3's name for ``__direct_map`` (6.0's body, see ``V6_1``)."""
+        return V6_1._direct_map(self, vcpu, gpa, error_code, map_writable, max_level, pfn,
+                                prefault, is_tdp)
+
+    def _direct_map(self, vcpu: Any, gpa: int, error_code: int, map_writable: bool,
+                    max_level: int, pfn: int | None, prefault: bool, is_tdp: bool) -> int:
+        """Model only: 6.4 has no ``__direct_map``; the kept 6.1 fault path
+        (see the class docstring) calls ``direct_map`` through this name."""
+        return self.direct_map(vcpu, gpa, error_code, map_writable, max_level, pfn, prefault,
+                               is_tdp)
 
     # --------------------------------------------------------- root refs
     def kvm_tdp_mmu_put_root(self, kvm: Any, root: kvm_mmu_page, shared: bool) -> None:

@@ -73,6 +73,17 @@ class V6_6(V6_4):
       keeps the per-address-space walk and the notifier's ``may_block``;
       ``kvm_zap_gfn_range`` calls the zap once.
 
+    The legacy (shadow) MMU's root functions (``tdp_mmu=0``) in the 6.6.47
+    tree differ from 6.4.6 only in ways the model cannot tell apart:
+    ``WARN_ON`` -> ``WARN_ON_ONCE`` (``kvm_zap_obsolete_pages``,
+    ``kvm_mmu_commit_zap_page``, ``kvm_mmu_zap_all``, ``mmu_free_root_page``,
+    ``kvm_mmu_unload``), ``root_to_sp()`` for ``to_shadow_page()``, and the
+    dummy roots of shadow paging (``kvm_mmu_is_dummy_root`` in
+    ``kvm_mmu_free_roots`` and ``direct_page_fault``), which a direct MMU never
+    loads; ``kvm_mmu_free_shadow_page``'s empty-page check became
+    ``kvm_mmu_check_sptes_at_free`` (``CONFIG_KVM_PROVE_MMU``), which the model
+    keeps on as it kept ``MMU_WARN_ON``.
+
     Simplifications: 6.6's ``CONFIG_KVM_PROVE_MMU`` (``KVM_MMU_WARN_ON``)
     checks no root state on the modelled paths and is not a run option here.
     ``tdp_mmu_scheduled_root_to_zap`` is a plain field of the page: every
@@ -182,7 +193,7 @@ class V6_6(V6_4):
             return
         KVM_MMU_LOCK(kvm)
         self.kvm_mmu_invalidate_begin(kvm, 0, (1 << 64) - 1)
-        flush = False
+        flush = self.kvm_rmap_zap_gfn_range(kvm, gfn_start, gfn_end)
         if kvm.arch.tdp_mmu_enabled:
             flush = self.kvm_tdp_mmu_zap_leafs(kvm, gfn_start, gfn_end, flush)
         if flush:

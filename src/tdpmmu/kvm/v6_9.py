@@ -101,6 +101,22 @@ class V6_9(V6_6):
       ``kvm_tdp_mmu_write_protect_gfn`` skip invalid roots
       (``for_each_valid_tdp_mmu_root``).
 
+    The legacy (shadow) MMU (``tdp_mmu=0``) in 6.7-6.9, from the stored 6.9.0
+    tree read against 6.8.0 and 6.6.47: its root functions are 6.6's
+    (``mmu_alloc_root``, ``kvm_zap_obsolete_pages``, ``kvm_mmu_zap_all_fast``,
+    ``__kvm_mmu_prepare_zap_page``) but for what the three 6.9 commits above
+    change around them: ``mmu_alloc_direct_roots`` returns early for the TDP
+    MMU and takes the write lock only for a legacy root;
+    ``kvm_mmu_free_roots`` keeps the write lock (and commits the zap list)
+    for a legacy root; ``mmu_free_root_page`` asserts it.  Not modelled:
+    6.8's fault-path checks of the notifier by gfn
+    (``mmu_invalidate_retry_gfn`` in ``is_page_fault_stale`` and the lockless
+    ``mmu_invalidate_retry_gfn_unsafe`` pre-checks in ``kvm_faultin_pfn``;
+    KVM: Use gfn instead of hva for mmu_notifier_retry and KVM: x86/mmu:
+    Retry fault before acquiring mmu_lock if mapping is changing, hashes not
+    in the sources read): the model's notifier range is in hvas, so both
+    MMUs keep 6.1's ``mmu_invalidate_retry_hva`` under ``mmu_lock``.
+
     Simplifications: 6.8's ``kvm_zap_gfn_range`` takes
     ``kvm_mmu_invalidate_begin(kvm)`` and ``kvm_mmu_invalidate_range_add``
     over the gfn range (guest_memfd's switch of the notifier range to gfns);
@@ -260,8 +276,7 @@ class V6_9(V6_6):
             return self.kvm_tdp_mmu_alloc_root(vcpu)
         write_lock(kvm.mmu_lock)
         if vcpu.mmu.shadow_root_level >= PT64_ROOT_4LEVEL:
-            vcpu.mmu.root_hpa = self.mmu_alloc_root(vcpu, 0, 0, vcpu.mmu.shadow_root_level,
-                                                    True)
+            vcpu.mmu.root_hpa = self.mmu_alloc_root(vcpu, 0, 0, vcpu.mmu.shadow_root_level)
         else:
             WARN_ON_ONCE(True)  # PAE roots are not modelled ("Bad TDP root level")
         write_unlock(kvm.mmu_lock)

@@ -8,6 +8,11 @@ tree named in the file.  A listed function is either modelled -- a method of
 the version's class under its kernel name -- or carries ``left_out`` with the
 reason.  Python mangles method names that start with two underscores, so a
 kernel ``__name`` is modelled as ``_name``.
+
+The ``legacy_vX_Y.toml`` lists do the same for the legacy (shadow) MMU's
+direct roots (``tdp_mmu=0``) in ``mmu.c``, one list per release whose
+root-touching legacy functions changed (names or locking); a version is
+measured against the newest such list not after it (``legacy_for``).
 """
 
 from __future__ import annotations
@@ -84,6 +89,24 @@ def load_legacy(version: str) -> FidelityList | None:
                   for name, spec in data.get("functions", {}).items())
     return FidelityList(data["version"], data.get("tree", ""), data.get("tree_release", ""),
                         funcs)
+
+
+def legacy_versions() -> list[str]:
+    """Every version with a legacy (shadow) MMU list, oldest first."""
+    names = [p.stem[len("legacy_"):].replace("_", ".") for p in _DIR.glob("legacy_v*.toml")]
+    return sorted(names, key=_version_key)
+
+
+def legacy_for(version: str) -> FidelityList | None:
+    """The legacy MMU's list a version is measured against: the newest list of
+    a release not after the version's own (``v5.13`` -> ``legacy_v5_10``)."""
+    release = _version_key(release_of(version))
+    chosen = [v for v in legacy_versions() if _version_key(v) <= release]
+    return load_legacy(chosen[-1]) if chosen else None
+
+
+def _version_key(name: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in name[1:].split("."))
 
 
 def versions() -> list[str]:
