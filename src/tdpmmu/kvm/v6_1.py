@@ -20,6 +20,7 @@ at a count of 1 and die through the defunct path until 6.4's edbdb43fc96b).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 from ..kernel import (
@@ -27,6 +28,7 @@ from ..kernel import (
     read_lock,
     read_unlock,
 )
+from ..kernel.bug import KVM_BUG_ON
 from .mmu import KVM_MR_FLAGS_ONLY
 from .mmu_lock import KVM_MMU_LOCK, KVM_MMU_UNLOCK
 from .spte import KVM_MAX_HUGEPAGE_LEVEL, PG_LEVEL_4K
@@ -149,6 +151,18 @@ class V6_1(V5_18):
         if new.flags & KVM_MEM_LOG_DIRTY_PAGES:
             self.kvm_mmu_slot_remove_write_access(kvm, new, PG_LEVEL_4K)
             self.kvm_arch_flush_remote_tlbs_memslot(kvm, new)
+
+
+    # ------------------------------------------------------------- cpuid
+    def kvm_mmu_after_set_cpuid(self, vcpu: Any) -> None:
+        """6.1 (as in the stored 6.1-rc7 tree): the MMUs' root roles are marked
+        invalid so they are recomputed (``root_role.invalid = 1``), then the
+        reset and 5.17's ``KVM_BUG_ON``."""
+        vcpu.root_mmu.mmu_role = replace(vcpu.root_mmu.mmu_role, invalid=1)
+        if vcpu.guest_mmu.mmu_role is not None:
+            vcpu.guest_mmu.mmu_role = replace(vcpu.guest_mmu.mmu_role, invalid=1)
+        self.kvm_mmu_reset_context(vcpu)
+        KVM_BUG_ON(self.kvm_vcpu_has_run(vcpu), vcpu.kvm)
 
 
 __all__ = ["V6_1"]
