@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 from kvm_testlib import do, roots, run_vcpu, scenario, world
 
+from tdpmmu.checker import check
 from tdpmmu.kernel import object_is_freed
+from tdpmmu.kvm.mmu import KVM_MMU_ROOTS_ALL
 from tdpmmu.kvm.spte import PAGE_SHIFT
 from tdpmmu.kvm.structs import INVALID_PAGE
 from tdpmmu.kvm.v5_13 import role_invalid
@@ -171,3 +173,89 @@ def test_set_cpuid_before_run_resets_from_5_17_too(kernel):
     assert v.cpuid == 1 and not w.kvm.vm_bugged
     if kernel is V6_1 or kernel is V6_9:
         assert v.root_mmu.mmu_role.invalid == 0, "kvm_init_mmu recomputed the role"
+
+
+# ---------------------------------------------------------------- scenarios
+def test_nx_huge_pages_scenario_reaches_the_seed_bug_on_v5_10():
+    """set_nx_huge_pages -> kvm_mmu_zap_all_fast -> kvm_tdp_mmu_zap_all: the
+    5.10 walk's put without a free (fixed by a889ea54b3da in 5.11)."""
+    res = check("v5.10", "nx-huge-pages-vs-fault", max_executions=500)
+    assert res.violation is not None and res.violation.kind == "BUG"
+    assert "kvm_mmu_get_root" in res.violation.message
+    assert check("v5.11", "nx-huge-pages-vs-fault", max_executions=300).violation is None
+
+
+class _Counting:
+    calls: dict[str, int] = {}
+
+    def _count(self, name: str) -> None:
+        type(self).calls[name] = type(self).calls.get(name, 0) + 1
+
+
+def counting(base: type) -> type:
+    class Counting(_Counting, base):
+        calls: dict[str, int] = {}
+
+        def kvm_mmu_reset_context(self, vcpu):
+            self._count("reset")
+            super().kvm_mmu_reset_context(vcpu)
+
+        def handle_invept(self, vcpu):
+            self._count("invept")
+            super().handle_invept(vcpu)
+
+        def mmu_alloc_shadow_roots(self, vcpu):
+            self._count("shadow_alloc")
+            return super().mmu_alloc_shadow_roots(vcpu)
+
+    return Counting
+
+
+@pytest.mark.parametrize(("kernel", "resets"), [(V5_10, True), (V5_15, True), (V5_17, False),
+                                                (V6_9, False)], ids=lambda k: getattr(k, "name", k))
+def test_set_cpuid_scenario_verifies_and_resets_only_where_the_version_does(kernel, resets):
+    k = counting(kernel)
+    res = check(k, "set-cpuid-vs-invalidate")
+    assert res.violation is None and res.result.complete
+    # The setup's set_cpuid (before KVM_RUN) resets on every version; the
+    # thread's identical one after KVM_RUN only up to 5.15.
+    assert (k.calls["reset"] > res.result.executions) is resets
+
+
+@pytest.mark.parametrize("kernel", [V5_10, V5_18, V6_9], ids=lambda k: k.name)
+def test_nested_scenario_loads_shadow_roots_and_inepts(kernel):
+    k = counting(kernel)
+    res = check(k, "nested-roots-vs-memslot-delete", max_executions=60)
+    assert res.violation is None
+    assert k.calls["invept"] >= res.result.executions and k.calls["shadow_alloc"] > 0
+
+
+def test_an_unload_that_forgets_guest_mmu_leaks_the_shadow_root():
+    class ForgetsGuestMmu(V5_10):
+        def kvm_mmu_unload(self, vcpu):
+            self.kvm_mmu_free_roots(vcpu, vcpu.root_mmu)
+
+    # L1 leaves a shadow root cached in guest_mmu (no INVEPT), then the VM
+    # goes away: only kvm_mmu_unload's second free would drop it.
+    scen = scenario([run_vcpu(0, "write 0x1", "vmlaunch 0x2", "vmexit")],
+                    threads=[{"name": "vcpu0", "actions": [run_vcpu(0, "read 0x1")]}])
+    assert check(V5_10, scen).violation is None
+    res = check(ForgetsGuestMmu, scen)
+    assert res.violation is not None and "leak" in res.violation.message, res.violation
+
+
+def test_v6_9_freeing_guest_mmu_under_the_read_lock_is_reported():
+    """6.9's mmu_free_root_page asserts the write lock for a legacy (shadow)
+    root's put (lockdep_assert_held_write)."""
+    class ReadLocksEverything(V6_9):
+        def kvm_mmu_free_roots(self, vcpu, mmu, roots_to_free=KVM_MMU_ROOTS_ALL):
+            direct = mmu.direct_map
+            mmu.direct_map = True  # is_tdp_mmu without the root_role.direct test
+            try:
+                super().kvm_mmu_free_roots(vcpu, mmu, roots_to_free)
+            finally:
+                mmu.direct_map = direct
+
+    res = check(ReadLocksEverything, "nested-roots-vs-memslot-delete", max_executions=200)
+    assert res.violation is not None and res.violation.kind == "WARN"
+    assert "mmu_free_root_page" in res.violation.message
