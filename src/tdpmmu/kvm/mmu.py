@@ -162,7 +162,9 @@ class Mmu:
         ``mmu_lock`` in ``mmu_alloc_root``.
 
         Simplified: ``mmu_check_root`` (a triple fault for an EPTP outside
-        the memslots) and ``kvm_mmu_sync_roots`` are left out; the shadow root
+        the memslots), ``kvm_mmu_sync_roots`` and ``account_shadowed`` (the
+        write tracking of the shadowed EPT table's gfn, which write-protects
+        L1's SPTEs of that gfn) are left out; the shadow root
         maps nothing (L2 makes no memory accesses in the model), so only its
         lifecycle (allocation, reuse, obsolescence, free) is modelled."""
         mmu = vcpu.mmu
