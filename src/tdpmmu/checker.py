@@ -40,7 +40,14 @@ from .properties import Properties
 from .properties.peek import mmu_roots, peek
 from .scenarios import builtin_scenario_path, scenario_names
 from .scenarios.actions import ACTIONS, World
-from .scenarios.format import Action, Scenario, ScenarioError, holds_vm_fd, load_scenario
+from .scenarios.format import (
+    Action,
+    Scenario,
+    ScenarioError,
+    check_for_kernel,
+    holds_vm_fd,
+    load_scenario,
+)
 
 
 class UserError(ValueError):
@@ -200,6 +207,11 @@ def build_model(kernel_cls: type[V5_10], scenario: Scenario,
         if mine is None:
             raise
         raise UserError(mine) from None
+    try:
+        check_for_kernel(scenario, getattr(kernel_cls, "set_cpuid_after_run", "any"),
+                         kernel_cls.name)
+    except ScenarioError as exc:
+        raise UserError(str(exc)) from None
     if "tdp_mmu" not in knobs and scenario.tdp_mmu is not None:
         k.tdp_mmu = bool(scenario.tdp_mmu)  # the scenario's module parameter
     # The threads destroy_vm waits for: they hold the VM's fd (vCPU threads among them).
@@ -211,6 +223,10 @@ def build_model(kernel_cls: type[V5_10], scenario: Scenario,
         vm.mmu_page_header_cache = kmem_cache_create("kvm_mmu_page_header", kvm_mmu_page)
         vm.srcu = srcu_struct("kvm->srcu")
         vm.slots_lock = mutex("kvm->slots_lock")
+        # Module globals, one VM per run: kvm_lock (guards vm_list) and the
+        # nx_huge_pages parameter (false: "off", the model's default).
+        vm.kvm_lock = mutex("kvm_lock")
+        vm.nx_huge_pages = False
         k.kvm_mmu_init_vm(vm)
         for vcpu in vm.vcpus:
             vcpu.mutex = mutex(f"vcpu{vcpu.vcpu_id}->mutex")

@@ -43,6 +43,7 @@ KVM_RUN = "KVM_RUN"
 # Not an ioctl: what the guest makes its vCPU do inside KVM_RUN (INVPCID, a
 # CR0/CR4 write, ...) that drops the vCPU's roots: ``kvm_mmu_unload``.
 KVM_RUN_UNLOAD = "KVM_RUN(kvm_mmu_unload)"
+KVM_SET_CPUID2 = "KVM_SET_CPUID2"
 
 
 class KvmMain:
@@ -54,17 +55,22 @@ class KvmMain:
     dirty_log_flag_after_wrprot = False
 
     # ----------------------------------------------------------- vCPU ioctls
-    def kvm_vcpu_ioctl(self, vcpu: Any, ioctl: str, *args: Any) -> None:
+    def kvm_vcpu_ioctl(self, vcpu: Any, ioctl: str, *args: Any) -> int | None:
         """Every vCPU ioctl runs under ``vcpu->mutex`` (``mutex_lock_killable``
         in the kernel; the model has no signals), so one vCPU's ioctls, and
         the root changes they make, never overlap.  The model's vCPU ioctls:
-        KVM_RUN, and KVM_RUN standing in for a guest exit that unloads the
-        vCPU's roots (:data:`KVM_RUN_UNLOAD`)."""
+        KVM_RUN, KVM_RUN standing in for a guest exit that unloads the
+        vCPU's roots (:data:`KVM_RUN_UNLOAD`), and KVM_SET_CPUID2 (returns
+        its result: 0, or -EINVAL for data 5.17+ refuses)."""
         mutex_lock(vcpu.mutex)
         if ioctl == KVM_RUN:
             self.kvm_arch_vcpu_ioctl_run(vcpu, *args)
         elif ioctl == KVM_RUN_UNLOAD:
             self.kvm_mmu_unload(vcpu)
+        elif ioctl == KVM_SET_CPUID2:
+            r = self.kvm_arch_vcpu_ioctl_set_cpuid2(vcpu, *args)
+            mutex_unlock(vcpu.mutex)
+            return r
         else:
             raise ValueError(f"kvm_vcpu_ioctl: {ioctl} is not modelled")
         mutex_unlock(vcpu.mutex)

@@ -8,17 +8,33 @@ MMUs as ``mmu.c`` does (the legacy rmap walks first, then the TDP MMU's if
 ``kvm->arch.tdp_mmu_enabled``).  With ``tdp_mmu=1`` the legacy loops find
 no pages and no rmaps.
 
-Also simplified: a vCPU has one MMU (no nested ``guest_mmu``) and no cached
-``prev_roots`` (the fast CR3 switch), so ``kvm_mmu_unload`` frees one root;
-the fault path has no page tracking, async page faults or per-vCPU MMIO
-cache, and of ``handle_abnormal_pfn`` only the no-slot and read-only cases.
+A vCPU has two MMUs, ``root_mmu`` (L1's direct roots) and ``guest_mmu``
+(nested EPT: L2's shadow-EPT roots, legacy shadow pages with
+``role.direct=0``), each with a current root and ``prev_roots``, the cache
+of earlier roots the fast root switch (``fast_pgd_switch``) reuses;
+``kvm_mmu_unload`` frees every root of both.  Nested entry and exit are in
+:mod:`tdpmmu.kvm.x86`.
+
+Simplified: the fault path has no page tracking, async page faults or
+per-vCPU MMIO cache, and of ``handle_abnormal_pfn`` only the no-slot and
+read-only cases; no PAE roots (``pae_root``) or special roots; no shadow
+paging of L1 (``tdp_enabled`` is always on), so ``kvm_mmu_new_pgd`` is
+reached only through nested entry/exit.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..kernel import BUG, LIST_HEAD, WARN_ON, list_for_each_entry_safe, lockdep_assert_held
+from ..kernel import (
+    BUG,
+    LIST_HEAD,
+    WARN_ON,
+    list_for_each_entry_safe,
+    lockdep_assert_held,
+    mutex_lock,
+    mutex_unlock,
+)
 from ..kernel.bug import BUG_ON as VM_BUG_ON
 from . import shared
 from .mmu_lock import KVM_MMU_LOCK, KVM_MMU_UNLOCK
@@ -38,8 +54,10 @@ from .structs import (
     KVM_MEM_LOG_DIRTY_PAGES,
     KVM_MEM_READONLY,
     KVM_MEMSLOT_INVALID,
+    KVM_MMU_NUM_PREV_ROOTS,
     KVM_REQ_MMU_RELOAD,
     REQUEST_NAMES,
+    kvm_mmu_page_role,
 )
 from .tdp_iter import to_shadow_page
 from .tdp_mmu import PFERR_WRITE_MASK, RET_PF_EMULATE, RET_PF_INVALID, RET_PF_RETRY
@@ -55,6 +73,16 @@ KVM_PFN_ERR_RO_FAULT = -2  # a write fault on a read-only memslot
 EIO = 5
 ENOSPC = 28
 PT64_ROOT_4LEVEL = 2  # the model's small roots (2-4 levels, spte.py) all stand for 4-level ones
+ACC_ALL = 7
+
+KVM_MMU_ROOT_CURRENT = 1 << 0
+
+
+def KVM_MMU_ROOT_PREVIOUS(i: int) -> int:
+    return 1 << (1 + i)
+
+
+KVM_MMU_ROOTS_ALL = (1 << (1 + KVM_MMU_NUM_PREV_ROOTS)) - 1
 
 
 class Mmu:
@@ -107,7 +135,9 @@ class Mmu:
         return 0
 
     def mmu_alloc_roots(self, vcpu: Any) -> int:
-        return self.mmu_alloc_direct_roots(vcpu)
+        if vcpu.mmu.direct_map:
+            return self.mmu_alloc_direct_roots(vcpu)
+        return self.mmu_alloc_shadow_roots(vcpu)
 
     def mmu_alloc_direct_roots(self, vcpu: Any) -> int:
         shadow_root_level = vcpu.mmu.shadow_root_level
@@ -125,23 +155,74 @@ class Mmu:
             BUG()  # PAE roots (PT32E_ROOT_LEVEL) are not modelled
         return 0
 
-    def kvm_mmu_unload(self, vcpu: Any) -> None:
-        self.kvm_mmu_free_roots(vcpu, vcpu.mmu)
-        WARN_ON(vcpu.mmu.root_hpa != INVALID_PAGE)
+    def mmu_alloc_shadow_roots(self, vcpu: Any) -> int:
+        """A shadow root for the current MMU: with nested EPT, guest_mmu's root
+        shadowing L1's EPT table at the EPTP's gfn (``role.direct=0``), always
+        a legacy shadow page, whatever ``tdp_mmu`` says.  5.10 takes
+        ``mmu_lock`` in ``mmu_alloc_root``.
 
-    def kvm_mmu_free_roots(self, vcpu: Any, mmu: Any) -> None:
-        """Frees the current root (KVM_MMU_ROOT_CURRENT); a direct MMU keeps no
-        ``prev_roots`` at 5.10 (see :mod:`tdpmmu.kvm.mmu_legacy`)."""
+        Simplified: ``mmu_check_root`` (a triple fault for an EPTP outside
+        the memslots), ``kvm_mmu_sync_roots`` and ``account_shadowed`` (the
+        write tracking of the shadowed EPT table's gfn, which write-protects
+        L1's SPTEs of that gfn) are left out; the shadow root
+        maps nothing (L2 makes no memory accesses in the model), so only its
+        lifecycle (allocation, reuse, obsolescence, free) is modelled."""
+        mmu = vcpu.mmu
+        root_pgd = self.get_guest_pgd(vcpu, mmu)
+        root_gfn = root_pgd >> PAGE_SHIFT
+        if mmu.root_level >= PT64_ROOT_4LEVEL:
+            root = self.mmu_alloc_root(vcpu, root_gfn, 0, mmu.shadow_root_level, False)
+            mmu.root_hpa = root
+        else:
+            BUG()  # 32-bit and PAE guest page tables are not modelled
+        mmu.root_pgd = root_pgd
+        return 0
+
+    def kvm_mmu_unload(self, vcpu: Any) -> None:
+        """Frees every root of both MMUs, current and cached."""
+        self.kvm_mmu_free_roots(vcpu, vcpu.root_mmu, KVM_MMU_ROOTS_ALL)
+        WARN_ON(vcpu.root_mmu.root_hpa != INVALID_PAGE)
+        self.kvm_mmu_free_roots(vcpu, vcpu.guest_mmu, KVM_MMU_ROOTS_ALL)
+        WARN_ON(vcpu.guest_mmu.root_hpa != INVALID_PAGE)
+
+    def kvm_mmu_free_roots(self, vcpu: Any, mmu: Any,
+                           roots_to_free: int = KVM_MMU_ROOTS_ALL) -> None:
+        """Frees the roots ``roots_to_free`` names (the current one, cached
+        ones) under ``mmu_lock``, taken only if one of them is valid.  The
+        kernel's PAE branch (four ``pae_root`` entries) is not modelled: every
+        model root is 4-level-like (``PT64_ROOT_4LEVEL``)."""
         kvm = vcpu.kvm
         invalid_list = LIST_HEAD("invalid_list")
-        if mmu.root_hpa == INVALID_PAGE:
+        free_active_root = bool(roots_to_free & KVM_MMU_ROOT_CURRENT)
+        # Before taking the lock, see whether there is any work.
+        if not (free_active_root and mmu.root_hpa != INVALID_PAGE) and \
+                not self.any_prev_root_to_free(mmu, roots_to_free):
             return
         KVM_MMU_LOCK(kvm)
-        self.mmu_free_root_page(kvm, mmu, invalid_list)
+        for i in range(KVM_MMU_NUM_PREV_ROOTS):
+            if roots_to_free & KVM_MMU_ROOT_PREVIOUS(i):
+                self.mmu_free_root_page(kvm, mmu.prev_roots[i], invalid_list)
+        if free_active_root:
+            if mmu.shadow_root_level >= PT64_ROOT_4LEVEL and \
+                    (mmu.root_level >= PT64_ROOT_4LEVEL or mmu.direct_map):
+                self.mmu_free_root_page(kvm, mmu, invalid_list)
+            else:
+                mmu.root_hpa = INVALID_PAGE  # pae_root[]: not modelled
+            mmu.root_pgd = 0
         self.kvm_mmu_commit_zap_page(kvm, invalid_list)
         KVM_MMU_UNLOCK(kvm)
 
+    def any_prev_root_to_free(self, mmu: Any, roots_to_free: int) -> bool:
+        """Model-only name for the loop ``kvm_mmu_free_roots`` opens with (the
+        same in every version): a cached root asked for is valid."""
+        return any(roots_to_free & KVM_MMU_ROOT_PREVIOUS(i)
+                   and mmu.prev_roots[i].hpa != INVALID_PAGE
+                   for i in range(KVM_MMU_NUM_PREV_ROOTS))
+
     def mmu_free_root_page(self, kvm: Any, mmu: Any, invalid_list: Any = None) -> None:
+        """``mmu_free_root_page(kvm, &root_hpa, ...)``: ``mmu`` is anything with
+        a ``root_hpa`` (the MMU, for its current root, or a ``prev_roots``
+        entry)."""
         if mmu.root_hpa == INVALID_PAGE:
             return
         sp = to_shadow_page(kvm, mmu.root_hpa >> PAGE_SHIFT)
@@ -153,14 +234,99 @@ class Mmu:
         mmu.root_hpa = INVALID_PAGE
 
     def kvm_mmu_reset_context(self, vcpu: Any) -> None:
-        """A role change (e.g. entering SMM): drop the root; the next entry loads one."""
+        """A role change (e.g. entering SMM, KVM_SET_CPUID): drop every root of
+        both MMUs; the next entry loads one."""
         self.kvm_mmu_unload(vcpu)
         self.kvm_init_mmu(vcpu)
 
     def kvm_init_mmu(self, vcpu: Any) -> None:
-        vcpu.mmu.shadow_root_level = vcpu.kvm.root_level
-        vcpu.mmu_role = vcpu.mmu_role.__class__(level=vcpu.kvm.root_level, smm=vcpu.smm,
-                                                guest_mode=vcpu.guest_mode)
+        """5.10's ``kvm_init_mmu(vcpu, reset_roots)`` with the roots already
+        freed: ``init_kvm_nested_mmu`` while L2 runs (the walk MMU: nothing
+        the roots read), else ``init_kvm_tdp_mmu`` (root_mmu's role)."""
+        if self.mmu_is_nested(vcpu):
+            return
+        self.init_kvm_tdp_mmu(vcpu)
+
+    def mmu_is_nested(self, vcpu: Any) -> bool:
+        """``vcpu->arch.walk_mmu == &vcpu->arch.nested_mmu``: L2 runs with
+        nested EPT (the model has no other nested paging)."""
+        return vcpu.mmu is vcpu.guest_mmu
+
+    def init_kvm_tdp_mmu(self, vcpu: Any) -> None:
+        context = vcpu.root_mmu
+        context.shadow_root_level = vcpu.kvm.root_level
+        context.root_level = PT64_ROOT_4LEVEL  # a 64-bit L1 with paging on
+        context.direct_map = True
+        context.mmu_role = kvm_mmu_page_role(level=vcpu.kvm.root_level, smm=vcpu.smm,
+                                             guest_mode=vcpu.guest_mode)
+
+    # ------------------------------------------------- fast root switch
+    def is_root_usable(self, kvm: Any, root: Any, pgd: int, role: Any) -> bool:
+        if not (role.direct or pgd == root.pgd) or root.hpa == INVALID_PAGE:
+            return False
+        sp = to_shadow_page(kvm, root.hpa >> PAGE_SHIFT)
+        return sp is not None and role.word == sp.role.word
+
+    def cached_root_available(self, vcpu: Any, new_pgd: int, new_role: Any) -> bool:
+        """Swaps the current root into ``prev_roots`` (LRU order) until one is
+        usable for the new pgd and role; if none is, the LRU entry ends up as
+        the current root, for the caller to free."""
+        mmu = vcpu.mmu
+        root = mmu.root
+        if self.is_root_usable(vcpu.kvm, root, new_pgd, new_role):
+            return True
+        found = False
+        for i in range(KVM_MMU_NUM_PREV_ROOTS):
+            root, mmu.prev_roots[i] = mmu.prev_roots[i], root
+            if self.is_root_usable(vcpu.kvm, root, new_pgd, new_role):
+                found = True
+                break
+        mmu.set_root(root)
+        return found
+
+    def fast_pgd_switch(self, vcpu: Any, new_pgd: int, new_role: Any) -> bool:
+        mmu = vcpu.mmu
+        if mmu.shadow_root_level >= PT64_ROOT_4LEVEL and mmu.root_level >= PT64_ROOT_4LEVEL:
+            return self.cached_root_available(vcpu, new_pgd, new_role)
+        return False
+
+    def _kvm_mmu_new_pgd(self, vcpu: Any, new_pgd: int, new_role: Any) -> None:
+        """A reused root may be obsolete (the MMU generation changed): the
+        reload request of that change frees it.  The requests a reuse makes
+        (``KVM_REQ_LOAD_MMU_PGD``, the sync and flush ones) load the root into
+        the VMCS and sync shadow pages: not modelled."""
+        if not self.fast_pgd_switch(vcpu, new_pgd, new_role):
+            self.kvm_mmu_free_roots(vcpu, vcpu.mmu, KVM_MMU_ROOT_CURRENT)
+            return
+        shared.note(f"{vcpu.mmu.name}: fast switch to cached root for pgd {new_pgd:#x}")
+
+    def kvm_mmu_new_pgd(self, vcpu: Any, new_pgd: int) -> None:
+        self._kvm_mmu_new_pgd(vcpu, new_pgd, self.kvm_mmu_calc_root_page_role(vcpu))
+
+    def kvm_mmu_calc_root_page_role(self, vcpu: Any) -> Any:
+        """``kvm_calc_tdp_mmu_root_page_role``'s base role (tdp_enabled)."""
+        return kvm_mmu_page_role(level=vcpu.kvm.root_level, smm=vcpu.smm,
+                                 guest_mode=vcpu.guest_mode)
+
+    def kvm_calc_shadow_ept_root_page_role(self, vcpu: Any, level: int) -> Any:
+        """SMM is inherited from root_mmu; not direct, guest_mode.  The bits of
+        the kernel's role that only tell shadow-EPT pages apart from other
+        shadow pages (cr0_wp + smap_andnot_wp, ad_disabled, execonly) are
+        folded into ``direct=0, guest_mode=1``."""
+        return kvm_mmu_page_role(level=level, smm=vcpu.root_mmu.mmu_role.smm, direct=0,
+                                 access=ACC_ALL, guest_mode=1)
+
+    def kvm_init_shadow_ept_mmu(self, vcpu: Any, new_eptp: int) -> None:
+        context = vcpu.guest_mmu
+        level = vcpu.kvm.root_level  # vmx_eptp_page_walk_level(): L1 uses L0's depth
+        new_role = self.kvm_calc_shadow_ept_root_page_role(vcpu, level)
+        self._kvm_mmu_new_pgd(vcpu, new_eptp, new_role)
+        if new_role == context.mmu_role:
+            return
+        context.shadow_root_level = level
+        context.root_level = level
+        context.direct_map = False
+        context.mmu_role = new_role
 
     # ------------------------------------------------------------ page fault
     def kvm_mmu_page_fault(self, vcpu: Any, gpa: int, error_code: int) -> int:
@@ -453,3 +619,28 @@ class Mmu:
 
     def kvm_mmu_destroy(self, vcpu: Any) -> None:
         self.kvm_mmu_unload(vcpu)
+
+    # ------------------------------------------------- module parameters
+    def set_nx_huge_pages(self, kvm: Any, new_val: bool) -> int:
+        """A write of the ``nx_huge_pages`` kvm module parameter: a change zaps
+        every VM's roots fast (``kvm_mmu_zap_all_fast`` under each VM's
+        ``slots_lock``, the VMs walked under ``kvm_lock``).  The model has one
+        VM on ``vm_list`` and keeps the parameter (a global) per run in
+        ``kvm.nx_huge_pages``; its values are booleans ("off"/"force"; "auto"
+        and 6.x's "never" are not modelled).  The parameter's effect on faults
+        (no huge page for executable memory) is not modelled either: the model
+        has no instruction fetches.  The recovery thread it wakes is not
+        modelled."""
+        old_val = kvm.nx_huge_pages
+        self._set_nx_huge_pages(kvm, new_val)
+        if new_val != old_val:
+            mutex_lock(kvm.kvm_lock)
+            for vm in (kvm,):  # list_for_each_entry(kvm, &vm_list, vm_list)
+                mutex_lock(vm.slots_lock)
+                self.kvm_mmu_zap_all_fast(vm)
+                mutex_unlock(vm.slots_lock)
+            mutex_unlock(kvm.kvm_lock)
+        return 0
+
+    def _set_nx_huge_pages(self, kvm: Any, val: bool) -> None:
+        kvm.nx_huge_pages = val

@@ -208,7 +208,7 @@ class MmuLegacy:
     def kvm_mmu_get_page(self, vcpu: Any, gfn: int, gaddr: int, level: int, direct: int,
                          access: int) -> Any:
         kvm = vcpu.kvm
-        role = replace(vcpu.mmu_role, level=level, direct=direct, access=access)
+        role = replace(vcpu.mmu.mmu_role, level=level, direct=direct, access=access)
         sp_list = kvm.arch.mmu_page_hash.setdefault(self.kvm_page_table_hashfn(gfn), [])
         for sp in self.for_each_valid_sp(kvm, sp_list):
             if sp.gfn != gfn:

@@ -143,11 +143,65 @@ class kvm_memslots:
         return None
 
 
+KVM_MMU_NUM_PREV_ROOTS = 3
+
+
+class kvm_mmu_root_info:
+    """A cached root (``struct kvm_mmu_root_info``): the root page's ``hpa`` and the
+    guest page-table pointer (``pgd``: CR3, or an EPTP for a nested EPT root)
+    it shadows.  ``root_hpa`` aliases ``hpa`` so that ``mmu_free_root_page``,
+    which takes a ``hpa_t *`` in the kernel, can be given a cache slot or the
+    MMU itself."""
+
+    def __init__(self, hpa: int = INVALID_PAGE, pgd: int = 0) -> None:
+        self.hpa = hpa
+        self.pgd = pgd
+
+    @property
+    def root_hpa(self) -> int:
+        return self.hpa
+
+    @root_hpa.setter
+    def root_hpa(self, value: int) -> None:
+        self.hpa = value
+
+    def copy(self) -> kvm_mmu_root_info:
+        return kvm_mmu_root_info(self.hpa, self.pgd)
+
+    def __repr__(self) -> str:
+        return f"<root_info hpa={self.hpa:#x} pgd={self.pgd:#x}>"
+
+
 class kvm_mmu:
-    def __init__(self) -> None:
+    """``struct kvm_mmu``: ``vcpu->arch.root_mmu`` (L1's, direct with TDP) or
+    ``vcpu->arch.guest_mmu`` (nested EPT: L2's shadow-EPT roots, not direct).
+
+    ``root_hpa``/``root_pgd`` are the current root (6.1's ``mmu->root``),
+    ``prev_roots`` the cache of earlier ones (each holds a root reference, as
+    the current one does).  ``mmu_role`` is the role of the roots this MMU
+    makes (5.10's ``mmu_role.base``, 6.1's ``root_role``); ``direct_map`` is
+    5.10's name of ``root_role.direct``.  ``root_level`` is the guest's paging
+    level this MMU walks: the model's guests are 64-bit, so it is 4-level-like
+    (``PT64_ROOT_4LEVEL``) once the MMU is initialised."""
+
+    def __init__(self, name: str = "root_mmu", direct_map: bool = True) -> None:
+        self.name = name
         self.root_hpa = INVALID_PAGE
+        self.root_pgd = 0
         self.shadow_root_level = 0
-        self.direct_map = True
+        self.root_level = 0
+        self.direct_map = direct_map
+        self.mmu_role: Any = None
+        self.prev_roots = [kvm_mmu_root_info() for _ in range(KVM_MMU_NUM_PREV_ROOTS)]
+
+    @property
+    def root(self) -> kvm_mmu_root_info:
+        """6.1's ``mmu->root`` as a value (read it; assign through ``set_root``)."""
+        return kvm_mmu_root_info(self.root_hpa, self.root_pgd)
+
+    def set_root(self, info: kvm_mmu_root_info) -> None:
+        self.root_hpa = info.hpa
+        self.root_pgd = info.pgd
 
 
 class Tlb:
@@ -167,15 +221,30 @@ class kvm_vcpu:
         self.kvm = kvm
         self.vcpu_id = vcpu_id
         self.requests = Var(0, name=f"vcpu{vcpu_id}->requests")
-        self.mmu = kvm_mmu()
-        self.arch_mmu = self.mmu
+        # vcpu->arch.root_mmu, vcpu->arch.guest_mmu and the current one,
+        # vcpu->arch.mmu (guest_mmu while L2 runs with nested EPT).
+        self.root_mmu = kvm_mmu("root_mmu")
+        self.guest_mmu = kvm_mmu("guest_mmu", direct_map=False)
+        self.mmu = self.root_mmu
+        self.arch_mmu = self.root_mmu
         self.tlb = Tlb(f"vcpu{vcpu_id}->tlb")
         self.smm = 0
         self.guest_mode = 0
         self.srcu_idx = None
         self.fault_retry_spin = False
-        self.mmu_role: Any = None
         self.mutex: Any = None  # vcpu->mutex, made with the VM's other locks
+        self.nested_eptp = 0  # vmcs12's EPT pointer while L2 runs (nested EPT)
+        self.last_vmentry_cpu = -1  # 5.16+'s kvm_vcpu_has_run(): != -1 once it ran
+        self.cpuid: Any = None  # the KVM_SET_CPUID data (a tag), None before any
+
+    @property
+    def mmu_role(self) -> Any:
+        """The role of L1's direct roots: ``vcpu->arch.root_mmu``'s."""
+        return self.root_mmu.mmu_role
+
+    @mmu_role.setter
+    def mmu_role(self, role: Any) -> None:
+        self.root_mmu.mmu_role = role
 
 
 class kvm_arch(Guarded):

@@ -294,6 +294,23 @@ class V5_13(V5_12):
         KVM_MMU_UNLOCK(kvm)
         return 0
 
+    def mmu_alloc_shadow_roots(self, vcpu: Any) -> int:
+        """As ``mmu_alloc_direct_roots``: ``mmu_lock`` held for write around
+        ``mmu_alloc_root`` (the same 4a38162ee9f1-era change; as in the stored
+        5.15.16 tree).  Same simplifications as v5.10's."""
+        kvm = vcpu.kvm
+        mmu = vcpu.mmu
+        root_pgd = self.get_guest_pgd(vcpu, mmu)
+        root_gfn = root_pgd >> PAGE_SHIFT
+        KVM_MMU_LOCK(kvm)
+        if mmu.root_level >= PT64_ROOT_4LEVEL:
+            mmu.root_hpa = self.mmu_alloc_root(vcpu, root_gfn, 0, mmu.shadow_root_level, False)
+        else:
+            WARN_ON(True)  # 32-bit and PAE guest page tables are not modelled
+        mmu.root_pgd = root_pgd
+        KVM_MMU_UNLOCK(kvm)
+        return 0
+
     def mmu_alloc_root(self, vcpu: Any, gfn: int, gva: int, level: int, direct: bool) -> int:
         """The caller holds mmu_lock for write now (mmu_alloc_direct_roots)."""
         kvm = vcpu.kvm

@@ -53,6 +53,10 @@ class V5_15(V5_13):
       the tree's code, exact hash not checked)
     - ``kvm_mmu_uninit_tdp_mmu`` WARNs on a non-empty ``tdp_mmu_pages`` as well
       (in the 5.15.16 tree, not in 5.12.9; added between them)
+    - KVM_SET_CPUID's MMU part moved to ``kvm_mmu_after_set_cpuid`` (5.14:
+      49c6f8756cdf-era "KVM: x86: Force all MMUs to reinitialize if guest CPUID
+      is modified", hash from memory; the code as in the 5.15.16 tree), and
+      ``kvm_set_cpuid`` split from the ioctl
     - 71ba3f3189c7 KVM: x86: enable TDP MMU by default (5.15): the ``tdp_mmu``
       module parameter defaults to 1 (``tdp_mmu = True`` below; a run may
       still set 0 and get the legacy MMU)
@@ -160,6 +164,25 @@ class V5_15(V5_13):
         waits for it (see ``X86.handle_exit``); one retried for another reason
         (an invalid root, 5.16+) goes round the run loop, which reloads."""
         return pfn is not None and self.mmu_notifier_retry_hva(vcpu.kvm, mmu_seq, hva)
+
+
+    # ------------------------------------------------------------- cpuid
+    def kvm_vcpu_ioctl_set_cpuid2(self, vcpu: Any, cpuid: Any) -> int:
+        return self.kvm_set_cpuid(vcpu, cpuid)
+
+    def kvm_set_cpuid(self, vcpu: Any, cpuid: Any) -> int:
+        vcpu.cpuid = cpuid
+        self.kvm_vcpu_after_set_cpuid(vcpu)
+        return 0
+
+    def kvm_vcpu_after_set_cpuid(self, vcpu: Any) -> None:
+        self.kvm_mmu_after_set_cpuid(vcpu)
+
+    def kvm_mmu_after_set_cpuid(self, vcpu: Any) -> None:
+        """Every MMU's role is recomputed (``mmu_role.ext.valid = 0``: the
+        model's roles have no ext part) and the context reset.  After
+        KVM_RUN the kernel only warns that 5.16 will refuse it."""
+        self.kvm_mmu_reset_context(vcpu)
 
 
 __all__ = ["V5_15", "kvm_gfn_range"]

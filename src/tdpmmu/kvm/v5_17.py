@@ -21,6 +21,7 @@ from ..kernel import (
     rcu_read_lock,
     rcu_read_unlock,
 )
+from ..kernel.bug import KVM_BUG_ON
 from .spte import PAGE_SHIFT
 from .structs import kvm_mmu_page
 from .tdp_iter import tdp_iter, to_shadow_page
@@ -28,6 +29,8 @@ from .v5_13 import role_invalid
 from .v5_15 import V5_15, kvm_gfn_range
 
 __kernel_file__ = "arch/x86/kvm/mmu/tdp_mmu.c"
+
+EINVAL = 22
 
 
 class V5_17(V5_15):
@@ -47,6 +50,10 @@ class V5_17(V5_15):
     - 3a0f64de479c KVM: x86/mmu: Don't advance iterator after restart due to
       yielding (5.16-rc7; ``iter->yielded``, and the WARNs on changing an SPTE
       through an iterator that yielded)
+    - feb627e8d6f6 KVM: x86: Forbid KVM_SET_CPUID{,2} after KVM_RUN (5.16)
+      and c6617c61e8fe KVM: x86: Partially allow KVM_SET_CPUID{,2} after
+      KVM_RUN (5.17): identical data only, as in the stored 5.17-rc5 tree's
+      ``kvm_set_cpuid`` (hashes from memory; the titles are the patches')
     - the 5.17 page-fault rework (``struct kvm_page_fault``,
       ``tdp_mmu_set_spte_atomic_no_dirty_log`` renamed
       ``tdp_mmu_set_spte_atomic``): same behaviour, the model keeps the older
@@ -117,6 +124,35 @@ class V5_17(V5_15):
         if sp is not None and self.is_obsolete_sp(vcpu.kvm, sp):
             return True
         return pfn is not None and self.mmu_notifier_retry_hva(vcpu.kvm, mmu_seq, hva)
+
+
+    # ------------------------------------------------------------- cpuid
+    # feb627e8d6f6 refused every KVM_SET_CPUID after KVM_RUN (5.16);
+    # c6617c61e8fe accepts identical data again (5.17).
+    set_cpuid_after_run = "identical"
+
+    def kvm_vcpu_has_run(self, vcpu: Any) -> bool:
+        return vcpu.last_vmentry_cpu != -1
+
+    def kvm_set_cpuid(self, vcpu: Any, cpuid: Any) -> int:
+        """After the first KVM_RUN only identical data is accepted, and then
+        nothing is done (no MMU reset); other data fails
+        ``kvm_cpuid_check_equal`` with -EINVAL (so in the stored 5.17-rc5,
+        6.1-rc7 and 6.9 trees).  The scenario format refuses a scenario that
+        asks for that (see ``check_for_kernel``), so the model never returns
+        it."""
+        if vcpu.last_vmentry_cpu != -1:
+            if cpuid != vcpu.cpuid:  # kvm_cpuid_check_equal
+                return -EINVAL
+            return 0
+        vcpu.cpuid = cpuid
+        self.kvm_vcpu_after_set_cpuid(vcpu)
+        return 0
+
+    def kvm_mmu_after_set_cpuid(self, vcpu: Any) -> None:
+        """Reset, then ``KVM_BUG_ON`` if the vCPU has run (5.16 forbade it)."""
+        self.kvm_mmu_reset_context(vcpu)
+        KVM_BUG_ON(self.kvm_vcpu_has_run(vcpu), vcpu.kvm)
 
 
 __all__ = ["V5_17"]

@@ -60,16 +60,19 @@ from ..kernel.list import (
     list_next_or_null_rcu,
 )
 from . import shared as sh
+from .mmu import KVM_MMU_ROOT_CURRENT, KVM_MMU_ROOT_PREVIOUS
 from .mmu_legacy import BATCH_ZAP_PAGES
 from .mmu_lock import KVM_MMU_LOCK, KVM_MMU_UNLOCK
 from .spte import PAGE_SHIFT, PG_LEVEL_4K, is_last_spte, is_shadow_present_pte
 from .structs import (
     INVALID_PAGE,
     KVM_ADDRESS_SPACE_NUM,
+    KVM_MMU_NUM_PREV_ROOTS,
     KVM_REQ_MMU_FREE_OBSOLETE_ROOTS,
     KVM_REQ_TLB_FLUSH,
     KVM_REQ_TLB_FLUSH_CURRENT,
     kvm_mmu_page,
+    kvm_mmu_root_info,
 )
 from .tdp_iter import for_each_tdp_pte_min_level, tdp_iter, to_shadow_page
 from .tdp_mmu import kvm_mmu_page_as_id
@@ -118,6 +121,10 @@ class V5_18(V5_17):
     - b28cb0cd2c5e KVM: x86/mmu: Update number of zapped pages even if page
       list is stable (legacy MMU: ``kvm_zap_obsolete_pages`` yields between
       batches of plain pages too)
+    - 5499ea73e7db KVM: x86/mmu: look for a cached PGD when going from 32-bit
+      to 64-bit, with the 5.18 split of ``cached_root_available`` into
+      ``cached_root_find_and_keep_current`` / ``_without_current`` (as in the
+      stored 5.18.12 tree; the split's own hash not checked)
     - KVM: x86/mmu: Return -EBUSY (and the current SPTE) from a failed
       ``tdp_mmu_set_spte_atomic``: the model keeps a bool and re-reads
 
@@ -523,12 +530,21 @@ class V5_18(V5_17):
         return sp is None or self.is_obsolete_sp(kvm, sp)
 
     def _kvm_mmu_free_obsolete_roots(self, vcpu: Any, mmu: Any) -> None:
-        """``__kvm_mmu_free_obsolete_roots`` (one MMU, no previous roots)."""
+        """``__kvm_mmu_free_obsolete_roots``: the current and the cached roots
+        that are obsolete."""
+        roots_to_free = 0
         if self.is_obsolete_root(vcpu.kvm, mmu.root_hpa):
-            self.kvm_mmu_free_roots(vcpu, mmu)
+            roots_to_free |= KVM_MMU_ROOT_CURRENT
+        for i in range(KVM_MMU_NUM_PREV_ROOTS):
+            if self.is_obsolete_root(vcpu.kvm, mmu.prev_roots[i].hpa):
+                roots_to_free |= KVM_MMU_ROOT_PREVIOUS(i)
+        if roots_to_free:
+            self.kvm_mmu_free_roots(vcpu, mmu, roots_to_free)
 
     def kvm_mmu_free_obsolete_roots(self, vcpu: Any) -> None:
-        self._kvm_mmu_free_obsolete_roots(vcpu, vcpu.mmu)
+        """Both MMUs: L1's roots and the nested EPT ones."""
+        self._kvm_mmu_free_obsolete_roots(vcpu, vcpu.root_mmu)
+        self._kvm_mmu_free_obsolete_roots(vcpu, vcpu.guest_mmu)
 
     def vcpu_enter_guest(self, vcpu: Any, program: list[Any], pc: int) -> int:
         """x86.c 5.18: KVM_REQ_MMU_RELOAD is gone; obsolete roots are freed."""
@@ -543,9 +559,75 @@ class V5_18(V5_17):
         if self.kvm_mmu_reload(vcpu):
             return pc
         srcu_read_unlock(kvm.srcu, vcpu.srcu_idx)
+        vcpu.last_vmentry_cpu = 0  # the vCPU has run (kvm_vcpu_has_run)
         exit_, pc = self.guest_run(vcpu, program, pc)
         vcpu.srcu_idx = srcu_read_lock(kvm.srcu)
         return self.handle_exit(vcpu, exit_, pc)
+
+
+    # ------------------------------------------------- fast root switch
+    def cached_root_find_and_keep_current(self, vcpu: Any, mmu: Any, new_pgd: int,
+                                          new_role: Any) -> bool:
+        """The current root goes into the cache (MRU); if no entry is usable,
+        the LRU one, now current, is freed here."""
+        kvm = vcpu.kvm
+        if self.is_root_usable(kvm, mmu.root, new_pgd, new_role):
+            return True
+        for i in range(KVM_MMU_NUM_PREV_ROOTS):
+            cur = mmu.root
+            mmu.set_root(mmu.prev_roots[i])
+            mmu.prev_roots[i] = cur
+            if self.is_root_usable(kvm, mmu.root, new_pgd, new_role):
+                return True
+        self.kvm_mmu_free_roots(vcpu, mmu, KVM_MMU_ROOT_CURRENT)
+        return False
+
+    def cached_root_find_without_current(self, vcpu: Any, mmu: Any, new_pgd: int,
+                                         new_role: Any) -> bool:
+        kvm = vcpu.kvm
+        for i in range(KVM_MMU_NUM_PREV_ROOTS):
+            if self.is_root_usable(kvm, mmu.prev_roots[i], new_pgd, new_role):
+                break
+        else:
+            return False
+        cur = mmu.root
+        mmu.set_root(mmu.prev_roots[i])
+        mmu.prev_roots[i] = cur
+        for j in range(i, KVM_MMU_NUM_PREV_ROOTS - 1):  # bubble up the rest
+            mmu.prev_roots[j] = mmu.prev_roots[j + 1]
+        mmu.prev_roots[KVM_MMU_NUM_PREV_ROOTS - 1] = kvm_mmu_root_info()
+        return True
+
+    def fast_pgd_switch(self, vcpu: Any, new_pgd: int, new_role: Any) -> bool:
+        """5499ea73e7db: an uncacheable current root (no shadow page: PAE, not
+        modelled) is freed first; the levels are no longer consulted."""
+        mmu = vcpu.mmu
+        if mmu.root_hpa != INVALID_PAGE and \
+                to_shadow_page(vcpu.kvm, mmu.root_hpa >> PAGE_SHIFT) is None:
+            self.kvm_mmu_free_roots(vcpu, mmu, KVM_MMU_ROOT_CURRENT)
+        if mmu.root_hpa != INVALID_PAGE:
+            return self.cached_root_find_and_keep_current(vcpu, mmu, new_pgd, new_role)
+        return self.cached_root_find_without_current(vcpu, mmu, new_pgd, new_role)
+
+    def kvm_mmu_new_pgd(self, vcpu: Any, new_pgd: int) -> None:
+        """The current MMU's own role; no free here when no root is usable
+        (``kvm_mmu_reload`` loads one before the next entry)."""
+        mmu = vcpu.mmu
+        if not self.fast_pgd_switch(vcpu, new_pgd, mmu.mmu_role):
+            return
+        sh.note(f"{mmu.name}: fast switch to cached root for pgd {new_pgd:#x}")
+
+    def kvm_init_shadow_ept_mmu(self, vcpu: Any, new_eptp: int) -> None:
+        """The role is set first, then ``kvm_mmu_new_pgd`` switches roots."""
+        context = vcpu.guest_mmu
+        level = vcpu.kvm.root_level
+        new_role = self.kvm_calc_shadow_ept_root_page_role(vcpu, level)
+        if new_role != context.mmu_role:
+            context.mmu_role = new_role
+            context.shadow_root_level = level
+            context.root_level = level
+            context.direct_map = False
+        self.kvm_mmu_new_pgd(vcpu, new_eptp)
 
 
 __all__ = ["V5_18"]

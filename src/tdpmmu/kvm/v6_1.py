@@ -39,6 +39,7 @@ from ..kernel import (
     write_lock,
     write_unlock,
 )
+from ..kernel.bug import KVM_BUG_ON
 from . import shared as sh
 from .mmu import KVM_MR_FLAGS_ONLY, PT64_ROOT_4LEVEL
 from .mmu_legacy import PFERR_WRITE_MASK, RET_PF_RETRY, Sptep, shadow_root_tree, sptep_to_sp
@@ -245,14 +246,30 @@ class V6_1(V5_18):
         write_unlock(kvm.mmu_lock)
         return 0
 
+    def mmu_alloc_shadow_roots(self, vcpu: Any) -> int:
+        """5.13's, calling 6.0's ``mmu_alloc_root(vcpu, gfn, quadrant, level)``
+        (86938ab6925b: the role, ``direct`` included, is the MMU's)."""
+        kvm = vcpu.kvm
+        mmu = vcpu.mmu
+        root_pgd = self.get_guest_pgd(vcpu, mmu)
+        root_gfn = root_pgd >> PAGE_SHIFT
+        KVM_MMU_LOCK(kvm)
+        if mmu.root_level >= PT64_ROOT_4LEVEL:
+            mmu.root_hpa = self.mmu_alloc_root(vcpu, root_gfn, 0, mmu.shadow_root_level)
+        else:
+            WARN_ON(True)  # 32-bit and PAE guest page tables are not modelled
+        mmu.root_pgd = root_pgd
+        KVM_MMU_UNLOCK(kvm)
+        return 0
+
     def mmu_alloc_root(self, vcpu: Any, gfn: int, quadrant: int,  # type: ignore[override]
                        level: int) -> int:
-        """6.0: the role is the MMU's ``root_role`` (the model's
-        ``vcpu.mmu_role``) at ``level``; the page comes from
-        ``kvm_mmu_get_shadow_page`` (876546436db9).  The caller holds the
-        write lock."""
+        """6.0: the role is the current MMU's ``root_role`` (the model's
+        ``vcpu.mmu.mmu_role``: root_mmu's, or guest_mmu's shadow role in L2)
+        at ``level``; the page comes from ``kvm_mmu_get_shadow_page``
+        (876546436db9).  The caller holds the write lock."""
         kvm = vcpu.kvm
-        role = replace(vcpu.mmu_role, level=level)  # role.quadrant: always 0 here
+        role = replace(vcpu.mmu.mmu_role, level=level)  # role.quadrant: always 0 here
         sp = self.kvm_mmu_get_shadow_page(vcpu, gfn, role)
         if sp.root is None:
             sp.name = f"s{kvm.nr_roots_made}"
@@ -424,6 +441,18 @@ class V6_1(V5_18):
         if new.flags & KVM_MEM_LOG_DIRTY_PAGES:
             self.kvm_mmu_slot_remove_write_access(kvm, new, PG_LEVEL_4K)
             self.kvm_arch_flush_remote_tlbs_memslot(kvm, new)
+
+
+    # ------------------------------------------------------------- cpuid
+    def kvm_mmu_after_set_cpuid(self, vcpu: Any) -> None:
+        """6.1 (as in the stored 6.1-rc7 tree): the MMUs' root roles are marked
+        invalid so they are recomputed (``root_role.invalid = 1``), then the
+        reset and 5.17's ``KVM_BUG_ON``."""
+        vcpu.root_mmu.mmu_role = replace(vcpu.root_mmu.mmu_role, invalid=1)
+        if vcpu.guest_mmu.mmu_role is not None:
+            vcpu.guest_mmu.mmu_role = replace(vcpu.guest_mmu.mmu_role, invalid=1)
+        self.kvm_mmu_reset_context(vcpu)
+        KVM_BUG_ON(self.kvm_vcpu_has_run(vcpu), vcpu.kvm)
 
 
 __all__ = ["V6_1"]

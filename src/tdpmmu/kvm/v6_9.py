@@ -42,9 +42,9 @@ from ..kernel import (
 from ..kernel.bug import KVM_BUG_ON
 from ..kernel.list import list_first_or_null_rcu, list_next_or_null_rcu
 from . import shared as sh
-from .mmu import PT64_ROOT_4LEVEL
+from .mmu import KVM_MMU_ROOT_CURRENT, KVM_MMU_ROOT_PREVIOUS, KVM_MMU_ROOTS_ALL, PT64_ROOT_4LEVEL
 from .spte import PAGE_SHIFT, PG_LEVEL_4K, is_last_spte, is_shadow_present_pte
-from .structs import INVALID_PAGE, kvm_mmu_page
+from .structs import INVALID_PAGE, KVM_MMU_NUM_PREV_ROOTS, kvm_mmu_page
 from .tdp_iter import for_each_tdp_pte_min_level, tdp_iter, to_shadow_page
 from .tdp_mmu import kvm_mmu_page_as_id
 from .v5_13 import role_invalid
@@ -282,19 +282,48 @@ class V6_9(V6_6):
         write_unlock(kvm.mmu_lock)
         return 0
 
-    def kvm_mmu_free_roots(self, vcpu: Any, mmu: Any) -> None:
-        """6.9: the read lock for a direct MMU with the TDP MMU on, else the
-        write lock (the legacy MMU's zap list is committed under it)."""
+    def mmu_alloc_shadow_roots(self, vcpu: Any) -> int:
+        """6.9: as before, under the write lock (a shadow root is always a
+        legacy page)."""
+        kvm = vcpu.kvm
+        mmu = vcpu.mmu
+        root_pgd = self.get_guest_pgd(vcpu, mmu)
+        root_gfn = root_pgd >> PAGE_SHIFT
+        write_lock(kvm.mmu_lock)
+        if mmu.root_level >= PT64_ROOT_4LEVEL:
+            mmu.root_hpa = self.mmu_alloc_root(vcpu, root_gfn, 0, mmu.shadow_root_level)
+        else:
+            WARN_ON_ONCE(True)  # 32-bit and PAE guest page tables are not modelled
+        mmu.root_pgd = root_pgd
+        write_unlock(kvm.mmu_lock)
+        return 0
+
+    def kvm_mmu_free_roots(self, vcpu: Any, mmu: Any,
+                           roots_to_free: int = KVM_MMU_ROOTS_ALL) -> None:
+        """6.9: the read lock for a direct MMU with the TDP MMU on (root_mmu),
+        else the write lock (guest_mmu's shadow-EPT roots, and the legacy
+        MMU, whose zap list is committed under it).  Dummy and PAE roots are
+        not modelled."""
         kvm = vcpu.kvm
         is_tdp_mmu = kvm.arch.tdp_mmu_enabled and mmu.direct_map
         invalid_list = LIST_HEAD("invalid_list")
-        if mmu.root_hpa == INVALID_PAGE:
+        WARN_ON_ONCE(roots_to_free & ~KVM_MMU_ROOTS_ALL)
+        free_active_root = bool(roots_to_free & KVM_MMU_ROOT_CURRENT) and \
+            mmu.root_hpa != INVALID_PAGE
+        if not free_active_root and not self.any_prev_root_to_free(mmu, roots_to_free):
             return
         if is_tdp_mmu:
             read_lock(kvm.mmu_lock)
         else:
             write_lock(kvm.mmu_lock)
-        self.mmu_free_root_page(kvm, mmu, invalid_list)
+        for i in range(KVM_MMU_NUM_PREV_ROOTS):
+            if roots_to_free & KVM_MMU_ROOT_PREVIOUS(i):
+                self.mmu_free_root_page(kvm, mmu.prev_roots[i], invalid_list)
+        if free_active_root:
+            if to_shadow_page(kvm, mmu.root_hpa >> PAGE_SHIFT) is not None:  # root_to_sp()
+                self.mmu_free_root_page(kvm, mmu, invalid_list)
+            mmu.root_hpa = INVALID_PAGE
+            mmu.root_pgd = 0
         if is_tdp_mmu:
             read_unlock(kvm.mmu_lock)
             WARN_ON_ONCE(not list_empty(invalid_list))

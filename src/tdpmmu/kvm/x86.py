@@ -1,13 +1,27 @@
 """``x86.c`` at v5.10 (the vCPU run loop) and the guest side: the hardware page
 walk and TLB a guest access goes through.
 
-A vCPU thread runs a *guest program*: a list of memory accesses and SMM
-transitions.  Each access is one guest instruction: the vCPU checks for a
-pending request (a kick makes it leave guest mode at an instruction
-boundary), looks up its TLB, and on a miss walks its root's EPT.  A missing or
-read-only mapping is an EPT violation, handled by ``kvm_mmu_page_fault``; an
-MMIO SPTE is an EPT misconfiguration.  An access to an MMIO gfn is emulated
-and completes (the exit to userspace and back is not modelled).
+A vCPU thread runs a *guest program*: a list of memory accesses, SMM
+transitions and nested (VMX) transitions.  Each access is one guest
+instruction: the vCPU checks for a pending request (a kick makes it leave
+guest mode at an instruction boundary), looks up its TLB, and on a miss walks
+its root's EPT.  A missing or read-only mapping is an EPT violation, handled by
+``kvm_mmu_page_fault``; an MMIO SPTE is an EPT misconfiguration.  An access to
+an MMIO gfn is emulated and completes (the exit to userspace and back is not
+modelled).
+
+Nested guests (``nested.c`` of VMX, with nested EPT): ``vmlaunch EPTP``
+makes L1 enter L2 with an EPT pointer at guest frame EPTP
+(``nested_vmx_enter_non_root_mode``: the vCPU's MMU becomes ``guest_mmu``,
+whose root is a shadow of L1's EPT table), ``vmexit`` returns to L1
+(``nested_vmx_vmexit``: back to ``root_mmu``, whose root stayed loaded;
+guest_mmu keeps its root cached for the next entry), and ``invept`` is L1's
+global INVEPT (``handle_invept``: frees every guest_mmu root).  Simplified:
+L2 makes no memory accesses (the format rejects them), so L1's EPT tables
+are never read and a shadow root maps nothing; vmcs12 checks, VM-entry
+failures, nested state pages, the L2 TLB flushes and the PDPTRs are left
+out; what is modelled is the root bookkeeping: which MMU is current, their
+roots and ``prev_roots``, and the frees.
 """
 
 from __future__ import annotations
@@ -16,9 +30,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..engine import Finding, cpu_relax
-from ..kernel import srcu_read_lock, srcu_read_unlock
+from ..kernel import WARN_ON, srcu_read_lock, srcu_read_unlock
 from . import shared
-from .mmu import PFERR_RSVD_MASK
+from .mmu import KVM_MMU_ROOTS_ALL, PFERR_RSVD_MASK
 from .spte import (
     PAGE_SHIFT,
     SHADOW_PT_INDEX,
@@ -46,7 +60,8 @@ PFERR_PRESENT_MASK = 1 << 0
 
 @dataclass(frozen=True)
 class GuestOp:
-    """One guest instruction: ``read``/``write`` of a gfn, or ``smi``/``rsm``."""
+    """One guest instruction: ``read``/``write`` of a gfn, ``smi``/``rsm``,
+    ``vmlaunch`` (gfn: the EPT pointer's frame), ``vmexit``, ``invept``."""
 
     kind: str
     gfn: int = 0
@@ -54,7 +69,8 @@ class GuestOp:
 
 @dataclass(frozen=True)
 class VmExit:
-    reason: str  # "ept_violation", "ept_misconfig", "kick", "smi", "rsm", "done"
+    reason: str  # "ept_violation", "ept_misconfig", "kick", "smi", "rsm", "done",
+    #              "vmlaunch", "vmexit", "invept"
     gpa: int = 0
     error_code: int = 0
 
@@ -92,6 +108,7 @@ class X86:
         if self.kvm_mmu_reload(vcpu):
             return pc
         srcu_read_unlock(kvm.srcu, vcpu.srcu_idx)  # guest mode: no SRCU read side
+        vcpu.last_vmentry_cpu = 0  # the vCPU has run (kvm_vcpu_has_run)
         exit_, pc = self.guest_run(vcpu, program, pc)
         vcpu.srcu_idx = srcu_read_lock(kvm.srcu)
         return self.handle_exit(vcpu, exit_, pc)
@@ -115,7 +132,107 @@ class X86:
         elif exit_.reason == "rsm":
             self.leave_smm(vcpu)
             pc += 1
+        elif exit_.reason == "vmlaunch":
+            self.nested_vmx_run(vcpu, exit_.gpa)
+            pc += 1
+        elif exit_.reason == "vmexit":
+            self.nested_vmx_vmexit(vcpu)
+            pc += 1
+        elif exit_.reason == "invept":
+            self.handle_invept(vcpu)
+            pc += 1
         return pc
+
+    # -------------------------------------------------------------- cpuid
+    # cpuid.c.  The CPUID entries are a tag in the model (an int the scenario
+    # gives): equal tags are identical data.  What the data changes (reserved
+    # bits, MAXPHYADDR, ...) is not modelled; the MMU context reset it
+    # causes is.
+
+    # Which KVM_SET_CPUID calls after the first KVM_RUN the version accepts:
+    # "any" (until 5.16), "identical" (5.17: feb627e8d6f6 refused them all in
+    # 5.16, c6617c61e8fe let identical data through).  The scenario format
+    # rejects a scenario that asks for a refused one (see
+    # tdpmmu.scenarios.format.check_for_kernel).
+    set_cpuid_after_run = "any"
+
+    def kvm_arch_vcpu_ioctl_set_cpuid2(self, vcpu: Any, cpuid: Any) -> int:
+        """``kvm_arch_vcpu_ioctl``'s KVM_SET_CPUID2 case."""
+        return self.kvm_vcpu_ioctl_set_cpuid2(vcpu, cpuid)
+
+    def kvm_vcpu_ioctl_set_cpuid2(self, vcpu: Any, cpuid: Any) -> int:
+        vcpu.cpuid = cpuid  # vcpu->arch.cpuid_entries
+        self.kvm_vcpu_after_set_cpuid(vcpu)
+        return 0
+
+    def kvm_vcpu_after_set_cpuid(self, vcpu: Any) -> None:
+        """5.10: the MMU context is reset (every root of both MMUs freed)."""
+        self.kvm_mmu_reset_context(vcpu)
+
+    # ------------------------------------------------------------- nested
+    def nested_vmx_run(self, vcpu: Any, eptp: int) -> None:
+        """VMLAUNCH/VMRESUME from L1 (vmcs12 checks left out)."""
+        self.nested_vmx_enter_non_root_mode(vcpu, eptp)
+
+    def nested_vmx_enter_non_root_mode(self, vcpu: Any, eptp: int) -> None:
+        self.enter_guest_mode(vcpu)
+        vcpu.nested_eptp = eptp
+        self.prepare_vmcs02(vcpu)
+
+    def enter_guest_mode(self, vcpu: Any) -> None:
+        vcpu.guest_mode = 1
+
+    def leave_guest_mode(self, vcpu: Any) -> None:
+        vcpu.guest_mode = 0
+
+    def prepare_vmcs02(self, vcpu: Any) -> None:
+        """The MMU part: switch to guest_mmu, then ``nested_vmx_load_cr3`` of
+        L2's CR3 with nested EPT (no pgd switch for CR3, ``kvm_init_mmu``)."""
+        self.nested_ept_init_mmu_context(vcpu)
+        self.nested_vmx_load_cr3(vcpu, 0, True)
+
+    def nested_ept_init_mmu_context(self, vcpu: Any) -> None:
+        WARN_ON(self.mmu_is_nested(vcpu))
+        vcpu.mmu = vcpu.guest_mmu
+        self.kvm_init_shadow_ept_mmu(vcpu, vcpu.nested_eptp << PAGE_SHIFT)
+
+    def nested_ept_get_eptp(self, vcpu: Any) -> int:
+        return vcpu.nested_eptp << PAGE_SHIFT
+
+    def get_guest_pgd(self, vcpu: Any, mmu: Any) -> int:
+        """``mmu->get_guest_pgd``: ``nested_ept_get_eptp`` for guest_mmu (the
+        only MMU the model allocates shadow roots for)."""
+        return self.nested_ept_get_eptp(vcpu)
+
+    def nested_ept_uninit_mmu_context(self, vcpu: Any) -> None:
+        vcpu.mmu = vcpu.root_mmu
+
+    def nested_vmx_load_cr3(self, vcpu: Any, cr3: int, nested_ept: bool) -> int:
+        """Without nested EPT the new CR3 is a pgd switch of the current MMU
+        (on VM-exit: root_mmu and L1's CR3); then ``kvm_init_mmu``."""
+        if not nested_ept:
+            self.kvm_mmu_new_pgd(vcpu, cr3)
+        self.kvm_init_mmu(vcpu)
+        return 0
+
+    def nested_vmx_vmexit(self, vcpu: Any) -> None:
+        """The MMU part of a nested VM-exit (``load_vmcs12_host_state``):
+        root_mmu again, L1's CR3 through the fast pgd switch; guest_mmu's
+        root stays cached."""
+        self.leave_guest_mode(vcpu)
+        self.load_vmcs12_host_state(vcpu)
+
+    def load_vmcs12_host_state(self, vcpu: Any) -> None:
+        self.nested_ept_uninit_mmu_context(vcpu)
+        self.nested_vmx_load_cr3(vcpu, 0, False)
+
+    def handle_invept(self, vcpu: Any) -> None:
+        """INVEPT from L1, global extent: every nested EPT root (they are all
+        held through guest_mmu) is freed."""
+        mmu = vcpu.guest_mmu
+        roots_to_free = KVM_MMU_ROOTS_ALL  # VMX_EPT_EXTENT_GLOBAL
+        if roots_to_free:
+            self.kvm_mmu_free_roots(vcpu, mmu, roots_to_free)
 
     def enter_smm(self, vcpu: Any) -> None:
         vcpu.smm = 1
@@ -134,8 +251,10 @@ class X86:
         """Run guest instructions from ``pc`` until one exits to KVM."""
         while pc < len(program):
             op = program[pc]
-            if op.kind in ("smi", "rsm"):
+            if op.kind in ("smi", "rsm", "vmexit", "invept"):
                 return VmExit(op.kind), pc
+            if op.kind == "vmlaunch":
+                return VmExit(op.kind, op.gfn), pc
             exit_ = self.guest_access(vcpu, op.gfn, op.kind == "write")
             if exit_ is not None:
                 return exit_, pc

@@ -136,7 +136,9 @@ class TlbCoherence:
             return
         kvm = self.kvm
         for v in kvm.vcpus:
-            hpa = v.mmu.root_hpa
+            # The TLB holds L1's translations (L2 makes no accesses in the
+            # model): judge it against root_mmu's root, also while L2 runs.
+            hpa = v.root_mmu.root_hpa
             if hpa == INVALID_PAGE or not v.tlb.entries:
                 continue
             as_id = 1 if v.smm else 0

@@ -12,7 +12,11 @@ use ``root_hpa`` without checking any of that (``kvm_tdp_mmu_map`` only
 WARNs on a zero count), so a root freed or uncounted under a vCPU is checked
 here, between steps, before it is used.
 
-A legacy (shadow) MMU root (``tdp_mmu=0``) is held the same way by
+Every root a vCPU holds is checked: root_mmu's and guest_mmu's current
+roots and their ``prev_roots`` (each cached root keeps the reference it
+had as the current one; ``kvm_mmu_free_roots`` puts it).
+
+A legacy (shadow) MMU root (``tdp_mmu=0``, and nested EPT's shadow roots) is held the same way by
 ``mmu_alloc_root``'s ``++sp->root_count``; it may leave ``active_mmu_pages``
 while held (zapped and marked invalid by ``kvm_mmu_zap_all_fast``), so for it
 the rule is: allocated and counted.
@@ -40,10 +44,7 @@ class VcpuRootLive:
         kvm = self.kvm
         if peek(kvm.mmu_lock, "owner") is not None or peek(kvm.mmu_lock, "readers", 0):
             return
-        for v in kvm.vcpus:
-            hpa = v.mmu.root_hpa
-            if hpa == INVALID_PAGE:
-                continue
+        for v, hpa in held_roots(kvm):
             pfn = hpa >> PAGE_SHIFT
             sp = kvm.phys.get(pfn)
             legacy = sp is not None and not peek(sp, "tdp_mmu_page")
@@ -66,6 +67,18 @@ class VcpuRootLive:
             self.reported.add(key)
             report("property", f"{self.name}: vcpu{v.vcpu_id}'s root_hpa names {what}, "
                    "while mmu_lock is free", "mmu_alloc_direct_roots")
+
+
+def held_roots(kvm: Any) -> list[tuple[Any, int]]:
+    """(vCPU, hpa) of every valid root a vCPU holds, current or cached, in
+    both of its MMUs."""
+    out = []
+    for v in kvm.vcpus:
+        for mmu in (v.root_mmu, v.guest_mmu):
+            for hpa in [mmu.root_hpa] + [r.hpa for r in mmu.prev_roots]:
+                if hpa != INVALID_PAGE:
+                    out.append((v, hpa))
+    return out
 
 
 def root_count(sp: Any) -> int:

@@ -9,7 +9,7 @@ from typing import Any
 from ..engine import READ, mark, visible
 from ..kernel import synchronize_rcu
 from ..kvm import shared
-from ..kvm.kvm_main import KVM_RUN, KVM_RUN_UNLOAD
+from ..kvm.kvm_main import KVM_RUN, KVM_RUN_UNLOAD, KVM_SET_CPUID2
 from ..kvm.structs import KVM_MEM_LOG_DIRTY_PAGES
 from ..kvm.x86 import GuestOp
 from .format import Action
@@ -43,6 +43,17 @@ def do_vcpu_run(world: World, a: Action) -> None:
 
 def do_vcpu_unload(world: World, a: Action) -> None:
     world.k.kvm_vcpu_ioctl(world.kvm.vcpus[a.args["vcpu"]], KVM_RUN_UNLOAD)
+
+
+def do_set_cpuid(world: World, a: Action) -> None:
+    r = world.k.kvm_vcpu_ioctl(world.kvm.vcpus[a.args["vcpu"]], KVM_SET_CPUID2, a.args["cpuid"])
+    if r:
+        mark(f"{a.op}: {r}")
+
+
+def do_set_nx_huge_pages(world: World, a: Action) -> None:
+    """The host writes /sys/module/kvm/parameters/nx_huge_pages."""
+    world.k.set_nx_huge_pages(world.kvm, a.args["value"])
 
 
 def do_memslot_create(world: World, a: Action) -> None:
@@ -239,4 +250,6 @@ ACTIONS: dict[str, Callable[[World, Action], None]] = {
     "zap_gfn_range": do_zap_gfn_range,
     "destroy_vm": do_destroy_vm,
     "rcu_grace_period": do_rcu_grace_period,
+    "set_cpuid": do_set_cpuid,
+    "set_nx_huge_pages": do_set_nx_huge_pages,
 }

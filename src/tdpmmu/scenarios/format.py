@@ -39,8 +39,22 @@ A scenario is a TOML file::
 Actions (``op`` and its fields; ``as_id`` defaults to 0 everywhere):
 
 - ``vcpu_run``: vcpu, guest — KVM_RUN until the guest program ends.  Guest
-  instructions are ``"read GFN"``, ``"write GFN"``, ``"smi"`` (enter SMM) and
-  ``"rsm"`` (leave SMM).
+  instructions are ``"read GFN"``, ``"write GFN"``, ``"smi"`` (enter SMM),
+  ``"rsm"`` (leave SMM), and L1's nested VMX ones (nested EPT):
+  ``"vmlaunch GFN"`` (enter L2 with an EPT pointer at frame GFN),
+  ``"vmexit"`` (L2 exits to L1) and ``"invept"`` (L1's global INVEPT).  L2
+  makes no memory accesses and does not enter SMM in the model: between a
+  ``vmlaunch`` and its ``vmexit`` nothing else may come, and a program that
+  enters L2 must leave it.
+- ``set_cpuid``: vcpu, cpuid — KVM_SET_CPUID2 with the entries named by the
+  integer tag ``cpuid`` (equal tags: identical data).  From v5.17 (5.16's
+  ban, 5.17's exception) a vCPU that has run (a ``vcpu_run`` of it before,
+  in ``[[setup]]`` or its thread) accepts only the data it has; asking such a
+  version for other data is rejected when the check starts (the kernel would
+  fail the ioctl with -EINVAL and do nothing).
+- ``set_nx_huge_pages``: value — a write of the kvm module parameter
+  ``nx_huge_pages`` (true: "force", false: "off"; it starts false); a change
+  zaps all roots fast (``kvm_mmu_zap_all_fast`` under ``slots_lock``).
 - ``vcpu_unload``: vcpu — ``kvm_mmu_unload`` (as INVPCID does).
 - ``memslot_create``: slot, base_gfn, npages, hva, [huge, log_dirty]
 - ``memslot_delete``: slot;  ``memslot_move``: slot, base_gfn
@@ -152,12 +166,14 @@ OPS: dict[str, tuple[tuple[str, ...], dict[str, Any]]] = {
     "zap_gfn_range": (("base_gfn", "npages"), {}),
     "destroy_vm": ((), {}),
     "rcu_grace_period": ((), {}),
+    "set_cpuid": (("vcpu", "cpuid"), {}),
+    "set_nx_huge_pages": (("value",), {}),
 }
 # Host mm events: they reach KVM through its MMU notifier, not through the VM's fd.
 MM_OPS = {"invalidate", "change_pte", "age", "test_age", "zap_all"}
 # rcu_grace_period: some CPU of the host completes a grace period (no VM fd).
 FD_OPS = set(OPS) - MM_OPS - {"destroy_vm", "rcu_grace_period"}
-BOOL_FIELDS = {"huge", "log_dirty"}
+BOOL_FIELDS = {"huge", "log_dirty", "value"}
 # A huge SPTE is a 2M leaf one level above the 4K ones.  Real TDP roots are 4 or
 # 5 levels and huge leaves stop at level 3 (1G), so a leaf never sits in the
 # root page table; with root_level 2 the model's 2M leaf would, and walks that
@@ -207,6 +223,9 @@ OP_META: dict[str, OpMeta] = {
     "zap_gfn_range": OpMeta("host", sweep=("gfn_range",)),
     "destroy_vm": OpMeta("host"),
     "rcu_grace_period": OpMeta("host"),
+    # set_cpuid is not swept: most orders of it would be refused from v5.17.
+    "set_cpuid": OpMeta("vcpu"),
+    "set_nx_huge_pages": OpMeta("host"),
 }
 
 
@@ -218,7 +237,8 @@ def op_meta(op: str) -> OpMeta:
         meta = OpMeta("vcpu" if "vcpu" in OPS[op][0] else "host")
     return meta
 
-GUEST_KINDS = {"read": True, "write": True, "smi": False, "rsm": False}
+GUEST_KINDS = {"read": True, "write": True, "smi": False, "rsm": False, "vmlaunch": True,
+               "vmexit": False, "invept": False}
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -489,7 +509,7 @@ def _guest(value: Any, where: str, err: Any, max_gfn: int) -> list[tuple[str, in
         kind = parts[0] if parts else ""
         if kind not in GUEST_KINDS:
             raise err(f"{where}[{i}]", f"unknown instruction {ins!r} (read GFN, write GFN, "
-                      "smi, rsm)")
+                      "smi, rsm, vmlaunch GFN, vmexit, invept)")
         if GUEST_KINDS[kind]:
             if len(parts) != 2:
                 raise err(f"{where}[{i}]", f"{kind} takes one gfn, e.g. \"{kind} 0x1\"")
@@ -504,7 +524,64 @@ def _guest(value: Any, where: str, err: Any, max_gfn: int) -> list[tuple[str, in
             if len(parts) != 1:
                 raise err(f"{where}[{i}]", f"{kind} takes no operand")
             out.append((kind, 0))
+    _check_nesting(out, where, err)
     return out
+
+
+def _check_nesting(program: list[tuple[str, int]], where: str, err: Any) -> None:
+    """L2 (between ``vmlaunch`` and ``vmexit``) runs no instruction of the
+    model, and a program leaves L2 before it ends (see the module docstring)."""
+    in_l2 = None
+    for i, (kind, _gfn) in enumerate(program):
+        if kind == "vmlaunch":
+            if in_l2 is not None:
+                raise err(f"{where}[{i}]", f"vmlaunch in L2 (entered at [{in_l2}]): nested "
+                          "guests of L2 are not modelled")
+            in_l2 = i
+        elif kind == "vmexit":
+            if in_l2 is None:
+                raise err(f"{where}[{i}]", "vmexit without a vmlaunch before it (the vCPU "
+                          "is in L1)")
+            in_l2 = None
+        elif in_l2 is not None:
+            raise err(f"{where}[{i}]", f"{kind} in L2 (entered at [{in_l2}]): L2 makes no "
+                      "memory accesses, SMIs or INVEPTs in the model; put a vmexit first")
+    if in_l2 is not None:
+        raise err(f"{where}[{in_l2}]", "vmlaunch without a vmexit after it: the program must "
+                  "return to L1")
+
+
+def check_for_kernel(scenario: Scenario, set_cpuid_after_run: str, kernel: str) -> None:
+    """Reject what ``kernel`` refuses: with ``set_cpuid_after_run ==
+    "identical"`` (5.17+), a ``set_cpuid`` of a vCPU that has run, with other
+    data than the vCPU has.  Judged on the vCPU's own sequence (setup, then
+    the one thread that runs it), which is all the kernel's check
+    (``kvm_vcpu_has_run``, ``kvm_cpuid_check_equal``) depends on."""
+    if set_cpuid_after_run != "identical":
+        return
+    threads = {}
+    for _tname, actions in scenario.threads:
+        for a in actions:
+            if "vcpu" in a.args:
+                threads[a.args["vcpu"]] = actions
+    for vcpu in range(scenario.vcpus):
+        has_run, cpuid = False, None
+        for a in scenario.setup + threads.get(vcpu, []):
+            if a.args.get("vcpu") != vcpu:
+                continue
+            if a.op == "vcpu_run":
+                has_run = True
+            elif a.op == "set_cpuid":
+                if has_run and a.args["cpuid"] != cpuid:
+                    before = "no CPUID" if cpuid is None else f"cpuid {cpuid}"
+                    raise ScenarioError(
+                        f"{scenario.path}: {a.where} (set_cpuid): {kernel} refuses "
+                        f"KVM_SET_CPUID after KVM_RUN unless the data is identical (vcpu "
+                        f"{vcpu} has {before}, asked for cpuid {a.args['cpuid']}; "
+                        "the ioctl fails with -EINVAL): set it before the vCPU's first "
+                        "vcpu_run, or repeat the same cpuid")
+                if not has_run:
+                    cpuid = a.args["cpuid"]
 
 
 def _int(value: Any, err: Any, where: str, lo: int, hi: int) -> int:

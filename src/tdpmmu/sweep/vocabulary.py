@@ -79,6 +79,7 @@ DOMAINS: dict[str, Callable[[Scenario], list[dict[str, Any]]]] = {
     "new_memslot": _new_memslot,
     "hva": lambda vm: [{"hva": m.hva} for m in vm.memslots],
     "hva_range": lambda vm: [{"hva": m.hva, "npages": m.npages} for m in vm.memslots],
+    "value": lambda vm: [{"value": True}],  # set_nx_huge_pages: a change from the default
     "gfn_range": lambda vm: [{"base_gfn": m.base_gfn, "npages": m.npages} for m in vm.memslots
                              if m.as_id == 0],
 }
