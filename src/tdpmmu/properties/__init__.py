@@ -18,7 +18,7 @@ from .leak import check_no_leak
 from .lock_contract import install_lock_contract
 from .memslot import MemslotRemoved
 from .root_list import NoZeroCountRoot, OneValidRootPerRole
-from .tlb import TlbCoherence
+from .tlb import TlbCoherence, TlbProvenance
 from .vcpu_root import VcpuRootLive
 
 ALL = ("lock-contract", "no-zero-count-root", "vcpu-root-live", "mmu-notifier",
@@ -36,14 +36,18 @@ class Properties:
         # Only on a version whose code promises it (6.9's recheck).
         self.one_root_per_role = (OneValidRootPerRole(kvm) if getattr(
             kernel, "promises_one_valid_root_per_role", False) else None)
-        self.invalidation = InvalidationComplete(kvm)
+        contract = getattr(kernel, "tlb_flush_contract", None)
+        # Which root each TLB entry came through, so which entries a guest
+        # access can still use: read by every check of the vCPUs' TLBs.
+        self.provenance = TlbProvenance(kvm, contract)
+        self.invalidation = InvalidationComplete(kvm, self.provenance)
         self.dirty_log = DirtyLogComplete(kvm)
         self.vcpu_root = VcpuRootLive(kvm)
-        self.frames = HostFrames(kvm)
-        self.tlb = TlbCoherence(kvm, getattr(kernel, "tlb_flush_contract", None))
-        self.memslot = MemslotRemoved(kvm)
-        kvm.probes.extend([self.invalidation.probe, self.dirty_log.probe, self.frames.probe,
-                           self.tlb.probe, self.memslot.probe])
+        self.frames = HostFrames(kvm, self.provenance)
+        self.tlb = TlbCoherence(kvm, contract, self.provenance)
+        self.memslot = MemslotRemoved(kvm, self.provenance)
+        kvm.probes.extend([self.provenance.probe, self.invalidation.probe, self.dirty_log.probe,
+                           self.frames.probe, self.tlb.probe, self.memslot.probe])
 
     def invariant(self, kvm: Any) -> tuple[Any, ...] | None:
         """Checked between steps; returns what it read (see ``Execution._check_invariant``).
@@ -69,6 +73,6 @@ class Properties:
 
 
 __all__ = ["ALL", "DirtyLogComplete", "HostFrames", "InvalidationComplete", "MemslotRemoved",
-           "NoZeroCountRoot", "OneValidRootPerRole", "Properties", "TlbCoherence",
+           "NoZeroCountRoot", "OneValidRootPerRole", "Properties", "TlbCoherence", "TlbProvenance",
            "VcpuRootLive", "check_no_leak",
            "install_lock_contract"]
