@@ -41,10 +41,14 @@ root is invalid, and any TLB entry that was filled through a root that is
 invalid now (:class:`TlbProvenance`) -- the latter covers a vCPU that has
 already set its new root in ``kvm_tdp_mmu_alloc_root`` but not yet done
 ``kvm_mmu_load``'s flush (in hardware its old entries are tagged with the old
-root's EPTP/ASID and unusable anyway; the model's TLB is untagged).  Nor do the zaps of
-``kvm_tdp_mmu_zap_all``: its comment (since 5.18's "Skip remote TLB flush
-when zapping all of TDP MMU", still in 6.9) says KVM zaps everything only
-when the VM is destroyed or the VMM has exited, when ``KVM_RUN`` is
+root's EPTP/ASID and unusable anyway; the model's TLB is untagged).  5.18-6.6
+zap invalid roots without a flush too (the same comment is in their zap
+work / zap), but declare ``"before-unlock"``: the model's
+``handle_removed_tdp_mmu_page`` still flushes there (see docs/oracle.md), so
+no such report arises on them yet.  Nor do the zaps of
+``kvm_tdp_mmu_zap_all`` owe a flush under this contract: its comment (since
+5.18's "Skip remote TLB flush when zapping all of TDP MMU", still in 6.9)
+says KVM zaps everything only when the VM is destroyed or the VMM has exited, when ``KVM_RUN`` is
 unreachable -- 6.9's 4K-first zap yields with such zaps outstanding, which
 the ``zap_all`` action's running vCPUs would otherwise be charged for.
 
