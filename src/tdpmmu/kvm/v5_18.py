@@ -143,6 +143,14 @@ class V5_18(V5_17):
     name = "v5.18"
     summary = "Linux 5.18: invalid and defunct roots zapped by a work queue (tdp_mmu_zap_wq)"
 
+    # Promises the properties check (properties.root_lifecycle): the WARN in
+    # kvm_tdp_mmu_invalidate_all_roots ("Because mmu_lock is held for write,
+    # it should be impossible to observe a root with zero refcount"), and
+    # kvm_mmu_zap_all_fast's "all SPTEs must be dropped before returning to
+    # the caller" (both kept until 6.3; the latter to 6.9).
+    promises_no_zero_count_root_under_write_lock = True
+    promises_invalidated_roots_zapped = True
+
     kworker_threads = 1
 
     def lock_contract(self, kvm: Any) -> dict[str, Any]:

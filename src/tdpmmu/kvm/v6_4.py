@@ -114,6 +114,14 @@ class V6_4(V6_1):
     name = "v6.4"
     summary = "Linux 6.4: roots start at count 2 (vCPU + TDP MMU), kept until invalidated"
 
+    # edbdb43fc96b: invalidation no longer takes a reference (it gifts the TDP
+    # MMU's own), and the zero-count WARN and its comment are gone.
+    promises_no_zero_count_root_under_write_lock = False
+    # The function that puts the TDP MMU's own reference to an invalidated
+    # root ("is ultimately put by tdp_mmu_zap_root_work()"), checked by
+    # properties.root_lifecycle.TdpMmuReferencePutOnce.
+    tdp_mmu_reference_put_by = "tdp_mmu_zap_root_work"
+
     tdp_mmu_root_initial_count = 2  # edbdb43fc96b (a what-if may set 1)
 
     # ------------------------------------------------------------ VM init

@@ -97,6 +97,10 @@ class V6_6(V6_4):
 
     kworker_threads = 0  # 0df9dab891ff: no tdp_mmu_zap_wq, so no kernel worker
 
+    # 0df9dab891ff: "kvm_tdp_mmu_zap_invalidated_roots() is gifted the TDP
+    # MMU's reference" (see properties.root_lifecycle).
+    tdp_mmu_reference_put_by = "kvm_tdp_mmu_zap_invalidated_roots"
+
     # ------------------------------------------------------------ VM init
     def kvm_mmu_init_tdp_mmu(self, kvm: Any) -> None:
         """0df9dab891ff: no work queue to allocate (the function is void)."""

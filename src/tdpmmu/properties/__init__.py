@@ -17,13 +17,20 @@ from .invalidation import InvalidationComplete
 from .leak import check_no_leak
 from .lock_contract import install_lock_contract
 from .memslot import MemslotRemoved
+from .root_lifecycle import (
+    InvalidatedRootsZapped,
+    NoZeroCountRootUnderWriteLock,
+    TdpMmuReferencePutOnce,
+)
+from .root_lifecycle import install as install_root_lifecycle
 from .root_list import NoZeroCountRoot, OneValidRootPerRole
-from .tlb import TlbCoherence
+from .tlb import TlbCoherence, TlbProvenance
 from .vcpu_root import VcpuRootLive
 
 ALL = ("lock-contract", "no-zero-count-root", "vcpu-root-live", "mmu-notifier",
        "guest-access-frame", "tlb-coherence", "invalidation-complete", "dirty-log-complete",
-       "memslot-removed", "no-leak", "one-valid-root-per-role")
+       "memslot-removed", "no-leak", "one-valid-root-per-role", "tdp-mmu-reference-put-once",
+       "no-zero-count-root-under-write-lock", "invalidated-roots-zapped")
 
 
 class Properties:
@@ -36,14 +43,21 @@ class Properties:
         # Only on a version whose code promises it (6.9's recheck).
         self.one_root_per_role = (OneValidRootPerRole(kvm) if getattr(
             kernel, "promises_one_valid_root_per_role", False) else None)
-        self.invalidation = InvalidationComplete(kvm)
+        contract = getattr(kernel, "tlb_flush_contract", None)
+        # Which root each TLB entry came through, so which entries a guest
+        # access can still use: read by every check of the vCPUs' TLBs.
+        self.provenance = TlbProvenance(kvm, contract)
+        self.invalidation = InvalidationComplete(kvm, self.provenance)
         self.dirty_log = DirtyLogComplete(kvm)
         self.vcpu_root = VcpuRootLive(kvm)
-        self.frames = HostFrames(kvm)
-        self.tlb = TlbCoherence(kvm, getattr(kernel, "tlb_flush_contract", None))
-        self.memslot = MemslotRemoved(kvm)
-        kvm.probes.extend([self.invalidation.probe, self.dirty_log.probe, self.frames.probe,
-                           self.tlb.probe, self.memslot.probe])
+        self.frames = HostFrames(kvm, self.provenance)
+        self.tlb = TlbCoherence(kvm, contract, self.provenance)
+        self.memslot = MemslotRemoved(kvm, self.provenance)
+        kvm.probes.extend([self.provenance.probe, self.invalidation.probe, self.dirty_log.probe,
+                           self.frames.probe, self.tlb.probe, self.memslot.probe])
+        # Only those the version's code promises (class attributes; see
+        # properties.root_lifecycle).
+        self.root_lifecycle = install_root_lifecycle(kvm, kernel)
 
     def invariant(self, kvm: Any) -> tuple[Any, ...] | None:
         """Checked between steps; returns what it read (see ``Execution._check_invariant``).
@@ -56,6 +70,9 @@ class Properties:
         self.root_list.check()
         if self.one_root_per_role is not None:
             self.one_root_per_role.check()
+        for p in self.root_lifecycle:
+            if hasattr(p, "check"):
+                p.check()
         self.vcpu_root.check()
         return None
 
@@ -66,9 +83,13 @@ class Properties:
     def final(self, kvm: Any) -> None:
         """Checked after the VM is torn down."""
         check_no_leak(kvm)
+        for p in self.root_lifecycle:
+            if hasattr(p, "final"):
+                p.final()
 
 
-__all__ = ["ALL", "DirtyLogComplete", "HostFrames", "InvalidationComplete", "MemslotRemoved",
-           "NoZeroCountRoot", "OneValidRootPerRole", "Properties", "TlbCoherence",
-           "VcpuRootLive", "check_no_leak",
-           "install_lock_contract"]
+__all__ = ["ALL", "DirtyLogComplete", "HostFrames", "InvalidatedRootsZapped",
+           "InvalidationComplete", "MemslotRemoved", "NoZeroCountRoot",
+           "NoZeroCountRootUnderWriteLock", "OneValidRootPerRole", "Properties",
+           "TdpMmuReferencePutOnce", "TlbCoherence", "TlbProvenance", "VcpuRootLive",
+           "check_no_leak", "install_lock_contract"]

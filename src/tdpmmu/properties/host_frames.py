@@ -30,6 +30,21 @@ Checked:
   mappings in ``release``, after which the mm frees the pages; KVM does it
   with ``kvm_arch_flush_shadow_all`` (``kvm_mmu_zap_all``).
 
+Where the kernel class's ``tlb_flush_contract`` says that TLB entries filled
+through an invalid root are unusable until a flush (6.9,
+``properties.tlb.INVALID_ROOT_ENTRIES_UNUSABLE``), such entries are not
+counted when ``invalidate_range_start`` returns.  6.9's
+``kvm_tdp_mmu_unmap_gfn_range`` zaps invalid roots too, but
+``tdp_mmu_zap_leafs`` asks for no flush for them ("Zappings SPTEs in invalid
+roots doesn't require a TLB flush, see kvm_tdp_mmu_zap_invalidated_roots()"),
+and neither does the fast zap that may have zapped the SPTE first: the
+comment there relies on "a local TLB flush when allocating a new root (see
+kvm_mmu_load())", which every vCPU on an invalid root must do before its next
+guest access, since ``kvm_mmu_zap_all_fast`` made
+``KVM_REQ_MMU_FREE_OBSOLETE_ROOTS`` in the critical section that invalidated
+the roots.  A vCPU that does reach such a frame is still reported at the
+access (the guest-access check below).
+
 Simplification: the checks read the memslots and host page tables in the
 step of the store or access without declaring those reads to the engine;
 the stores and accesses that can break them are ordered against the
@@ -52,6 +67,7 @@ from ..kvm.spte import (
 )
 from .invalidation import leaf_mappings
 from .peek import mmu_roots, peek
+from .tlb import TlbProvenance
 
 # Reports name kernel code, not the property's own frames.
 runtime.hide_frames_of(__file__)
@@ -59,8 +75,10 @@ runtime.hide_frames_of(__file__)
 class HostFrames:
     name = "mmu-notifier"
 
-    def __init__(self, kvm: Any) -> None:
+    def __init__(self, kvm: Any, provenance: TlbProvenance | None = None) -> None:
         self.kvm = kvm
+        # The TLB entries that count (see the module doc on invalid roots).
+        self.provenance = provenance if provenance is not None else TlbProvenance(kvm)
         # In-progress invalidations: (start, end, thread name, {hva: frame at start}).
         self.in_progress: list[tuple[int, int, str, dict[int, int]]] = []
         self.reported: set[Any] = set()
@@ -131,7 +149,7 @@ class HostFrames:
                     problems.append(f"root {peek(root, 'name')} maps gfn {gfn:#x} -> "
                                     f"pfn {pfn:#x}")
         for v in kvm.vcpus:
-            for gfn, (pfn, _w) in v.tlb.entries.items():
+            for gfn, (pfn, _w) in self.provenance.entries(v):
                 if pfn in taken:
                     problems.append(f"vcpu{v.vcpu_id} TLB maps gfn {gfn:#x} -> pfn {pfn:#x}")
         if problems:

@@ -4,6 +4,13 @@ At ``invalidate_range_end`` no SPTE in any root and no vCPU TLB entry may map
 a page frame the invalidation took away from the range: the host is free to
 reuse those frames from then on.  (A mapping of the range's *new* frames may
 exist already: ``change_pte`` installs one between start and end.)
+
+A TLB entry no guest access can use before its vCPU flushes does not count:
+on a version whose ``tlb_flush_contract`` says so (6.9), one filled through a
+root that is invalid now (``properties.tlb.TlbProvenance``; 6.9's
+``kvm_tdp_mmu_zap_invalidated_roots`` owes no flush for invalid roots because
+"KVM performs a local TLB flush when allocating a new root (see
+kvm_mmu_load())").
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from typing import Any
 
 from ..engine import READ, report, visible
 from .peek import mmu_roots, peek
+from .tlb import TlbProvenance
 
 
 def leaf_mappings(kvm: Any, root: Any, level: int, base_gfn: int = 0):
@@ -41,8 +49,11 @@ def leaf_mappings(kvm: Any, root: Any, level: int, base_gfn: int = 0):
 class InvalidationComplete:
     name = "invalidation-complete"
 
-    def __init__(self, kvm: Any) -> None:
+    def __init__(self, kvm: Any, provenance: TlbProvenance | None = None) -> None:
         self.kvm = kvm
+        # The TLB entries that count (under 6.9's contract not those filled
+        # through an invalid root: see the module doc).
+        self.provenance = provenance if provenance is not None else TlbProvenance(kvm)
 
     def probe(self, event: str, fields: dict[str, Any]) -> None:
         if event != "invalidate_range_end":
@@ -61,7 +72,7 @@ class InvalidationComplete:
                     problems.append(f"root {peek(root, 'name')} maps gfn {gfn:#x} -> "
                                     f"stale pfn {pfn:#x}")
         for v in kvm.vcpus:
-            for gfn, (pfn, _w) in v.tlb.entries.items():
+            for gfn, (pfn, _w) in self.provenance.entries(v):
                 if pfn in old_pfns:
                     problems.append(f"vcpu{v.vcpu_id} TLB maps gfn {gfn:#x} -> stale pfn "
                                     f"{pfn:#x}")

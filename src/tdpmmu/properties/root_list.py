@@ -1,8 +1,15 @@
 """No root with ``root_count == 0`` stays on the roots list once ``mmu_lock`` is free.
 
-``kvm_mmu_put_root`` returning true obliges the caller to free the root
-before dropping the lock; a zero-count root left on the list is the state
-from which the seed's ``BUG_ON(!root_count)`` fires when a vCPU finds it.
+The 5.10-5.12 rule, for roots counted with a plain ``int root_count``:
+``kvm_mmu_put_root`` (5.10 ``mmu_internal.h``) returning true obliges the
+caller to free the root before dropping the lock; a zero-count root left on
+the list is the state from which the seed's ``BUG_ON(!root_count)`` in
+``kvm_mmu_get_root`` fires when a vCPU finds it.  From 5.13 roots count with
+a ``refcount_t`` (``tdp_mmu_root_count``), whose get refuses 0, and a root at
+0 may stay listed while its put, under the read lock, finishes: the rule is
+applied by the count's type, which is the version's data structure.  The
+later promise, 5.18's WARN that a *writer* never sees a zero-count root, is
+``properties.root_lifecycle.NoZeroCountRootUnderWriteLock``.
 """
 
 from __future__ import annotations
