@@ -38,7 +38,6 @@ from typing import Any
 from ..engine import READ, WRITE, mark, note_read, visible
 from .spte import PT64_ENT_PER_PAGE, PT64_LEVEL_BITS
 
-
 # "word" (the default) or "root": every SPTE of a tree is one object, as the
 # model had it before SPTE words; kept to test the finer relation against it.
 GRANULARITY = ["word"]

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..engine import READ, report, runtime, visible
+from ..engine import report, runtime, visible
 from ..engine.runtime import current_thread
+from ..kvm.shared import root_reads
 from .invalidation import leaf_mappings
 from .kprobe import install_kprobe
 from .peek import peek, roots_on_list
@@ -183,7 +184,8 @@ class InvalidatedRootsZapped:
         roots = [r for r in was_valid if id(r) in listed and root_invalid(r)]
         if not roots:
             return
-        visible("property: kvm_mmu_zap_all_fast returned", tuple((r, READ) for r in roots))
+        visible("property: kvm_mmu_zap_all_fast returned",
+                root_reads(peek(r, "root") for r in roots))
         for root in roots:
             for gfn, pfn in leaf_mappings(kvm, root, peek(root, "role").level):
                 if id(root) in self.reported:
