@@ -5,8 +5,8 @@ words, TLBs, request bits, locks; see ``tdpmmu.kvm.shared``).  A final state
 is the paging structure of every root, every vCPU's TLB and the dirty
 bitmaps when the threads are done, with what they observed on the way: each
 SPTE's history of values and each vCPU's completed guest accesses.  Plain
-dfs does not finish even on the smallest KVM scenarios (a vCPU run is some 30 visible operations), so on
-small ones dpor is held to two references: every final state of a
+dfs does not finish even on the smallest KVM scenarios (a vCPU run is some
+30 visible operations), so on small ones dpor is held to two references: every final state of a
 preemption-bounded search (CHESS, two preemptions: no reduction at all) is
 one dpor reaches, and dpor over SPTE words reaches exactly the final states
 of dpor over whole roots (one object per paging structure, the coarser
