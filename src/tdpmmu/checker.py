@@ -181,6 +181,9 @@ def make_kernel(kernel_cls: type[V5_10], knobs: dict[str, str]) -> V5_10:
     for name, choice in knobs.items():
         attr, choices, _good, _help = KNOBS[name]
         if not hasattr(k, attr):
+            if attr == "CONFIG_KVM_PROVE_MMU":
+                raise UserError(f"--prove-mmu: kernel {kernel_cls.name} has no "
+                                "CONFIG_KVM_PROVE_MMU (the Kconfig option exists from 6.6)")
             raise UserError(f"--knob {name}: kernel {kernel_cls.name} has no such code "
                             f"(the knob applies to {attr})")
         setattr(k, attr, choices[choice])

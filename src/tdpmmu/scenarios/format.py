@@ -51,7 +51,8 @@ Actions (``op`` and its fields; ``as_id`` defaults to 0 everywhere):
   pages to new host frames (``invalidate_range_start``, host PTE change,
   ``invalidate_range_end``)
 - ``change_pte``: hva — KSM-style: invalidate start, the page becomes a
-  read-only copy, ``change_pte``, invalidate end
+  read-only copy, ``change_pte`` (until 6.9: 6.10 removed the notifier),
+  invalidate end
 - ``age``: hva, npages (``clear_flush_young``);  ``test_age``: hva
 - ``zap_all``: ``kvm_mmu_zap_all`` (``kvm_arch_flush_shadow_all``)
 - ``zap_gfn_range``: base_gfn, npages — ``kvm_zap_gfn_range`` (as a guest MTRR
