@@ -235,6 +235,24 @@ class V6_18(V6_9):
         return for_each_tdp_pte(tdp_iter(vcpu.kvm), root, vcpu.mmu.shadow_root_level, start,
                                 end)
 
+    def _kvm_tdp_mmu_get_walk(self, vcpu: Any, addr: int,
+                              root: kvm_mmu_page | None) -> list[int]:
+        """``__kvm_tdp_mmu_get_walk`` (6.14): the SPTEs on the path to ``addr``
+        from ``root``."""
+        gfn = addr >> PAGE_SHIFT
+        return [it.old_spte for it in for_each_tdp_pte(tdp_iter(vcpu.kvm), root,
+                                                       vcpu.mmu.shadow_root_level, gfn,
+                                                       gfn + 1)]
+
+    def kvm_tdp_mmu_get_walk(self, vcpu: Any, addr: int) -> list[int]:
+        """6.14: the walk from the vCPU's direct root (inside
+        ``kvm_tdp_mmu_walk_lockless_begin/end``: RCU, as the model's 5.12)."""
+        root = to_shadow_page(vcpu.kvm, vcpu.mmu.root_hpa >> PAGE_SHIFT)
+        rcu_read_lock()
+        sptes = self._kvm_tdp_mmu_get_walk(vcpu, addr, root)
+        rcu_read_unlock()
+        return sptes
+
     # ----------------------------------------------------- root iterators
     def tdp_mmu_next_root(self, kvm: Any,  # type: ignore[override]
                           prev_root: kvm_mmu_page | None,
