@@ -260,7 +260,7 @@ def test_the_mm_calls_no_change_pte_notifier_from_6_10():
         w = world(cls, scenario([run_vcpu(0, "write 0x1")]))
         called = []
         orig = w.k.kvm_mmu_notifier_change_pte
-        w.k.kvm_mmu_notifier_change_pte = lambda *a, _o=orig: (called.append(a), _o(*a))
+        w.k.kvm_mmu_notifier_change_pte = lambda *a, _o=orig, _c=called: (_c.append(a), _o(*a))
         do(w, "change_pte", hva=SLOT0["hva"] + 1)
         assert len(called) == calls, cls.name
 
