@@ -40,7 +40,14 @@ from .properties import Properties
 from .properties.peek import mmu_roots, peek
 from .scenarios import builtin_scenario_path, scenario_names
 from .scenarios.actions import ACTIONS, World
-from .scenarios.format import Action, Scenario, ScenarioError, holds_vm_fd, load_scenario
+from .scenarios.format import (
+    VM_TYPES,
+    Action,
+    Scenario,
+    ScenarioError,
+    holds_vm_fd,
+    load_scenario,
+)
 
 
 class UserError(ValueError):
@@ -203,6 +210,12 @@ def build_model(kernel_cls: type[V5_10], scenario: Scenario,
         if mine is None:
             raise
         raise UserError(mine) from None
+    if scenario.vm_type != "default":
+        # A VM type the version lacks, or has but the model leaves out, is refused.
+        why = getattr(kernel_cls, "vm_types_left_out", {}).get(
+            scenario.vm_type, f"has no {VM_TYPES[scenario.vm_type]} (not in its uapi)")
+        raise UserError(f"{scenario.path or scenario.name}: [vm] type = "
+                        f"{scenario.vm_type!r}: kernel {kernel_cls.name} {why}")
     if "tdp_mmu" not in knobs and scenario.tdp_mmu is not None:
         k.tdp_mmu = bool(scenario.tdp_mmu)  # the scenario's module parameter
     # The threads destroy_vm waits for: they hold the VM's fd (vCPU threads among them).

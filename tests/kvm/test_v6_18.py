@@ -320,3 +320,26 @@ def test_prove_mmu_is_rejected_on_versions_without_it():
         check("v6.4", "seed-bug", max_executions=1, knobs={"KVM_PROVE_MMU": "y"})
     assert check("v6.6", "seed-bug", max_executions=1,
                  knobs={"KVM_PROVE_MMU": "y"}).violation is None
+
+
+# ------------------------------------------------------------ [vm] type
+def _typed_scenario(vm_type):
+    from tdpmmu.scenarios.format import parse_scenario
+    return parse_scenario({"name": "typed", "vm": {"type": vm_type, "tdp_mmu": 1},
+                           "thread": [{"name": "host", "actions": [{"op": "zap_all"}]}]},
+                          "<typed>")
+
+
+def test_a_tdx_vm_is_refused_with_the_reason():
+    """6.18 has KVM_X86_TDX_VM but the model leaves TDX out; 6.9 has no such type."""
+    with pytest.raises(UserError, match="v6.18 is modelled without TDX"):
+        check("v6.18", _typed_scenario("tdx"), max_executions=1)
+    with pytest.raises(UserError, match="v6.9 has no KVM_X86_TDX_VM"):
+        check("v6.9", _typed_scenario("tdx"), max_executions=1)
+    assert check("v6.18", _typed_scenario("default"), max_executions=1).violation is None
+
+
+def test_an_unknown_vm_type_is_a_scenario_error():
+    from tdpmmu.scenarios.format import ScenarioError
+    with pytest.raises(ScenarioError, match=r"\[vm\] type"):
+        _typed_scenario("sev")

@@ -161,8 +161,9 @@ class V6_18(V6_9):
     None of these makes a released version's verdict differ from 6.18's on
     the built-in scenarios, so they are folded in here.
 
-    Left out: TDX.  A VM's type is ``KVM_X86_DEFAULT_VM`` (the scenario
-    format has no VM type), so ``kvm_has_mirrored_tdp`` is false: no mirror
+    Left out: TDX.  A VM's type is ``KVM_X86_DEFAULT_VM`` (a scenario's
+    ``[vm] type = "tdx"`` is refused, see ``vm_types_left_out``), so
+    ``kvm_has_mirrored_tdp`` is false: no mirror
     root is ever made, ``kvm_gfn_range_filter_to_root_types`` is always
     ``KVM_DIRECT_ROOTS`` and ``tdp_mmu_root_match``'s mirror branch is never
     taken; the bookkeeping the root functions read (``role.is_mirror``,
@@ -189,6 +190,12 @@ class V6_18(V6_9):
     # 6.10: the mm has no .change_pte() notifier any more (see
     # scenarios.actions: KSM's replacement is an invalidation only).
     has_change_pte_notifier = False
+
+    # [vm] type values this version has but the model leaves out (see the
+    # checker: a scenario asking for one is refused with this reason).
+    vm_types_left_out = {"tdx": "is modelled without TDX: the mirror roots' external "
+                                "(S-EPT) page tables and the private/shared gpa split "
+                                "are left out"}
 
     # ------------------------------------------------------ root matching
     def tdp_mmu_root_match(self, root: kvm_mmu_page, types: int) -> bool:
