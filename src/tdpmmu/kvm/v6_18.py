@@ -143,6 +143,9 @@ class V6_18(V6_9):
       uninit (``kvm_tdp_mmu_zap_invalidated_roots(kvm, shared)``).  The TDP
       MMU page count (``tdp_mmu_pages``) and its teardown WARN exist only
       with ``CONFIG_KVM_PROVE_MMU`` (6.14 or later: absent from 6.13.7).
+    - 20a6cff3b283 KVM: x86/mmu: Check and free obsolete roots in
+      kvm_mmu_reload() (6.15; Fixes: 6e01b7601dfe, 6.10's
+      ``kvm_arch_vcpu_pre_fault_memory``).
     - 4286a3ec2595 KVM x86/mmu changes for 6.15 (with aa34b811650c KVM:
       Allow lockless walk of SPTEs when handing aging mmu_notifier event):
       x86 selects ``CONFIG_KVM_MMU_LOCKLESS_AGING``; ``kvm_age_gfn`` /
@@ -395,6 +398,17 @@ class V6_18(V6_9):
             self.kvm_tdp_mmu_alloc_root(vcpu, False)
             return 0
         return super().mmu_alloc_direct_roots(vcpu)
+
+    def kvm_mmu_reload(self, vcpu: Any) -> int:
+        """mmu.h (20a6cff3b283, 6.15): free obsolete roots first, so a caller
+        outside ``vcpu_enter_guest`` (KVM_PRE_FAULT_MEMORY, not modelled)
+        does not keep a root that was invalidated; then load one if none.
+        Checking the direct root is enough: a mirror root never outlives it."""
+        if self.kvm_check_request(KVM_REQ_MMU_FREE_OBSOLETE_ROOTS, vcpu):
+            self.kvm_mmu_free_obsolete_roots(vcpu)
+        if vcpu.mmu.root_hpa != INVALID_PAGE:
+            return 0
+        return self.kvm_mmu_load(vcpu)
 
     def kvm_mmu_destroy(self, vcpu: Any) -> None:
         """6.14: after the unload, the mirror root's reference is put under
