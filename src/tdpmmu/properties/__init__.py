@@ -36,10 +36,10 @@ class Properties:
         # Only on a version whose code promises it (6.9's recheck).
         self.one_root_per_role = (OneValidRootPerRole(kvm) if getattr(
             kernel, "promises_one_valid_root_per_role", False) else None)
-        self.invalidation = InvalidationComplete(kvm)
+        self.invalidation = InvalidationComplete(kvm, getattr(kernel, "tlb_flush_contract", None))
         self.dirty_log = DirtyLogComplete(kvm)
         self.vcpu_root = VcpuRootLive(kvm)
-        self.frames = HostFrames(kvm)
+        self.frames = HostFrames(kvm, getattr(kernel, "tlb_flush_contract", None))
         self.tlb = TlbCoherence(kvm, getattr(kernel, "tlb_flush_contract", None))
         self.memslot = MemslotRemoved(kvm)
         kvm.probes.extend([self.invalidation.probe, self.dirty_log.probe, self.frames.probe,

@@ -17,7 +17,9 @@ KASAN does.
 Checked:
 
 * when ``invalidate_range_start`` returns: no SPTE of any root and no vCPU
-  TLB entry maps a frame of the range;
+  TLB entry maps a frame of the range (but see ``tlb.tlb_unusable``: from 6.9
+  a zap of an invalid root owes no flush, and a vCPU whose root is invalid, or
+  that is loading a new one, flushes before its next guest access);
 * at every SPTE store (the ``kvm_tdp_mmu_spte_changed`` tracepoint): a new
   leaf maps no frame the host released, and no thread but the notifier
   itself installs a leaf for a page of a range being invalidated;
@@ -52,6 +54,7 @@ from ..kvm.spte import (
 )
 from .invalidation import leaf_mappings
 from .peek import mmu_roots, peek
+from .tlb import tlb_unusable
 
 # Reports name kernel code, not the property's own frames.
 runtime.hide_frames_of(__file__)
@@ -59,8 +62,9 @@ runtime.hide_frames_of(__file__)
 class HostFrames:
     name = "mmu-notifier"
 
-    def __init__(self, kvm: Any) -> None:
+    def __init__(self, kvm: Any, tlb_flush_contract: str | None = None) -> None:
         self.kvm = kvm
+        self.tlb_flush_contract = tlb_flush_contract  # see tlb.tlb_unusable
         # In-progress invalidations: (start, end, thread name, {hva: frame at start}).
         self.in_progress: list[tuple[int, int, str, dict[int, int]]] = []
         self.reported: set[Any] = set()
@@ -131,6 +135,8 @@ class HostFrames:
                     problems.append(f"root {peek(root, 'name')} maps gfn {gfn:#x} -> "
                                     f"pfn {pfn:#x}")
         for v in kvm.vcpus:
+            if tlb_unusable(kvm, v, self.tlb_flush_contract):
+                continue  # flushed before the vCPU's next guest access
             for gfn, (pfn, _w) in v.tlb.entries.items():
                 if pfn in taken:
                     problems.append(f"vcpu{v.vcpu_id} TLB maps gfn {gfn:#x} -> pfn {pfn:#x}")

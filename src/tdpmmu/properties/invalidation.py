@@ -41,10 +41,12 @@ def leaf_mappings(kvm: Any, root: Any, level: int, base_gfn: int = 0):
 class InvalidationComplete:
     name = "invalidation-complete"
 
-    def __init__(self, kvm: Any) -> None:
+    def __init__(self, kvm: Any, tlb_flush_contract: str | None = None) -> None:
         self.kvm = kvm
+        self.tlb_flush_contract = tlb_flush_contract  # see tlb.tlb_unusable
 
     def probe(self, event: str, fields: dict[str, Any]) -> None:
+        from .tlb import tlb_unusable
         if event != "invalidate_range_end":
             return
         kvm = self.kvm
@@ -61,6 +63,8 @@ class InvalidationComplete:
                     problems.append(f"root {peek(root, 'name')} maps gfn {gfn:#x} -> "
                                     f"stale pfn {pfn:#x}")
         for v in kvm.vcpus:
+            if tlb_unusable(kvm, v, self.tlb_flush_contract):
+                continue  # flushed before the vCPU's next guest access
             for gfn, (pfn, _w) in v.tlb.entries.items():
                 if pfn in old_pfns:
                     problems.append(f"vcpu{v.vcpu_id} TLB maps gfn {gfn:#x} -> stale pfn "

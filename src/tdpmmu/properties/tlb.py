@@ -47,8 +47,9 @@ unknown contract is not checked here.
 A TLB entry counts as stale if the vCPU's *current* root no longer maps it
 (an entry another root of the vCPU's still backs is not the zapper's debt);
 a vCPU without a root has its TLB flushed when it loads one
-(``kvm_mmu_load``).  The check runs in the step of the release; it reads the
-TLBs without declaring it, which keeps the search the same: the fills and
+(``kvm_mmu_load``), and one inside that load, between installing the root and
+the flush, is skipped too (``tlb_unusable``).  The check runs in the step of
+the release; it reads the TLBs without declaring it, which keeps the search the same: the fills and
 flushes that decide it are ordered against the zap by the SPTE stores.
 """
 
@@ -98,6 +99,26 @@ def root_translation(kvm: Any, root: Any, gfn: int) -> int | None:
     return None
 
 
+def tlb_unusable(kvm: Any, v: Any, contract: str | None) -> bool:
+    """Are ``v``'s TLB entries ones it can never use again before a flush?
+
+    While its ``kvm_mmu_load`` installs a new root and has not flushed yet
+    (``tlb_flush_after_load_pending``, model ghost state: real TLB entries are
+    tagged with the old root, which the new one does not use); and, under 6.9's
+    contract, while its current root is invalid: it was sent
+    ``KVM_REQ_MMU_FREE_OBSOLETE_ROOTS`` (with a kick) when the root was
+    invalidated and frees it and flushes at load before its next guest access
+    (the comment of 6.9's ``kvm_tdp_mmu_zap_invalidated_roots``).  A guest
+    access through such an entry would still be caught by the access checks."""
+    if getattr(v, "tlb_flush_after_load_pending", False):
+        return True
+    if contract != "before-unlock-valid-root":
+        return False
+    hpa = v.mmu.root_hpa
+    root = kvm.phys.get(hpa >> PAGE_SHIFT) if hpa != INVALID_PAGE else None
+    return root is not None and bool(getattr(peek(root, "role"), "invalid", False))
+
+
 class TlbCoherence:
     name = "tlb-coherence"
 
@@ -141,9 +162,8 @@ class TlbCoherence:
                 continue
             as_id = 1 if v.smm else 0
             root = kvm.phys.get(hpa >> PAGE_SHIFT)
-            if self.contract == "before-unlock-valid-root" and root is not None \
-                    and getattr(peek(root, "role"), "invalid", False):
-                continue  # the vCPU frees this root and flushes before it runs
+            if tlb_unusable(kvm, v, self.contract):
+                continue  # the vCPU flushes before it runs (see tlb_unusable)
             for a, gfn0, n, pfn0 in owed:
                 if a != as_id:
                     continue
