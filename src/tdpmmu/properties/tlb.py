@@ -102,7 +102,8 @@ def root_translation(kvm: Any, root: Any, gfn: int) -> int | None:
 def tlb_unusable(kvm: Any, v: Any, contract: str | None) -> bool:
     """Are ``v``'s TLB entries ones it can never use again before a flush?
 
-    While its ``kvm_mmu_load`` installs a new root and has not flushed yet
+    While it has no root (it loads one, and flushes, before a guest access);
+    while its ``kvm_mmu_load`` installs a new root and has not flushed yet
     (``tlb_flush_after_load_pending``, model ghost state: real TLB entries are
     tagged with the old root, which the new one does not use); and, under 6.9's
     contract, while its current root is invalid: it was sent
@@ -110,11 +111,11 @@ def tlb_unusable(kvm: Any, v: Any, contract: str | None) -> bool:
     invalidated and frees it and flushes at load before its next guest access
     (the comment of 6.9's ``kvm_tdp_mmu_zap_invalidated_roots``).  A guest
     access through such an entry would still be caught by the access checks."""
-    if getattr(v, "tlb_flush_after_load_pending", False):
-        return True
+    hpa = v.mmu.root_hpa
+    if hpa == INVALID_PAGE or getattr(v, "tlb_flush_after_load_pending", False):
+        return True  # no root yet, or loading one: kvm_mmu_load flushes first
     if contract != "before-unlock-valid-root":
         return False
-    hpa = v.mmu.root_hpa
     root = kvm.phys.get(hpa >> PAGE_SHIFT) if hpa != INVALID_PAGE else None
     return root is not None and bool(getattr(peek(root, "role"), "invalid", False))
 
