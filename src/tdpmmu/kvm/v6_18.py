@@ -487,6 +487,21 @@ class V6_18(V6_9):
         if kvm.arch.tdp_mmu_enabled:
             self.kvm_tdp_mmu_zap_invalidated_roots(kvm, True)
 
+    def kvm_memslot_flush_zap_all(self, kvm: Any) -> bool:
+        """mmu.c (after 6.9; in the stored 6.13.7): a default VM with
+        ``KVM_X86_QUIRK_SLOT_ZAP_ALL`` (on
+        unless userspace disables it; the model has no ``KVM_CAP_DISABLE_QUIRKS2``)
+        zaps everything on a memslot removal."""
+        return kvm.arch.vm_type == KVM_X86_DEFAULT_VM
+
+    def kvm_arch_flush_shadow_memslot(self, kvm: Any, slot: Any) -> None:
+        """mmu.c: the fast zap of every root, as before, for the model's VMs;
+        ``kvm_mmu_zap_memslot`` (TDX, or the quirk disabled) is not modelled."""
+        if self.kvm_memslot_flush_zap_all(kvm):
+            self.kvm_mmu_zap_all_fast(kvm)
+        else:  # pragma: no cover - unreachable: no TDX VMs, the quirk is on
+            raise NotImplementedError("kvm_mmu_zap_memslot is not modelled")
+
     # --------------------------------------------------------------- zap
     def kvm_tdp_mmu_zap_all(self, kvm: Any) -> None:
         """6.14: direct roots, invalid ones included (a TDX VM's valid
