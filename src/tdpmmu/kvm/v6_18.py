@@ -131,8 +131,8 @@ class V6_18(V6_9):
       (hash as read on a mirror of a mainline-based tree); aging elides the
       TLB flush (``CONFIG_KVM_ELIDE_TLB_FLUSH_IF_YOUNG``).
     - between 6.9 and 6.13 (in the stored 6.13.7): "KVM: x86/mmu: Introduce
-      a quirk to control memslot zap behavior" (hash not in the sources
-      read): ``kvm_arch_flush_shadow_memslot`` zaps everything only for a
+      a quirk to control memslot zap behavior" (title from memory, hash not
+      in the sources read): ``kvm_arch_flush_shadow_memslot`` zaps everything only for a
       default VM with ``KVM_X86_QUIRK_SLOT_ZAP_ALL`` (``kvm_memslot_flush_zap_all``).
     - 6.14, TDX MMU preparation (Isaku Yamahata, Rick Edgecombe, Yan Zhao;
       titles "KVM: x86/tdp_mmu: Introduce KVM MMU root types to specify page
