@@ -119,8 +119,9 @@ class V6_18(V6_9):
     ``pages`` corpus; the individual TDX-preparation patches' hashes were not
     in the sources read):
 
-    - 6.10, "KVM, mm: remove the .change_pte() MMU notifier" (Paolo Bonzini;
-      hash not in the sources read): ``kvm_tdp_mmu_set_spte_gfn`` and
+    - 6.10, the removal of the ``.change_pte()`` MMU notifier (Paolo
+      Bonzini; title and hash not checked: read from the trees, 6.9.0 has
+      ``kvm_tdp_mmu_set_spte_gfn``, 6.13.7 and 6.18.2 do not): ``kvm_tdp_mmu_set_spte_gfn`` and
       ``kvm_mmu_notifier_change_pte`` are gone (``has_change_pte_notifier``);
       KSM's replacement of a page is an invalidate start/end pair only.
     - c59de1413391 KVM x86 MMU changes for 6.13: ``tdp_mmu_iter_need_resched``
@@ -135,9 +136,11 @@ class V6_18(V6_9):
       in the sources read): ``kvm_arch_flush_shadow_memslot`` zaps everything only for a
       default VM with ``KVM_X86_QUIRK_SLOT_ZAP_ALL`` (``kvm_memslot_flush_zap_all``).
     - 6.14, TDX MMU preparation (Isaku Yamahata, Rick Edgecombe, Yan Zhao;
-      titles "KVM: x86/tdp_mmu: Introduce KVM MMU root types to specify page
-      table type", "Take root types for kvm_tdp_mmu_invalidate_all_roots()",
-      "Support mirror root for TDP MMU"; hashes not in the sources read):
+      titles, from memory and unchecked, "KVM: x86/tdp_mmu: Introduce KVM
+      MMU root types to specify page table type", "Take root types for
+      kvm_tdp_mmu_invalidate_all_roots()", "Support mirror root for TDP MMU";
+      hashes not in the sources read; the code is read from the trees: in
+      6.18.2, not in 6.13.7):
       ``role.is_mirror``, ``tdp_mmu_root_match``, the iterators'
       ``types``, ``kvm_tdp_mmu_invalidate_roots``, ``kvm_tdp_mmu_alloc_root
       (vcpu, mirror)`` (void) and its call for the mirror root from
