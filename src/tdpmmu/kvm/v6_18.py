@@ -2,11 +2,13 @@
 
 Built from the stored 6.18.2 tree (``gfunkmonk/linux-6.18.2``) read against
 6.9.0 (``ec-jt/linux-6.9.0``) and, to date the changes, 6.13.7
-(``ChenRuiwei/linux-6.13.7``).  The 6.18.y stable backports in the tree
-(6.18.1, 6.18.2) touch none of the root functions read here: every
-difference to 6.9 below is in the mainline merges named in the class
-docstring, and none of the root-lifecycle code differs from what those
-merges describe; no 6.18.y change is modelled.
+(``ChenRuiwei/linux-6.13.7``).  The tree is 6.18.2 and has no history: no
+list of the 6.18.1/6.18.2 stable patches was found in the stored sources.
+Its root functions match what the mainline merges for 6.10 to 6.18 describe
+(the 6.18 merge 5b0d0d85422d names only NX recovery under the read lock and
+prefault/TDX memslot fixes, which the model does not run), and nothing in
+them comes from a later release that the sources name, so the stored code is
+taken as 6.18's; a 6.18.y backport to these functions would go unnoticed.
 """
 
 from __future__ import annotations
