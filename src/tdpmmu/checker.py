@@ -41,6 +41,7 @@ from .properties.peek import mmu_roots, peek
 from .scenarios import builtin_scenario_path, scenario_names
 from .scenarios.actions import ACTIONS, World
 from .scenarios.format import (
+    VM_TYPES,
     Action,
     Scenario,
     ScenarioError,
@@ -188,6 +189,9 @@ def make_kernel(kernel_cls: type[V5_10], knobs: dict[str, str]) -> V5_10:
     for name, choice in knobs.items():
         attr, choices, _good, _help = KNOBS[name]
         if not hasattr(k, attr):
+            if attr == "CONFIG_KVM_PROVE_MMU":
+                raise UserError(f"--prove-mmu: kernel {kernel_cls.name} has no "
+                                "CONFIG_KVM_PROVE_MMU (the Kconfig option exists from 6.6)")
             raise UserError(f"--knob {name}: kernel {kernel_cls.name} has no such code "
                             f"(the knob applies to {attr})")
         setattr(k, attr, choices[choice])
@@ -212,6 +216,12 @@ def build_model(kernel_cls: type[V5_10], scenario: Scenario,
                          kernel_cls.name)
     except ScenarioError as exc:
         raise UserError(str(exc)) from None
+    if scenario.vm_type != "default":
+        # A VM type the version lacks, or has but the model leaves out, is refused.
+        why = getattr(kernel_cls, "vm_types_left_out", {}).get(
+            scenario.vm_type, f"has no {VM_TYPES[scenario.vm_type]} (not in its uapi)")
+        raise UserError(f"{scenario.path or scenario.name}: [vm] type = "
+                        f"{scenario.vm_type!r}: kernel {kernel_cls.name} {why}")
     if "tdp_mmu" not in knobs and scenario.tdp_mmu is not None:
         k.tdp_mmu = bool(scenario.tdp_mmu)  # the scenario's module parameter
     # The threads destroy_vm waits for: they hold the VM's fd (vCPU threads among them).

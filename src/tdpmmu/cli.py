@@ -144,6 +144,10 @@ def _run_options(p: argparse.ArgumentParser) -> None:
                    "(shadow) MMU's direct roots; give both (--tdp-mmu 0 --tdp-mmu 1) to "
                    "check each (default: the scenario's [vm] tdp_mmu, else the version's: "
                    "0 before 5.15; `tdpmmu check` with no arguments adds tdp_mmu=0 rows)")
+    p.add_argument("--prove-mmu", dest="prove_mmu", action="store_true",
+                   help="CONFIG_KVM_PROVE_MMU=y (6.6+; the same as --knob KVM_PROVE_MMU=y): "
+                   "the MMU's KVM_MMU_WARN_ON checks run (default: off, as the kernel's "
+                   "Kconfig; rejected on versions before 6.6)")
     p.add_argument("--kasan", dest="kasan", action="store_true", default=True,
                    help="CONFIG_KASAN: report uses of freed memory (the default, as KVM "
                    "developers test)")
@@ -293,8 +297,18 @@ def default_rows(kernels: list[str], scenarios: list[str]) -> list[tuple[str, st
     return rows
 
 
-def cmd_check(args: argparse.Namespace) -> int:
+def _parse_knobs(args: argparse.Namespace) -> dict[str, str]:
+    """``--knob`` pairs, with ``--prove-mmu`` as ``KVM_PROVE_MMU=y``."""
     knobs = parse_knobs(args.knob)
+    if args.prove_mmu:
+        if knobs.get("KVM_PROVE_MMU") == "n":
+            raise UserError("--prove-mmu: also given as --knob KVM_PROVE_MMU=n; give one")
+        knobs["KVM_PROVE_MMU"] = "y"
+    return knobs
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    knobs = _parse_knobs(args)
     # Nothing asked for is dropped silently: options of other strategies are errors.
     if args.preemption_bound is not None and args.strategy != "bounded":
         raise UserError(f"--preemption-bound applies to --strategy bounded, not "
@@ -434,7 +448,7 @@ def _write_junit(path: str, results: list[CheckResult]) -> None:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    knobs = parse_knobs(args.knob)
+    knobs = _parse_knobs(args)
     sets = knob_sets(args, knobs)
     if len(sets) > 1:
         raise UserError("--tdp-mmu: a schedule replays on one MMU; give one value")

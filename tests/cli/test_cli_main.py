@@ -117,6 +117,33 @@ def test_knob_for_code_the_kernel_lacks():
                             "--knob", "next-root=before-body"), "--knob next-root")
 
 
+def test_prove_mmu_on_a_version_without_the_option():
+    # CONFIG_KVM_PROVE_MMU came in 6.6: v6.4 has no such Kconfig option.
+    assert_bad_input(tdpmmu("check", "--kernel", "v6.4", "--scenario", "seed-bug",
+                            "--prove-mmu"), "--prove-mmu", "v6.4", "CONFIG_KVM_PROVE_MMU")
+
+
+def test_prove_mmu_runs_and_its_replay_line_keeps_it(tmp_path):
+    variant = tmp_path / "double_yield.py"
+    variant.write_text(
+        "from tdpmmu.kvm.versions import V6_18\n\n\n"
+        "class DoubleYield(V6_18):\n"
+        "    name = 'v6.18+double-yield'\n\n"
+        "    def tdp_mmu_iter_cond_resched(self, kvm, it, flush=False, shared=False):\n"
+        "        if super().tdp_mmu_iter_cond_resched(kvm, it, flush, shared):\n"
+        "            super().tdp_mmu_iter_cond_resched(kvm, it, False, shared)\n"
+        "            return True\n"
+        "        return False\n")
+    off = tdpmmu("check", "--kernel", str(variant), "--scenario", "seed-bug",
+                 "--max-executions", "100", "-j", "1")
+    assert off.returncode == 0, off.stdout + off.stderr
+    on = tdpmmu("check", "--kernel", str(variant), "--scenario", "seed-bug",
+                "--max-executions", "100", "-j", "1", "--prove-mmu")
+    assert on.returncode == 1, on.stdout + on.stderr
+    assert "tdp_mmu_iter_cond_resched" in on.stdout
+    assert "--knob KVM_PROVE_MMU=y" in on.stdout
+
+
 def test_unknown_strategy():
     assert_bad_input(tdpmmu("check", "--kernel", "v5.10", "--scenario", "seed-bug",
                             "--strategy", "bfs"), "--strategy", "bfs")

@@ -73,3 +73,9 @@ def test_scenario_workflow(tmp_path):
 def test_pytest_workflow(pytester: pytest.Pytester):
     pytester.makepyfile(test_my_patch=block("# test_my_patch.py"))
     pytester.runpytest("test_my_patch.py").assert_outcomes(passed=2)
+
+
+def test_every_built_in_version_is_named_in_the_readme():
+    from tdpmmu.kvm.versions import BUILTIN
+    missing = [name for name in BUILTIN if f"`{name}`" not in README]
+    assert not missing, f"README names no `{missing}`"

@@ -83,6 +83,20 @@ def WARN_ON_ONCE(condition: Any) -> bool:
     return bool(condition)
 
 
+def KVM_MMU_WARN_ON(condition: Any, prove_mmu: bool) -> bool:
+    """``KVM_MMU_WARN_ON(x)`` (arch/x86/kvm/mmu/mmu_internal.h, 6.6+): with
+    ``CONFIG_KVM_PROVE_MMU=y`` a ``WARN_ON_ONCE(x)`` at the caller; without it
+    (the kernel's default) ``BUILD_BUG_ON_INVALID(x)``, which checks nothing
+    at run time and is false.  The caller passes its kernel's config
+    (``prove_mmu``); Python evaluates ``condition`` either way, so callers
+    pass side-effect-free reads."""
+    if not prove_mmu:
+        return False
+    if condition and _first_time(callsite.caller_frame()):
+        _warn(None)
+    return bool(condition)
+
+
 def KVM_BUG_ON(condition: Any, kvm: Any) -> bool:
     """``KVM_BUG_ON(cond, kvm)`` (include/linux/kvm_host.h): a ``WARN_ON_ONCE``
     at the caller, unless the VM is already bugged, then the VM is marked

@@ -128,10 +128,18 @@ class Mmu:
         return self.kvm_mmu_load(vcpu)
 
     def kvm_mmu_load(self, vcpu: Any) -> int:
+        # Model only (ghost state for the TLB properties): between installing
+        # the new root and the flush below, the TLB's entries are the old
+        # root's.  Real TLBs tag them with the old EPTP/ASID, so the new root
+        # never uses them; the model's TLB is untagged, so the properties skip
+        # a vCPU while its load's flush is pending.
+        vcpu.tlb_flush_after_load_pending = True
         r = self.mmu_alloc_roots(vcpu)
         if r:
+            vcpu.tlb_flush_after_load_pending = False
             return r
         self.kvm_vcpu_flush_tlb_current(vcpu)  # kvm_x86_ops.tlb_flush_current
+        vcpu.tlb_flush_after_load_pending = False
         return 0
 
     def mmu_alloc_roots(self, vcpu: Any) -> int:

@@ -43,11 +43,12 @@ class kvm_mmu_page_role:
     access: int = 7
     guest_mode: int = 0
     invalid: int = 0
+    is_mirror: int = 0  # 6.14+: a TDX mirror root (never set: no TDX VMs in the model)
 
     @property
     def word(self) -> int:
         return (self.level | self.smm << 4 | self.direct << 5 | self.access << 6
-                | self.guest_mode << 9 | self.invalid << 10)
+                | self.guest_mode << 9 | self.invalid << 10 | self.is_mirror << 11)
 
     def with_level(self, level: int) -> kvm_mmu_page_role:
         return replace(self, level=level)
@@ -60,6 +61,8 @@ class kvm_mmu_page_role:
             bits.append("guest")
         if self.invalid:
             bits.append("invalid")
+        if self.is_mirror:
+            bits.append("mirror")
         return ",".join(bits)
 
 
@@ -188,6 +191,7 @@ class kvm_mmu:
         self.name = name
         self.root_hpa = INVALID_PAGE
         self.root_pgd = 0
+        self.mirror_root_hpa = INVALID_PAGE  # 6.14+: a TDX VM's mirror root (never valid here)
         self.shadow_root_level = 0
         self.root_level = 0
         self.direct_map = direct_map
@@ -253,6 +257,7 @@ class kvm_arch(Guarded):
         self.tdp_mmu_roots = list_head(None)
         self.tdp_mmu_pages = list_head(None)
         self.mmu_valid_gen = 0
+        self.vm_type = 0  # KVM_X86_DEFAULT_VM (KVM_CREATE_VM's type)
 
 
 class HostMM:

@@ -84,8 +84,16 @@ class V6_6(V6_4):
     ``kvm_mmu_check_sptes_at_free`` (``CONFIG_KVM_PROVE_MMU``), which the model
     keeps on as it kept ``MMU_WARN_ON``.
 
-    Simplifications: 6.6's ``CONFIG_KVM_PROVE_MMU`` (``KVM_MMU_WARN_ON``)
-    checks no root state on the modelled paths and is not a run option here.
+    ``CONFIG_KVM_PROVE_MMU`` (the 6.6 merge d011151616e7 "KVM x86 MMU
+    changes for 6.6": MMU_DEBUG replaced by it) is a run option from here on
+    (``--prove-mmu``, off by default as in the kernel's Kconfig): 6.6's
+    ``KVM_MMU_WARN_ON`` checks no root state on the modelled paths (they are
+    in A/D-bit helpers and the legacy MMU's ``kvm_mmu_check_sptes_at_free``,
+    whose model keeps 5.10's check), so on 6.6 the option changes nothing;
+    6.9 and 6.18 read it (``tdp_mmu_zap_root``'s passes, the yield and
+    teardown checks).
+
+    Simplifications:
     ``tdp_mmu_scheduled_root_to_zap`` is a plain field of the page: every
     access holds ``mmu_lock`` (for write in the invalidation; for read in the
     zap, of which one runs at a time: under ``slots_lock`` or at teardown),
@@ -100,6 +108,8 @@ class V6_6(V6_4):
     # 0df9dab891ff: "kvm_tdp_mmu_zap_invalidated_roots() is gifted the TDP
     # MMU's reference" (see properties.root_lifecycle).
     tdp_mmu_reference_put_by = "kvm_tdp_mmu_zap_invalidated_roots"
+    # Kconfig KVM_PROVE_MMU (6.6, default n): the run option --prove-mmu.
+    CONFIG_KVM_PROVE_MMU = False
 
     # ------------------------------------------------------------ VM init
     def kvm_mmu_init_tdp_mmu(self, kvm: Any) -> None:

@@ -136,8 +136,6 @@ class V6_9(V6_6):
     # properties.tlb for what the vCPUs do instead).
     tlb_flush_contract = "before-unlock-valid-root"
 
-    CONFIG_KVM_PROVE_MMU = False  # the kernel's default (KVM_PROVE_MMU is off)
-
     # What-ifs (tests/kvm/test_v6_9.py): drop the recheck under
     # tdp_mmu_pages_lock; unlink a freed root without tdp_mmu_pages_lock.
     alloc_root_recheck = True

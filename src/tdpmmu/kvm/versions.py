@@ -159,11 +159,12 @@ from .v6_1 import V6_1  # noqa: E402
 from .v6_4 import V6_4  # noqa: E402
 from .v6_6 import V6_6  # noqa: E402
 from .v6_9 import V6_9  # noqa: E402
+from .v6_18 import V6_18  # noqa: E402
 
 BUILTIN: dict[str, type[V5_10]] = {cls.name: cls for cls in (V5_10, V5_10_fix_v1, V5_11,
                                                              V5_12, V5_13, V5_15, V5_17,
                                                              V5_18, V6_1, V6_4, V6_6,
-                                                             V6_9)}
+                                                             V6_9, V6_18)}
 # What `tdpmmu check` runs with no --kernel: the seed thread's story (the bug, the
 # first attempt, the fix); the later designs are asked for by name.
 SEED_VERSIONS: tuple[str, ...] = ("v5.10", "v5.10-fix-v1", "v5.11")
@@ -181,6 +182,9 @@ KNOBS: dict[str, tuple[str, dict[str, bool], str, str]] = {
                 "the kvm module parameter (also --tdp-mmu); default: the scenario's "
                 "[vm] tdp_mmu, else the version's (0 before 5.15): with 0 the direct "
                 "roots are the legacy (shadow) MMU's"),
+    "KVM_PROVE_MMU": ("CONFIG_KVM_PROVE_MMU", {"n": False, "y": True}, "n",
+                      "the Kconfig option (6.6+; also --prove-mmu): y runs the MMU's "
+                      "KVM_MMU_WARN_ON checks; n, the kernel's default, compiles them out"),
     "resched": ("resched_policy", {"after-progress": "progress", "always": "always",
                                    "never": "never"}, "after-progress",
                 "when a yielding walk yields (always: also again before it moved on; "

@@ -59,8 +59,9 @@ unknown contract is not checked here.
 A TLB entry counts as stale if the vCPU's *current* root no longer maps it
 (an entry another root of the vCPU's still backs is not the zapper's debt);
 a vCPU without a root has its TLB flushed when it loads one
-(``kvm_mmu_load``).  The check runs in the step of the release; it reads the
-TLBs without declaring it, which keeps the search the same: the fills and
+(``kvm_mmu_load``), and one inside that load, between installing the root and
+the flush, is skipped too (:func:`tlb_unusable`).  The check runs in the
+step of the release; it reads the TLBs without declaring it, which keeps the search the same: the fills and
 flushes that decide it are ordered against the zap by the SPTE stores.
 """
 
@@ -98,6 +99,26 @@ def root_invalid(root: Any) -> bool:
     return root is not None and bool(getattr(peek(root, "role"), "invalid", False))
 
 
+def tlb_unusable(kvm: Any, v: Any, contract: str | None) -> bool:
+    """Are all of ``v``'s TLB entries ones it can never use again before a flush?
+
+    While it has no root (it loads one, and flushes, before a guest access);
+    while its ``kvm_mmu_load`` installs a new root and has not flushed yet
+    (``tlb_flush_after_load_pending``, model ghost state: real TLB entries are
+    tagged with the old root, which the new one does not use); and, under 6.9's
+    contract, while its current root is invalid: it was sent
+    ``KVM_REQ_MMU_FREE_OBSOLETE_ROOTS`` (with a kick) when the root was
+    invalidated and frees it and flushes at load before its next guest access
+    (the comment of 6.9's ``kvm_tdp_mmu_zap_invalidated_roots``).  A guest
+    access through such an entry would still be caught by the access checks."""
+    hpa = v.root_mmu.root_hpa  # the TLB holds L1's translations (see on_release)
+    if hpa == INVALID_PAGE or getattr(v, "tlb_flush_after_load_pending", False):
+        return True  # no root yet, or loading one: kvm_mmu_load flushes first
+    if contract not in INVALID_ROOT_ENTRIES_UNUSABLE:
+        return False
+    return root_invalid(kvm.phys.get(hpa >> PAGE_SHIFT))
+
+
 class TlbProvenance:
     """Through which root each vCPU's TLB entry was filled (or last used), and
     so which entries a guest access can still use without a flush.
@@ -113,6 +134,7 @@ class TlbProvenance:
     def __init__(self, kvm: Any, contract: str | None = None) -> None:
         self.kvm = kvm
         # Under this contract an entry filled through an invalid root is unusable.
+        self.contract = contract
         self.invalid_root_entries_unusable = contract in INVALID_ROOT_ENTRIES_UNUSABLE
         self.root: dict[tuple[int, int], Any] = {}  # (vcpu_id, gfn) -> root
 
@@ -129,6 +151,8 @@ class TlbProvenance:
 
     def unusable(self, v: Any, gfn: int) -> bool:
         """The entry cannot be used before the vCPU flushes (see the module doc)."""
+        if tlb_unusable(self.kvm, v, self.contract):
+            return True
         return self.invalid_root_entries_unusable and self.filled_through_invalid_root(v, gfn)
 
     def entries(self, v: Any) -> list[tuple[int, tuple[int, bool]]]:

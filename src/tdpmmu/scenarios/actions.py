@@ -185,7 +185,9 @@ def do_change_pte(world: World, a: Action) -> None:
     k.kvm_mmu_notifier_invalidate_range_start(kvm, hva, hva + 1)
     k.trace_event(kvm, "invalidate_range_start_returned", start=hva, end=hva + 1)
     new = kvm.mm.replace(hva, writable=False)  # KSM merges it into a read-only page
-    k.kvm_mmu_notifier_change_pte(kvm, hva, new)
+    # From 6.10 the mm has no .change_pte() notifier: the pair above is all.
+    if getattr(k, "has_change_pte_notifier", True):
+        k.kvm_mmu_notifier_change_pte(kvm, hva, new)
     k.trace_event(kvm, "invalidate_range_end_called", start=hva, end=hva + 1)
     k.kvm_mmu_notifier_invalidate_range_end(kvm, hva, hva + 1)
 

@@ -11,6 +11,9 @@ A scenario is a TOML file::
     manual_dirty_log_protect = false  # KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, optional
     tdp_mmu = 1           # the kvm module parameter, optional (default: the
                           # version's, 0 before 5.15); --tdp-mmu overrides it
+    type = "default"      # KVM_CREATE_VM's type, optional: "default"
+                          # (KVM_X86_DEFAULT_VM) or "tdx" (KVM_X86_TDX_VM: no
+                          # built-in version models it, so it is rejected)
 
     [[memslot]]           # the memslots the VM starts with
     id = 0
@@ -65,7 +68,8 @@ Actions (``op`` and its fields; ``as_id`` defaults to 0 everywhere):
   pages to new host frames (``invalidate_range_start``, host PTE change,
   ``invalidate_range_end``)
 - ``change_pte``: hva — KSM-style: invalidate start, the page becomes a
-  read-only copy, ``change_pte``, invalidate end
+  read-only copy, ``change_pte`` (until 6.9: 6.10 removed the notifier),
+  invalidate end
 - ``age``: hva, npages (``clear_flush_young``);  ``test_age``: hva
 - ``zap_all``: ``kvm_mmu_zap_all`` (``kvm_arch_flush_shadow_all``)
 - ``zap_gfn_range``: base_gfn, npages — ``kvm_zap_gfn_range`` (as a guest MTRR
@@ -144,6 +148,11 @@ class Scenario:
     threads: list[tuple[str, list[Action]]] = field(default_factory=list)
     manual_dirty_log_protect: bool = False
     tdp_mmu: int | None = None  # None: the kernel version's default
+    vm_type: str = "default"  # [vm] type: "default" or "tdx" (see VM_TYPES)
+
+
+# [vm] type -> the KVM_CREATE_VM type it names (arch/x86/include/uapi/asm/kvm.h).
+VM_TYPES = {"default": "KVM_X86_DEFAULT_VM", "tdx": "KVM_X86_TDX_VM"}
 
 
 # op -> (required fields, optional fields with defaults)
@@ -297,14 +306,18 @@ def parse_scenario(data: dict[str, Any], path: str) -> Scenario:
     if not isinstance(vm, dict):
         raise err("[vm]", "must be a table")
     for key in vm:
-        if key not in ("vcpus", "root_level", "manual_dirty_log_protect", "tdp_mmu"):
+        if key not in ("vcpus", "root_level", "manual_dirty_log_protect", "tdp_mmu", "type"):
             raise err(f"[vm] key '{key}'", "unknown (expected vcpus, root_level, "
-                      "manual_dirty_log_protect, tdp_mmu)")
+                      "manual_dirty_log_protect, tdp_mmu, type)")
     vcpus = _int(vm.get("vcpus", 1), err, "[vm] vcpus", 1, MAX_VCPUS)
     root_level = _int(vm.get("root_level", 3), err, "[vm] root_level", 2, 4)
     manual = _bool(vm.get("manual_dirty_log_protect", False), err,
                    "[vm] manual_dirty_log_protect")
     tdp_mmu = None if "tdp_mmu" not in vm else _int(vm["tdp_mmu"], err, "[vm] tdp_mmu", 0, 1)
+    vm_type = vm.get("type", "default")
+    if vm_type not in VM_TYPES:
+        raise err("[vm] type", f"expected one of {', '.join(map(repr, VM_TYPES))}, "
+                  f"not {one_line(repr(vm_type))}")
     max_gfn = 1 << (2 * root_level)
 
     memslots = []
@@ -384,7 +397,7 @@ def parse_scenario(data: dict[str, Any], path: str) -> Scenario:
     _check_sequences(memslots, setup, threads, err)
     return Scenario(name=name, description=description.strip(), path=path, vcpus=vcpus,
                     root_level=root_level, memslots=memslots, setup=setup, threads=threads,
-                    manual_dirty_log_protect=manual, tdp_mmu=tdp_mmu)
+                    manual_dirty_log_protect=manual, tdp_mmu=tdp_mmu, vm_type=vm_type)
 
 
 def _check_sequences(memslots: list[MemslotSpec], setup: list[Action],
