@@ -61,8 +61,9 @@ A TLB entry counts as stale if the vCPU's *current* root no longer maps it
 a vCPU without a root has its TLB flushed when it loads one
 (``kvm_mmu_load``), and one inside that load, between installing the root and
 the flush, is skipped too (:func:`tlb_unusable`).  The check runs in the
-step of the release; it reads the TLBs without declaring it, which keeps the search the same: the fills and
-flushes that decide it are ordered against the zap by the SPTE stores.
+step of the release; it reads the TLBs without declaring it, which keeps
+the search the same: the fills and flushes that decide it are ordered
+against the zap by the SPTE stores.
 """
 
 from __future__ import annotations
