@@ -1,6 +1,7 @@
 """Survivor classes of bench/mutants.py made observable (issue 9, second round):
 a flush lost by a fault under the read lock, a re-protection mask that keeps
-only its last bit, and a page table never put on ``tdp_mmu_pages``."""
+only its last bit, and a page table never put on (or never taken off)
+``tdp_mmu_pages``."""
 
 from __future__ import annotations
 
@@ -86,9 +87,26 @@ def test_a_page_table_never_linked_oopses_at_its_unlink() -> None:
         "BUG: kernel NULL pointer dereference"), v and v.message
 
 
+class _RemovedPageStaysListed(V5_12):
+    """handle_removed_tdp_mmu_page without ``tdp_mmu_unlink_page``: the page
+    table is freed after a grace period while still on ``tdp_mmu_pages``."""
+
+    name = "v5.12+removed-page-stays-listed"
+
+    def tdp_mmu_unlink_page(self, kvm: Any, sp: Any, shared: bool) -> None:
+        pass
+
+
+def test_a_freed_page_left_on_tdp_mmu_pages_is_a_use_after_free() -> None:
+    v = check(_RemovedPageStaysListed, "refault-after-grace-period").violation
+    assert v is not None and v.kind == "KASAN", v and v.message
+    assert "use-after-free in tdp_mmu_link_page" in v.message
+
+
 @pytest.mark.parametrize("release", ["v5.11", "v5.12", "v5.13", "v5.18", "v6.9"])
 def test_releases_verify_the_scenarios(release: str) -> None:
     assert check(release, "dirty-log-clear").violation is None
     assert check(release, "huge-split-fault", max_executions=300).violation is None
     assert check(release, "teardown").violation is None
+    assert check(release, "refault-after-grace-period").violation is None
 
