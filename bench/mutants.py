@@ -90,6 +90,8 @@ TARGETS: dict[str, tuple[str, ...]] = {
         "kvm_mmu_notifier_change_pte", "kvm_mmu_notifier_clear_flush_young",
         "kvm_tdp_mmu_handle_hva_range", "handle_hva_range_root", "mmu_notifier_retry",
         "age_gfn_range", "kvm_unmap_hva_range",
+        # 5.13: the generic walk over memslots (__kvm_handle_hva_range)
+        "_kvm_handle_hva_range",
     ),
     "fault": (
         "direct_page_fault", "kvm_tdp_mmu_map", "tdp_mmu_map_handle_target_level",

@@ -20,6 +20,7 @@ from .engine.strategies import Strategy
 from .kernel import (
     kmem_cache_create,
     kworker,
+    lockdep_sys_exit,
     mutex,
     object_is_freed,
     set_kasan,
@@ -271,6 +272,8 @@ def build_model(kernel_cls: type[V5_10], scenario: Scenario,
         def thread(world: World) -> None:
             for action in actions:
                 _run_action(world, action)
+                # Each action is a syscall or ioctl: lockdep's check on its return.
+                lockdep_sys_exit(action.op)
             if is_vcpu:
                 running = world.kvm.vcpu_threads_running
                 engine.visible(f"{name} exits", ((running, engine.WRITE),))

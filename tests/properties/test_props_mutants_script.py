@@ -91,3 +91,12 @@ def test_a_scenario_that_never_calls_the_function_cannot_kill_its_mutants(mutant
                 assert mine.violation is None
                 assert mine.result.executions == orig.result.executions
     assert tried >= 10
+
+
+def test_the_generic_notifier_walk_of_v5_13_is_mutated_and_its_lost_result_killed(mutants):
+    """5.13 runs __kvm_handle_hva_range (the model's _kvm_handle_hva_range), not
+    5.12's per-root walk: its `ret |=` across memslots is a mutant, killed by
+    an invalidation spanning memslots of which only a middle one maps a page."""
+    m = _pick(mutants.generate(["v5.13"]), "_kvm_handle_hva_range", "or-assign")
+    mid, where, found, _cpu = mutants.run_mutant((m, ["invalidate-across-memslots"], 300))
+    assert where == "invalidate-across-memslots" and found.startswith("property: tlb-coherence")

@@ -99,6 +99,7 @@ from .lockdep import (  # noqa: E402
     lockdep_assert_held_read,
     lockdep_assert_held_write,
     lockdep_is_held,
+    lockdep_sys_exit,
     preempt_count,
     rcu_read_lock_held,
     set_debug_locks,
@@ -216,6 +217,7 @@ __all__ = [
     # lockdep / sched
     "debug_locks", "debug_locks_off", "held_locks", "in_atomic", "lockdep_assert_held",
     "lockdep_assert_held_read", "lockdep_assert_held_write", "lockdep_is_held",
+    "lockdep_sys_exit",
     "preempt_count", "rcu_read_lock_held", "set_debug_locks", "cond_resched", "might_sleep",
     # mutex / srcu
     "mutex", "mutex_is_locked", "mutex_lock", "mutex_unlock", "srcu_read_lock",

@@ -85,6 +85,17 @@ class list_head:
         return f"list_head({_px(self)})"
 
 
+def zeroed_list_head(owner: Any = None) -> list_head:
+    """A ``list_head`` member of a zero-filled allocation (``kmem_cache_zalloc``,
+    ``__GFP_ZERO``) that nobody initialised: both pointers are NULL until the
+    node is added to a list.  Deleting it before then dereferences NULL, as
+    in the kernel (with CONFIG_DEBUG_LIST too: ``prev->next``)."""
+    node = list_head(owner)
+    node.next = 0
+    node.prev = 0
+    return node
+
+
 def LIST_HEAD(name: str | None = None) -> list_head:
     """An empty list head."""
     return list_head(None, name)
@@ -120,8 +131,21 @@ def gpf(address: int) -> NoReturn:
                            *callsite.indented(callsite.call_chain())])
 
 
+def null_deref(address: int = 0) -> NoReturn:
+    """Dereferencing NULL (a zeroed pointer) oopses."""
+    function = callsite.model_function()
+    raise Finding("BUG", f"BUG: kernel NULL pointer dereference, address: {address:016x}",
+                  function=function,
+                  details=["#PF: supervisor read access in kernel mode",
+                           f"CPU: {callsite.cpu()} Comm: {callsite.task_name()}",
+                           f"RIP: 0010:{function}", "Call Trace:",
+                           *callsite.indented(callsite.call_chain())])
+
+
 def _deref(p: Any) -> list_head:
     if isinstance(p, int):
+        if p == 0:
+            null_deref(p)
         gpf(p)
     return p
 

@@ -269,3 +269,46 @@ def rcu_read_lock_held() -> bool:
 def held_lines(t: Any) -> list[str]:
     """Lockdep's "N locks held by T:" lines, for other reports."""
     return _held_lines(t)
+
+
+# ------------------------------------------------------- return to user space
+def read_sections(t: Any) -> list[str]:
+    """The RCU and SRCU read-side sections ``t`` is inside, by domain name.
+
+    With lockdep, ``rcu_read_lock`` and ``srcu_read_lock`` acquire a lockdep
+    map (``rcu_lock_map``, ``ssp->dep_map``), so they count in the task's
+    lockdep depth like locks; the model keeps their nesting in the readers."""
+    out = []
+    reader = t.local.get(RCU)
+    if reader is not None and reader.nesting:
+        out.append("rcu_read_lock")
+    for key, reader in t.local.items():
+        if isinstance(key, tuple) and key and key[0] == "srcu" and reader.nesting:
+            out.append(reader.name.split(" reader ", 1)[0])
+    return out
+
+
+def lockdep_sys_exit(what: str = "") -> None:
+    """``lockdep_sys_exit()`` (``kernel/locking/lockdep.c``, called on every
+    return to user space from a syscall or ioctl): a task that leaves the
+    kernel still holding a lock, or inside an RCU/SRCU read-side section, is
+    lockdep's "WARNING: lock held when returning to user space!".
+
+    The model calls it where a scenario action (an ioctl, a KVM_RUN, a host
+    syscall that reaches the MMU notifier) returns: a function that returned
+    with ``mmu_lock``, ``slots_lock`` or ``kvm->srcu`` still held is reported
+    there, even when no later thread happens to wait for that lock.  Nothing
+    is checked outside model threads or after ``debug_locks_off``."""
+    t = current_thread()
+    if t is None or not debug_locks():
+        return
+    held = t.local.get(HELD) or []
+    sections = read_sections(t)
+    if not held and not sections:
+        return
+    lines = _held_lines(t) if held else []
+    lines += [f" read-side section of ({name}) still open" for name in sections]
+    raise Finding("lockdep", "WARNING: lock held when returning to user space!",
+                  function=what or callsite.model_function(),
+                  details=[f"{t.name} is leaving the kernel with locks still held!"
+                           + (f" (returning from {what})" if what else ""), *lines])

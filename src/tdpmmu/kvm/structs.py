@@ -15,6 +15,7 @@ from typing import Any
 from ..engine import Var
 from ..kernel import list_head, rcu_head, spinlock_t
 from ..kernel.guard import Guarded, check_write
+from ..kernel.list import zeroed_list_head
 from . import shared
 from .spte import PT64_ENT_PER_PAGE
 
@@ -74,7 +75,9 @@ class kvm_mmu_page:
     __slab_reached_through__ = staticmethod(lambda sp: shared.page_words(sp))
 
     def __init__(self) -> None:
-        self.link = list_head(self)
+        # Zero-filled like the kernel's (mmu_page_header_cache has __GFP_ZERO):
+        # NULL pointers until the page goes on a list.
+        self.link = zeroed_list_head(self)
         self.tdp_mmu_page = False
         self.root_count = 0
         self.role: kvm_mmu_page_role | None = None
