@@ -182,13 +182,13 @@ def cmpxchg_spte(sp: Any, index: int, old_spte: int, new_spte: int) -> int:
 def fetch_and_spte(sp: Any, index: int, mask: int) -> int:
     """``atomic64_fetch_and(mask, sptep)`` (6.4's ``tdp_mmu_clear_spte_bits_atomic``
     clears bits with a LOCK AND): one atomic step; returns the old value."""
-    root = sp.root
-    visible(f"atomic64_fetch_and(spte {sp.name}[{index}])", ((root, WRITE),))
-    note_read(root)
+    w = spte_word(sp, index)
+    visible(f"atomic64_fetch_and(spte {sp.name}[{index}])", ((w, WRITE),))
+    note_read(w)
     cur = sp.spt[index]
     if cur & ~mask != cur:
         sp.spt[index] = cur & mask
-        root.version += 1
+        w.version += 1
     return cur
 
 
