@@ -45,7 +45,7 @@ class _PutUnlocked(V5_11):
         sp.root_count -= 1
         return not sp.root_count
 
-    def kvm_mmu_free_roots(self, vcpu: Any, mmu: Any) -> None:
+    def kvm_mmu_free_roots(self, vcpu: Any, mmu: Any, roots_to_free: int = 0) -> None:
         from tdpmmu.kvm.structs import INVALID_PAGE
         kvm = vcpu.kvm
         if mmu.root_hpa == INVALID_PAGE:
