@@ -141,9 +141,13 @@ def root_words(tree: Any) -> tuple:
     root = _tree_root(tree)
     if not _direct(root):
         return (tree,)
-    top = object.__getattribute__(root, "role").level
-    return tuple(_word(tree, level, idx) for level in range(top, 0, -1)
-                 for idx in range(PT64_ENT_PER_PAGE ** (top - level + 1)))
+    cache = _words(tree)
+    words = cache.get("all")
+    if words is None:
+        top = object.__getattribute__(root, "role").level
+        words = cache["all"] = tuple(_word(tree, level, idx) for level in range(top, 0, -1)
+                                     for idx in range(PT64_ENT_PER_PAGE ** (top - level + 1)))
+    return words
 
 
 def root_reads(trees: Any) -> tuple:
