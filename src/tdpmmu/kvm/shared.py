@@ -92,14 +92,21 @@ def _direct(sp: Any) -> bool:
     return role is None or role.direct
 
 
+def _first_idx(sp: Any) -> tuple[int, int]:
+    """The level of page ``sp`` and the word index of its entry 0 (read without
+    KASAN checks: a page is also asked while it is being freed)."""
+    level = object.__getattribute__(sp, "role").level
+    base = object.__getattribute__(sp, "gfn") >> (PT64_LEVEL_BITS * (level - 1))
+    return level, base & ~(PT64_ENT_PER_PAGE - 1)
+
+
 def spte_word(sp: Any, index: int) -> Any:
     """The access object of entry ``index`` of page ``sp``."""
     tree = sp.root
     if not _direct(sp):
         return tree
-    level = sp.role.level
-    shift = PT64_LEVEL_BITS * (level - 1)
-    return _word(tree, level, ((sp.gfn >> shift) & ~(PT64_ENT_PER_PAGE - 1)) + index)
+    level, first = _first_idx(sp)
+    return _word(tree, level, first + index)
 
 
 def page_words(sp: Any) -> tuple:
@@ -109,10 +116,8 @@ def page_words(sp: Any) -> tuple:
         return ()
     if not _direct(sp):
         return (tree,)
-    level = object.__getattribute__(sp, "role").level
-    base = object.__getattribute__(sp, "gfn") >> (PT64_LEVEL_BITS * (level - 1))
-    base &= ~(PT64_ENT_PER_PAGE - 1)
-    return tuple(_word(tree, level, base + i) for i in range(PT64_ENT_PER_PAGE))
+    level, first = _first_idx(sp)
+    return tuple(_word(tree, level, first + i) for i in range(PT64_ENT_PER_PAGE))
 
 
 def _tree_root(tree: Any) -> Any:

@@ -72,7 +72,7 @@ class kvm_mmu_page:
 
     # Walks declare the SPTE words they read, not the pages holding them (see
     # kvm.shared): freeing a page writes the words of its entries.
-    __slab_reached_through__ = staticmethod(lambda sp: shared.page_words(sp))
+    __slab_reached_through__ = staticmethod(shared.page_words)
 
     def __init__(self) -> None:
         # Zero-filled like the kernel's (mmu_page_header_cache has __GFP_ZERO):
