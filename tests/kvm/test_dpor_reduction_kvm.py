@@ -84,7 +84,13 @@ def _finals(kernel: str, text: str, strategy: str) -> tuple[set, int]:
     return seen, res.executions
 
 
-MEMSLOT = """
+def _vm(vcpus: int) -> str:
+    """A TDP MMU VM with ``vcpus`` vCPUs and one 16-page memslot."""
+    return f"""
+name = "t"
+[vm]
+tdp_mmu = 1
+vcpus = {vcpus}
 [[memslot]]
 id = 0
 base_gfn = 0x0
@@ -94,12 +100,7 @@ hva = 0x100
 
 CASES = {
     # Read-locked faults of two vCPUs: gfns in one leaf page and in another.
-    "two-vcpus-fault": ("v5.12", """
-name = "t"
-[vm]
-tdp_mmu = 1
-vcpus = 2
-""" + MEMSLOT + """
+    "two-vcpus-fault": ("v5.12", _vm(2) + """
 [[thread]]
 name = "vcpu0"
 actions = [ { op = "vcpu_run", vcpu = 0, guest = ["write 0x1"] } ]
@@ -108,12 +109,7 @@ name = "vcpu1"
 actions = [ { op = "vcpu_run", vcpu = 1, guest = ["read 0x2"] } ]
 """),
     # A zap of a whole page table against a vCPU's walks and faults.
-    "zap-vs-walk": ("v5.11", """
-name = "t"
-[vm]
-tdp_mmu = 1
-vcpus = 1
-""" + MEMSLOT + """
+    "zap-vs-walk": ("v5.11", _vm(1) + """
 [[setup]]
 op = "vcpu_run"
 vcpu = 0
@@ -126,12 +122,7 @@ name = "vcpu0"
 actions = [ { op = "vcpu_run", vcpu = 0, guest = ["read 0x2"] } ]
 """),
     # An MMU-notifier invalidation against a read-locked fault (5.13 walkers).
-    "invalidate-vs-fault": ("v5.13", """
-name = "t"
-[vm]
-tdp_mmu = 1
-vcpus = 1
-""" + MEMSLOT + """
+    "invalidate-vs-fault": ("v5.13", _vm(1) + """
 [[setup]]
 op = "vcpu_run"
 vcpu = 0
