@@ -22,6 +22,17 @@ def test_bug_names_kernel_file_and_function() -> None:
     assert "  kvm_mmu_get_root" in v.details and "  thread" in v.details
 
 
+def test_per_function_kernel_file_names_the_file_the_function_lives_in() -> None:
+    """A module's ``__kernel_files__`` places one of its functions in another file;
+    a function listed in several files is placed in the module's own if it is one."""
+    v = explore(lambda: None, [lambda s: model_mmu.kvm_mmu_zap_all_fast(-1)]).violation
+    assert v is not None
+    assert v.message == "WARNING: CPU: T0 at arch/x86/kvm/mmu/mmu.c: kvm_mmu_zap_all_fast"
+    v = explore(lambda: None, [lambda s: model_mmu.kvm_mmu_get_root(0)]).violation
+    assert v is not None
+    assert v.message == "kernel BUG at arch/x86/kvm/mmu/mmu_internal.h: kvm_mmu_get_root"
+
+
 def test_bug_on_false_does_nothing() -> None:
     assert explore(lambda: None, [lambda s: model_mmu.kvm_mmu_get_root(1)]).ok
 

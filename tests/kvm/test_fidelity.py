@@ -88,6 +88,10 @@ def test_list_command_shows_coverage_per_version(capsys: pytest.CaptureFixture[s
     assert fl is not None
     n = len(fl.modelled(BUILTIN["v5.11"]))
     assert f"v5.11   {n}/{len(fl.functions)} tdp_mmu.c/mmu.c functions modelled" in out
+    legacy = fidelity.legacy_for("v5.11")
+    assert legacy is not None
+    m = len(legacy.modelled(BUILTIN["v5.11"]))
+    assert f"legacy MMU (tdp_mmu=0): {m}/{len(legacy.functions)} of the v5.10 list" in out
 
 
 @pytest.mark.parametrize("version", list(BUILTIN))
@@ -148,3 +152,29 @@ def test_legacy_list_catches_a_class_without_the_legacy_mmu() -> None:
     missing = {f.name for f in fl.missing(Mmu)}
     assert {"mmu_alloc_root", "kvm_mmu_get_page", "__kvm_mmu_prepare_zap_page",
             "kvm_mmu_commit_zap_page", "kvm_zap_obsolete_pages"} <= missing
+
+
+@pytest.mark.parametrize("version", [v for v in RELEASES if v in BUILTIN])
+def test_reports_name_the_kernel_file_a_version_function_lives_in(version: str) -> None:
+    """A report raised in a version's override names the file its list places the
+    function in (a v5.18 ``mmu.c`` override is not reported as ``tdp_mmu.c``)."""
+    import sys
+
+    from tdpmmu.kernel import callsite
+
+    cls = BUILTIN[version]
+    fl = fidelity.load(version)
+    assert fl is not None
+    checked = 0
+    for f in fl.modelled(cls):
+        method = getattr(cls, f.model_name)
+        module = sys.modules[method.__module__]
+        if len(fidelity.kernel_files()[f.model_name]) > 1:
+            continue  # listed in two files (a .h inline and its .c body across versions)
+        # A frame of code named like the method, run with the method's module globals.
+        code = compile("frame = _getframe()", "<frame>", "exec").replace(co_name=f.model_name)
+        scope = dict(vars(module), _getframe=sys._getframe)
+        exec(code, scope)
+        assert callsite.kernel_file(scope["frame"]).endswith("/" + f.file), (f.name, f.file)
+        checked += 1
+    assert checked

@@ -3,7 +3,10 @@
 Reports name *model* code, as a kernel oops names kernel functions: frames of the
 engine and of this package are skipped.  A model module may say which kernel
 source file it transliterates with a module-level ``__kernel_file__`` (e.g.
-``"arch/x86/kvm/mmu/tdp_mmu.c"``); otherwise the Python file name is used.
+``"arch/x86/kvm/mmu/tdp_mmu.c"``); otherwise the Python file name is used.  A
+module whose functions come from several kernel files (a version's overrides of
+``tdp_mmu.c`` and ``mmu.c``) adds ``__kernel_files__``: function name -> the
+files it lives in; the module's own file wins where it is one of them.
 
 These helpers walk the Python stack, so they are for report paths and for rare
 events (allocation, a new lock dependency), never for every lock operation.  A
@@ -48,7 +51,13 @@ def kernel_file(frame: FrameType | None) -> str:
     """The kernel source file a model frame stands for."""
     if frame is None:
         return "?"
-    declared = frame.f_globals.get("__kernel_file__")
+    module = frame.f_globals
+    declared = module.get("__kernel_file__")
+    per_function = module.get("__kernel_files__")
+    if per_function:
+        files = per_function.get(frame.f_code.co_name)
+        if files and declared not in files:
+            return files[0]
     return declared if isinstance(declared, str) else os.path.basename(frame.f_code.co_filename)
 
 

@@ -36,7 +36,7 @@ from ..kernel import (
     mutex_unlock,
 )
 from ..kernel.bug import BUG_ON as VM_BUG_ON
-from . import shared
+from . import fidelity, shared
 from .mmu_lock import KVM_MMU_LOCK, KVM_MMU_UNLOCK
 from .spte import (
     KVM_MAX_HUGEPAGE_LEVEL,
@@ -63,6 +63,7 @@ from .tdp_iter import to_shadow_page
 from .tdp_mmu import PFERR_WRITE_MASK, RET_PF_EMULATE, RET_PF_INVALID, RET_PF_RETRY
 
 __kernel_file__ = "arch/x86/kvm/mmu/mmu.c"
+__kernel_files__ = fidelity.kernel_files()  # its mmu.c / tdp_mmu.c functions
 
 KVM_MR_CREATE = 0
 KVM_MR_DELETE = 1

@@ -77,7 +77,7 @@ from ..kernel import (
     list_move,
 )
 from ..kernel.list import list_for_each_entry_safe_reverse
-from . import shared
+from . import fidelity, shared
 from .mmu_lock import KVM_MMU_LOCK, KVM_MMU_UNLOCK
 from .spte import (
     ACC_ALL,
@@ -114,6 +114,7 @@ from .structs import INVALID_PAGE, KVM_ADDRESS_SPACE_NUM, KVM_REQ_TLB_FLUSH_CURR
 from .tdp_iter import to_shadow_page
 
 __kernel_file__ = "arch/x86/kvm/mmu/mmu.c"
+__kernel_files__ = fidelity.kernel_files()  # its mmu.c / tdp_mmu.c functions
 
 BATCH_ZAP_PAGES = 1  # 10 in the kernel; see the module docstring
 RET_PF_RETRY = 0

@@ -45,7 +45,7 @@ from ..kernel import (
     list_for_each_entry,
     lockdep_assert_held,
 )
-from . import shared
+from . import fidelity, shared
 from .mmu_internal import MmuInternal
 from .mmu_lock import KVM_MMU_LOCK, KVM_MMU_UNLOCK
 from .spte import (
@@ -88,6 +88,7 @@ from .tdp_iter import (
 )
 
 __kernel_file__ = "arch/x86/kvm/mmu/tdp_mmu.c"
+__kernel_files__ = fidelity.kernel_files()  # its mmu.c / tdp_mmu.c functions
 
 RET_PF_RETRY = 0
 RET_PF_EMULATE = 1

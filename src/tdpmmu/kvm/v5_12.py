@@ -38,6 +38,7 @@ from ..kernel import (
     srcu_read_lock,
     srcu_read_unlock,
 )
+from . import fidelity
 from . import shared as sh
 from .mmu import KVM_PFN_ERR_RO_FAULT
 from .mmu_lock import KVM_MMU_LOCK, KVM_MMU_UNLOCK
@@ -91,6 +92,7 @@ from .tdp_mmu import (
 from .versions import V5_11
 
 __kernel_file__ = "arch/x86/kvm/mmu/tdp_mmu.c"
+__kernel_files__ = fidelity.kernel_files()  # its mmu.c / tdp_mmu.c functions
 
 
 class V5_12(V5_11):

@@ -44,6 +44,7 @@ from ..kernel import (
 )
 from ..kernel.list import list_first_or_null_rcu, list_next_or_null_rcu
 from ..kernel.lockdep import lockdep_is_held_type
+from . import fidelity
 from . import shared as sh
 from .mmu import PT64_ROOT_4LEVEL
 from .mmu_legacy import shadow_root_tree
@@ -74,6 +75,7 @@ from .tdp_mmu import kvm_mmu_page_as_id, spte_with_dirty_cleared
 from .v5_12 import V5_12
 
 __kernel_file__ = "arch/x86/kvm/mmu/tdp_mmu.c"
+__kernel_files__ = fidelity.kernel_files()  # its mmu.c / tdp_mmu.c functions
 
 
 def role_invalid(root: kvm_mmu_page) -> bool:

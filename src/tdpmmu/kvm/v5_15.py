@@ -25,6 +25,7 @@ from ..kernel import (
     read_lock,
     read_unlock,
 )
+from . import fidelity
 from . import shared as sh
 from .mmu import KVM_PFN_ERR_RO_FAULT
 from .mmu_lock import KVM_MMU_LOCK, KVM_MMU_UNLOCK
@@ -35,6 +36,7 @@ from .tdp_mmu import PFERR_WRITE_MASK, RET_PF_EMULATE, RET_PF_RETRY
 from .v5_13 import V5_13, kvm_gfn_range
 
 __kernel_file__ = "arch/x86/kvm/mmu/tdp_mmu.c"
+__kernel_files__ = fidelity.kernel_files()  # its mmu.c / tdp_mmu.c functions
 
 
 class V5_15(V5_13):

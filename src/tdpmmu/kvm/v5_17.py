@@ -22,6 +22,7 @@ from ..kernel import (
     rcu_read_unlock,
 )
 from ..kernel.bug import KVM_BUG_ON
+from . import fidelity
 from .spte import PAGE_SHIFT
 from .structs import kvm_mmu_page
 from .tdp_iter import tdp_iter, to_shadow_page
@@ -29,6 +30,7 @@ from .v5_13 import role_invalid
 from .v5_15 import V5_15, kvm_gfn_range
 
 __kernel_file__ = "arch/x86/kvm/mmu/tdp_mmu.c"
+__kernel_files__ = fidelity.kernel_files()  # its mmu.c / tdp_mmu.c functions
 
 EINVAL = 22
 

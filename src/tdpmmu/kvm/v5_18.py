@@ -59,6 +59,7 @@ from ..kernel.list import (
     list_for_each_entry_safe_reverse,
     list_next_or_null_rcu,
 )
+from . import fidelity
 from . import shared as sh
 from .mmu import KVM_MMU_ROOT_CURRENT, KVM_MMU_ROOT_PREVIOUS
 from .mmu_legacy import BATCH_ZAP_PAGES
@@ -81,6 +82,7 @@ from .v5_15 import kvm_gfn_range
 from .v5_17 import V5_17
 
 __kernel_file__ = "arch/x86/kvm/mmu/tdp_mmu.c"
+__kernel_files__ = fidelity.kernel_files()  # its mmu.c / tdp_mmu.c functions
 
 PG_LEVEL_1G = 3
 

@@ -40,6 +40,7 @@ from ..kernel import (
     write_unlock,
 )
 from ..kernel.bug import KVM_BUG_ON
+from . import fidelity
 from . import shared as sh
 from .mmu import KVM_MR_FLAGS_ONLY, PT64_ROOT_4LEVEL
 from .mmu_legacy import PFERR_WRITE_MASK, RET_PF_RETRY, Sptep, shadow_root_tree, sptep_to_sp
@@ -67,6 +68,7 @@ from .v5_18 import V5_18
 EEXIST = object()  # ERR_PTR(-EEXIST) from kvm_mmu_get_child_sp
 
 __kernel_file__ = "arch/x86/kvm/mmu/mmu.c"
+__kernel_files__ = fidelity.kernel_files()  # its mmu.c / tdp_mmu.c functions
 
 
 class V6_1(V5_18):

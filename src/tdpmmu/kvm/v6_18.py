@@ -45,6 +45,7 @@ from ..kernel import (
 from ..kernel.bug import KVM_BUG_ON, KVM_MMU_WARN_ON
 from ..kernel.guard import lock_contract_waived
 from ..kernel.lockdep import lockdep_is_held
+from . import fidelity
 from . import shared as sh
 from .mmu_lock import KVM_MMU_LOCK, KVM_MMU_UNLOCK
 from .spte import PAGE_SHIFT, is_accessed_spte, shadow_accessed_mask, spte_ad_enabled
@@ -57,6 +58,7 @@ from .v6_4 import IS_ENABLED_CONFIG_PROVE_LOCKING
 from .v6_9 import V6_9
 
 __kernel_file__ = "arch/x86/kvm/mmu/tdp_mmu.c"
+__kernel_files__ = fidelity.kernel_files()  # its mmu.c / tdp_mmu.c functions
 
 # enum kvm_tdp_mmu_root_types (tdp_mmu.h, 6.14)
 KVM_INVALID_ROOTS = 1 << 0

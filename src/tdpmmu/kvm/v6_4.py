@@ -39,6 +39,7 @@ from ..kernel import (
 )
 from ..kernel.bug import KVM_BUG_ON
 from ..kernel.guard import lock_contract_waived
+from . import fidelity
 from . import shared as sh
 from .mmu_legacy import MmuLegacy
 from .spte import KVM_MAX_HUGEPAGE_LEVEL, PAGE_SHIFT, PG_LEVEL_4K
@@ -47,6 +48,7 @@ from .v5_13 import role_invalid
 from .v6_1 import V6_1
 
 __kernel_file__ = "arch/x86/kvm/mmu/tdp_mmu.c"
+__kernel_files__ = fidelity.kernel_files()  # its mmu.c / tdp_mmu.c functions
 
 IS_ENABLED_CONFIG_PROVE_LOCKING = True  # the model's lockdep is always on
 

@@ -36,6 +36,7 @@ from ..kernel import (
 )
 from ..kernel.bug import KVM_BUG_ON
 from ..kernel.guard import lock_contract_waived
+from . import fidelity
 from .mmu_lock import KVM_MMU_LOCK, KVM_MMU_UNLOCK
 from .structs import kvm_mmu_page
 from .v5_13 import role_invalid
@@ -43,6 +44,7 @@ from .v5_15 import kvm_gfn_range
 from .v6_4 import IS_ENABLED_CONFIG_PROVE_LOCKING, V6_4
 
 __kernel_file__ = "arch/x86/kvm/mmu/tdp_mmu.c"
+__kernel_files__ = fidelity.kernel_files()  # its mmu.c / tdp_mmu.c functions
 
 
 class V6_6(V6_4):

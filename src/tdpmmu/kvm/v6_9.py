@@ -41,6 +41,7 @@ from ..kernel import (
 )
 from ..kernel.bug import KVM_BUG_ON
 from ..kernel.list import list_first_or_null_rcu, list_next_or_null_rcu
+from . import fidelity
 from . import shared as sh
 from .mmu import KVM_MMU_ROOT_CURRENT, KVM_MMU_ROOT_PREVIOUS, KVM_MMU_ROOTS_ALL, PT64_ROOT_4LEVEL
 from .spte import PAGE_SHIFT, PG_LEVEL_4K, is_last_spte, is_shadow_present_pte
@@ -52,6 +53,7 @@ from .v5_15 import kvm_gfn_range
 from .v6_6 import V6_6
 
 __kernel_file__ = "arch/x86/kvm/mmu/tdp_mmu.c"
+__kernel_files__ = fidelity.kernel_files()  # its mmu.c / tdp_mmu.c functions
 
 PG_LEVEL_2M = 2
 PG_LEVEL_1G = 3

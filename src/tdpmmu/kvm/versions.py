@@ -20,12 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from ..kernel import list_first_entry, list_next_entry, lockdep_assert_held
+from . import fidelity
 from .kvm_main import KvmMain
 from .mmu import Mmu
 from .mmu_legacy import MmuLegacy
 from .structs import kvm_mmu_page
 from .tdp_mmu import TdpMmu, kvm_mmu_page_as_id
 from .x86 import X86
+
+# The 5.10/5.11 overrides here are tdp_mmu.c functions (reports name that file).
+__kernel_file__ = "arch/x86/kvm/mmu/tdp_mmu.c"
+__kernel_files__ = fidelity.kernel_files()
 
 
 class KernelError(ValueError):

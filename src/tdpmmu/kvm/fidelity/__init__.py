@@ -91,6 +91,28 @@ def load_legacy(version: str) -> FidelityList | None:
                         funcs)
 
 
+# Where the listed files live in the tree (the lists name them by basename).
+_KERNEL_DIRS = {"mmu.c": "arch/x86/kvm/mmu", "tdp_mmu.c": "arch/x86/kvm/mmu",
+                "tdp_mmu.h": "arch/x86/kvm/mmu"}
+
+
+@cache
+def kernel_files() -> dict[str, tuple[str, ...]]:
+    """Model function name -> the kernel files the lists place it in (full paths),
+    for a module's ``__kernel_files__``: reports then name the right file for a
+    version module's ``mmu.c`` overrides (see ``kernel.callsite.kernel_file``)."""
+    found: dict[str, list[str]] = {}
+    lists = [load(v) for v in versions()] + [load_legacy(v) for v in legacy_versions()]
+    for fl in lists:
+        assert fl is not None
+        for f in fl.functions:
+            path = f"{_KERNEL_DIRS.get(f.file, 'arch/x86/kvm/mmu')}/{f.file}"
+            paths = found.setdefault(f.model_name, [])
+            if path not in paths:
+                paths.append(path)
+    return {name: tuple(paths) for name, paths in found.items()}
+
+
 def legacy_versions() -> list[str]:
     """Every version with a legacy (shadow) MMU list, oldest first."""
     names = [p.stem[len("legacy_"):].replace("_", ".") for p in _DIR.glob("legacy_v*.toml")]
@@ -132,6 +154,11 @@ def coverage(builtin: dict[str, type]) -> list[str]:
         if cls is None:
             lines.append(f"{version:<7} not modelled yet ({total} functions listed)")
         else:
-            lines.append(f"{version:<7} {len(fl.modelled(cls))}/{total} tdp_mmu.c/mmu.c "
-                         "functions modelled")
+            line = (f"{version:<7} {len(fl.modelled(cls))}/{total} tdp_mmu.c/mmu.c "
+                    "functions modelled")
+            legacy = legacy_for(version)
+            if legacy is not None:
+                line += (f"; legacy MMU (tdp_mmu=0): {len(legacy.modelled(cls))}/"
+                         f"{len(legacy.functions)} of the {legacy.version} list")
+            lines.append(line)
     return lines
