@@ -59,7 +59,7 @@ def backend():
         yield be
 
 
-@pytest.mark.parametrize("strategy", ["source-dpor", "dfs"])
+@pytest.mark.parametrize("strategy", ["dpor", "source-dpor", "dfs"])
 @pytest.mark.parametrize("name", list(PROGRAMS))
 def test_split_search_equals_serial(backend, name, strategy):
     program, nvars, nlocks = PROGRAMS[name]

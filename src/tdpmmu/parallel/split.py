@@ -31,14 +31,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import engine
-from ..engine.strategies import DfsStrategy, DporStrategy
+from ..engine.access import CONFLICT
+from ..engine.strategies import DfsStrategy, DporStrategy, OptimalDporStrategy
+from ..engine.strategies.odpor import _NEW, _first_unordered
 from ..engine.strategies.tree import Node, TreeStrategy
 from .backend import Backend
 
 SPLIT_BUDGET = 64  # executions of a unit before it hands its stack back
-# Optimal DPOR ("dpor") keeps wakeup trees in its nodes, which units do not carry yet.
 STRATEGY_CLASSES: dict[str, type[TreeStrategy]] = {"dfs": DfsStrategy,
-                                                   "source-dpor": DporStrategy}
+                                                   "source-dpor": DporStrategy,
+                                                   "dpor": OptimalDporStrategy}
+LOOKAHEAD = 2  # units queued per worker beyond the one it runs (results merge in order)
 
 # --------------------------------------------------------------- programs
 
@@ -78,16 +81,22 @@ _PROGRAMS: dict[ProgramRef, Program] = {}  # per process: a model is built once 
 # ------------------------------------------------------------ node wire format
 
 
-def encode_node(node: Node, chosen: int | None = None, done: set[int] | None = None
-                ) -> list:
+def encode_node(node: Node, chosen: int | None = None, done: set[int] | None = None,
+                cur: Any = None, prefix: bool = False) -> list:
     """A node as JSON data; an optimal-DPOR node also carries its wakeup tree
-    (the branches left and the one being explored) and its object counts."""
+    (the branches left and the one being explored) and its object counts.
+
+    ``cur``: the wakeup-tree branch to follow there instead of the node's own.
+    ``prefix``: the node is in a unit's prefix, where the worker never takes a
+    branch of its tree (the coordinator does): the branches left are not sent.
+    """
     out = [node.kind, node.chosen if chosen is None else chosen, sorted(node.enabled),
            sorted(node.backtrack), sorted(node.done if done is None else done),
            sorted(node.sleep), node.n]
-    if node.wut is not None or node.cur is not None:
-        out.append({"wut": [_encode_w(w) for w in node.wut or ()],
-                    "cur": None if node.cur is None else _encode_w(node.cur),
+    cur = node.cur if cur is None else cur
+    if node.wut is not None or cur is not None:
+        out.append({"wut": [] if prefix else [_encode_w(w) for w in node.wut or ()],
+                    "cur": None if cur is None else _encode_w(cur),
                     "nobj": node.nobj, "nser": node.nser})
     return out
 
@@ -112,15 +121,18 @@ def decode_node(data: list) -> Node:
 def _encode_w(w: Any) -> list:
     """A wakeup-tree node (``odpor._W``): thread, keyed accesses, keys' bounds,
     sure, children."""
-    return [w.tid, [list(a) for a in w.kacc], w.lim, w.nser, w.sure,
-            [_encode_w(k) for k in w.kids]]
+    out = [w.tid, [list(a) for a in w.kacc], w.lim, w.nser, w.sure,
+           [_encode_w(k) for k in w.kids]]
+    if w.ghost:
+        out.append(True)
+    return out
 
 
 def _decode_w(data: list) -> Any:
     from ..engine.strategies.odpor import _W
-    tid, kacc, lim, nser, sure, kids = data
+    tid, kacc, lim, nser, sure, kids, *ghost = data
     return _W(int(tid), tuple((int(k), int(m)) for k, m in kacc), int(lim), int(nser),
-              [_decode_w(k) for k in kids], bool(sure))
+              [_decode_w(k) for k in kids], bool(sure), bool(ghost and ghost[0]))
 
 
 # ------------------------------------------------------------------ workers
@@ -150,8 +162,11 @@ def unit_strategy(base: type[TreeStrategy], prefix: list[Node]) -> TreeStrategy:
     """A ``base`` search of the subtree below ``prefix`` (its last node's choice)."""
     cls = _UNIT_CLASSES.get(base)
     if cls is None:
-        methods: dict[str, Any] = {"begin": _unit_begin}
-        if hasattr(base, "_reverse"):
+        methods: dict[str, Any] = {"begin": _unit_begin, "_restart": _unit_restart}
+        if issubclass(base, OptimalDporStrategy):
+            methods["_reverse"] = _unit_insert
+            methods["on_step"] = _unit_on_step
+        elif hasattr(base, "_reverse"):
             methods["_reverse"] = _unit_reverse
         cls = _UNIT_CLASSES[base] = type(f"Unit{base.__name__}", (base,), methods)
     strat = cls()
@@ -159,6 +174,7 @@ def unit_strategy(base: type[TreeStrategy], prefix: list[Node]) -> TreeStrategy:
     strat.nodes = list(prefix)
     strat.first = bool(prefix)  # type: ignore[attr-defined]
     strat.deferred = []  # type: ignore[attr-defined]
+    strat.prefix_accs = {}  # type: ignore[attr-defined]
     return strat
 
 
@@ -190,6 +206,71 @@ def add_reversal(node: Node, initials: list[int]) -> bool:
     return True
 
 
+def _unit_on_step(self: Any, ex: Any, t: Any, node: Node, fresh: bool) -> None:
+    """Optimal DPOR's step; at a prefix node, every thread's next accesses are
+    kept (the coordinator's sleep test of a reversal sent there needs them)."""
+    pos = self.pos - 1
+    if pos < self.floor:
+        self.prefix_accs[pos] = [th.acc for th in ex.threads]
+    type(self).__mro__[1].on_step(self, ex, t, node, fresh)
+
+
+def _unit_insert(self: Any, ex: Any, e: int, tid: int, clock: list[int]) -> None:
+    """Optimal DPOR's insertion, sent to the coordinator when it lands in the prefix.
+
+    The sequence v goes as plain data (:func:`_portable`) with the accesses of
+    every thread at that node: the coordinator owns the node's wakeup tree,
+    and tests v against the threads explored there by any unit, not only
+    those this worker knows of.  A v this worker already finds covered by a
+    thread asleep there is dropped here (the coordinator's asleep threads
+    include them).
+    """
+    index = self.ev_node[e]
+    if index >= self.floor:
+        type(self).__mro__[1]._reverse(self, ex, e, tid, clock)
+        return
+    items = self._reversal(ex, e, tid, clock)
+    if self._covered_asleep(self.nodes[index], items):
+        return
+    self.deferred.append((index, *_portable(self, items, self.prefix_accs.get(index, []))))
+
+
+def _portable(strat: Any, items: list, accs: list) -> tuple[list, list]:
+    """A reversal as plain data: each access is (object, serial, number, mode).
+
+    ``object`` numbers the objects within this message (two accesses of one
+    object, one number); ``serial`` is its creation serial and ``number`` the
+    order events first touched it in this execution (-1: none), from which the
+    coordinator keys it for any wakeup-tree node, as
+    ``OptimalDporStrategy._keyed`` does.
+    """
+    local: dict[int, int] = {}
+    objs = strat.objs
+
+    def conv(acc: Any) -> list:
+        out = []
+        for obj, mode in acc or ():
+            try:  # not getattr: a freed object's class may guard its attributes
+                serial = object.__getattribute__(obj, "_serial")
+            except AttributeError:
+                serial = None
+            st = objs.get(id(obj))
+            out.append((local.setdefault(id(obj), len(local)),
+                        -1 if serial is None else serial, -1 if st is None else st.num, mode))
+        return out
+
+    return ([(t, conv(a), list(c), s) for t, a, c, s in items], [conv(a) for a in accs])
+
+
+def _unit_restart(self: Any) -> bool:
+    # The unit's nodes below its prefix are searched on their own (see
+    # _unit_begin): the branch point counts the prefix, before the strategy
+    # keeps the events of the decisions above it.
+    self.branch = len(self.nodes) - 1 + self.floor
+    self.pos = 0
+    return True
+
+
 def _unit_begin(self: Any) -> bool:
     base = type(self).__mro__[1]
     floor = self.floor
@@ -205,8 +286,6 @@ def _unit_begin(self: Any) -> bool:
     prefix = self.nodes[:floor]
     self.nodes = self.nodes[floor:]  # the search below never backs into the prefix
     more = base.begin(self)
-    if more:
-        self.branch += floor
     self.nodes = prefix + self.nodes
     return more
 
@@ -241,14 +320,119 @@ def run_subtree(task: SubtreeTask) -> SubtreeResult:
 
 
 class _CNode:
-    """A node the coordinator owns, with the path of (node, choice, done) above it."""
+    """A node the coordinator owns, with the path of (node, choice, done, branch,
+    rank) above it; ``rank`` orders a node's alternatives as the serial search
+    takes them, so a path's ranks order units as the serial search would."""
 
-    __slots__ = ("node", "path", "dispatched")
+    __slots__ = ("node", "path", "dispatched", "ranks", "queued", "taken")
 
     def __init__(self, node: Node, path: list) -> None:
         self.node = node
         self.path = path
         self.dispatched = set(node.done) | {node.chosen}
+        self.ranks = len(node.done) + 1 if node.kind == "s" else node.n
+        self.queued = False  # a lazy entry of its wakeup tree is on the queue
+        self.taken: list[list] = []  # paths of the wakeup-tree branches handed out here
+
+    def rank(self, chosen: int) -> int:
+        if self.node.kind == "c":
+            return chosen
+        r = self.ranks
+        self.ranks += 1
+        return r
+
+
+class _Inserter(OptimalDporStrategy):
+    """Optimal DPOR's wakeup-tree insertion on the coordinator's nodes, for the
+    reversals workers send (plain data, see :func:`_portable`)."""
+
+    def _keyed(self, acc: Any, lim: int, nser: int) -> tuple:
+        # As OptimalDporStrategy._keyed, from an access's (serial, number).
+        return tuple((2 * serial if 0 <= serial < nser else
+                      2 * num + 1 if 0 <= num < lim else _NEW, mode)
+                     for _o, serial, num, mode in acc)
+
+    def insert(self, cn: _CNode, entry: tuple, items: list, accs: list) -> list | None:
+        """Insert a reversal found below ``entry`` (a unit's path entry at
+        ``cn``) into the wakeup tree of ``cn``, as the serial search would
+        have when it found it; returns the path of a late unit, if one is needed.
+
+        The serial search would have found it while exploring ``entry``'s
+        branch: the branches before it there were explored (they count as
+        asleep), the ones after it were not, even those handed out since.
+        When the sequence falls into one of those (its thread is a weak
+        initial of the sequence), the serial search would have extended that
+        branch's wakeup tree before exploring it.  That branch's unit is
+        already out, so a *late unit* explores the extension instead: the
+        same branch, following the part of its wakeup tree that leads to the
+        extension, the branches left of that path as ghosts (explored by the
+        other unit, asleep here as in the serial search), then the extension.
+        """
+        node = cn.node
+        _cn, _chosen, done, _cur, rank = entry
+        for q in node.sleep | done:
+            acc = accs[q] if q < len(accs) else ()
+            if _portable_weak_initial(q, acc, items):
+                return None
+        self.guessed = False
+        for path in cn.taken:
+            if path[-1][4] <= rank:
+                continue
+            t = path[-1][3]
+            if self._tree_weak_initial(t, items):
+                tree = self._late(node, t, items)
+                if tree is None:
+                    return None
+                last = path[-1]
+                return path[:-1] + [(cn, t.tid, last[2], tree, last[4])]
+        self._insert(node, items, self.guessed)
+        return None
+
+    def _late(self, node: Node, t: Any, items: list) -> Any:
+        """The wakeup tree of a late unit for branch ``t`` (see :meth:`insert`);
+        None when ``t``'s tree already covers the sequence.  The extension is
+        also added to ``t`` itself, for the reversals that come later."""
+        from ..engine.strategies.odpor import _W, _without_first
+        rest = _without_first(items, t.tid)
+        if not rest or (not t.kids and t.sure):
+            return None
+        root = _W(t.tid, t.kacc, t.lim, t.nser, [], t.sure)
+        src, dst, items = t.kids, root.kids, rest
+        while True:
+            for i, w in enumerate(src):
+                if self._tree_weak_initial(w, items):
+                    rest = _without_first(items, w.tid)
+                    if not rest or (not w.kids and w.sure):
+                        return None
+                    dst.extend(_W(x.tid, x.kacc, x.lim, x.nser, [], x.sure, True)
+                               for x in src[:i])
+                    follow = _W(w.tid, w.kacc, w.lim, w.nser, [], w.sure)
+                    dst.append(follow)
+                    src, dst, items = w.kids, follow.kids, rest
+                    break
+            else:
+                dst.extend(_W(x.tid, x.kacc, x.lim, x.nser, [], x.sure, True) for x in src)
+                lim, nser, sure = node.nobj, node.nser, not self.guessed
+                for chain in (src, dst):
+                    for it_tid, it_acc, _c, _s in items:
+                        w = _W(it_tid, self._keyed(it_acc, lim, nser), lim, nser, [], sure)
+                        chain.append(w)
+                        chain = w.kids
+                return root
+
+
+def _portable_dependent(a: Any, b: Any) -> bool:
+    return any(oa == ob and CONFLICT[ma][mb] for oa, _s, _n, ma in a for ob, _t, _m, mb in b)
+
+
+def _portable_weak_initial(q: int, acc: Any, items: list) -> bool:
+    """odpor's ``_weak_initial`` on portable accesses (one message's object numbers)."""
+    first = _first_unordered(q, items)
+    if first is not None:
+        return first
+    if not acc:
+        return True
+    return all(not _portable_dependent(acc, a) for _tid, a, _c, _s in items)
 
 
 @dataclass
@@ -258,70 +442,115 @@ class SplitOutcome:
     units: int
 
 
-def explore_split(program: ProgramRef, backend: Backend, strategy: str = "source-dpor", *,
+def explore_split(program: ProgramRef, backend: Backend, strategy: str = "dpor", *,
                   budget: int = SPLIT_BUDGET,
                   progress: Callable[[int, int], None] | None = None) -> SplitOutcome:
     """Explore ``program`` with units on ``backend``; counts add up over the units.
 
-    Stops at the first violation (the others running then finish their
-    current execution).  ``progress(executions, units)`` is called as units end.
+    Units' results are merged in the order the units were handed out (at most
+    ``LOOKAHEAD`` per worker wait beyond the running ones), so a run is
+    deterministic: what the coordinator learns, and so every unit it hands
+    out, does not depend on which worker finished first.  A violation stops
+    the units that the serial search would run after it; those before it run
+    on, and the violation reported is the one the serial order meets first.
+    ``progress(executions, units)`` is called as units end.
     """
     proto = STRATEGY_CLASSES[strategy]()
+    inserter = _Inserter()
     start = time.perf_counter()
-    queue: list[list] = [[]]  # unit paths waiting, a stack: deepest last, as DFS goes
-    inflight: dict[int, tuple[Any, list]] = {}
+    queue: list = [[]]  # unit paths (or dpor nodes with branches left), deepest last
+    inflight: list[tuple[Any, list]] = []  # in the order handed out
     executions = blocked = depth = units = 0
     violation: engine.Violation | None = None
+    vkey: tuple | None = None  # the serial-order rank of the unit that found it
     cut_by: str | None = None
     finals: set | None = None
     complete = True
 
+    def key(path: list) -> tuple:
+        return tuple(entry[4] for entry in path)
+
     def submit(path: list) -> None:
-        encoded = [encode_node(cn.node, chosen, done) for cn, chosen, done in path]
+        last = len(path) - 1
+        encoded = [encode_node(cn.node, chosen, done, cur, prefix=i < last)
+                   for i, (cn, chosen, done, cur, _r) in enumerate(path)]
         h = backend.submit(run_subtree, SubtreeTask(program, strategy, encoded, budget))
-        inflight[id(h)] = (h, path)
+        inflight.append((h, path))
+
+    def take() -> list | None:
+        """The next unit's path off the queue (a dpor node gives its next branch)."""
+        while queue:
+            entry = queue.pop()
+            if isinstance(entry, list):
+                if vkey is None or key(entry) < vkey:
+                    return entry
+                continue
+            cn = entry
+            node = cn.node
+            while node.wut:
+                w = node.wut.pop(0)
+                if w.tid in node.enabled and w.tid not in cn.dispatched:
+                    path = cn.path + [(cn, w.tid, set(cn.dispatched), w, cn.rank(w.tid))]
+                    cn.dispatched.add(w.tid)
+                    cn.taken.append(path)
+                    if vkey is not None and key(path) > vkey:
+                        continue
+                    if node.wut:
+                        queue.append(cn)  # its next branch after this one's subtree
+                    else:
+                        cn.queued = False
+                    return path
+                inserter.blocked_branches += 1
+            cn.queued = False
+        return None
 
     try:
         while queue or inflight:
-            while queue and violation is None and cut_by is None \
-                    and len(inflight) < backend.jobs:
-                submit(queue.pop())
+            while cut_by is None and len(inflight) < backend.jobs * (1 + LOOKAHEAD):
+                path = take()
+                if path is None:
+                    break
+                submit(path)
             if not inflight:
                 break
-            for h in backend.wait([h for h, _ in inflight.values()]):
-                _, path = inflight.pop(id(h))
-                sub: SubtreeResult = backend.result(h)
-                r = sub.result
-                units += 1
-                executions += r.executions
-                blocked += r.sleep_blocked
-                depth = max(depth, r.max_depth)
-                if sub.finals is not None:
-                    finals = (finals or set()) | sub.finals
-                if r.violation is not None and violation is None:
-                    violation = r.violation
-                    backend.stop()
-                if r.cut_by not in (None, "split"):
-                    complete = False
-                    cut_by = cut_by or r.cut_by
-                elif r.cut_by is None and not r.complete:
-                    complete = False
-                owned = _merge(path, sub)
-                if violation is None and cut_by is None:
-                    _expand(proto, owned, queue)
-                if progress is not None:
-                    progress(executions, units)
+            h, path = inflight.pop(0)
+            backend.wait([h])
+            sub: SubtreeResult = backend.result(h)
+            r = sub.result
+            units += 1
+            executions += r.executions
+            blocked += r.sleep_blocked
+            depth = max(depth, r.max_depth)
+            if sub.finals is not None:
+                finals = (finals or set()) | sub.finals
+            if r.violation is not None and (vkey is None or key(path) < vkey):
+                violation, vkey = r.violation, key(path)
+                # The units the serial search runs after this one stop.
+                inflight = [(h2, p2) for h2, p2 in inflight if key(p2) < vkey]
+            if r.cut_by not in (None, "split"):
+                complete = False
+                cut_by = cut_by or r.cut_by
+            elif r.cut_by is None and not r.complete:
+                complete = False
+            late: list = []
+            owned = _merge(path, sub, inserter, late)
+            if cut_by is None:
+                _expand(proto, owned, queue)
+                queue.extend(reversed(late))
+            if progress is not None:
+                progress(executions, units)
     except KeyboardInterrupt:
         backend.stop()
         cut_by = "interrupted"
         complete = False
-        for h, _ in inflight.values():  # count what the stopped units ran
+        for h, _ in inflight:  # count what the stopped units ran
             try:
                 r = backend.result(h).result
             except BaseException:  # noqa: BLE001 - a cancelled unit ran nothing we can see
                 continue
             executions += r.executions
     if violation is not None:
+        backend.stop()
         complete = False
     result = engine.Result(strategy=strategy, executions=executions, complete=complete,
                            violation=violation, elapsed=time.perf_counter() - start,
@@ -329,31 +558,48 @@ def explore_split(program: ProgramRef, backend: Backend, strategy: str = "source
     return SplitOutcome(result, finals, units)
 
 
-def _merge(path: list, sub: SubtreeResult) -> list[_CNode]:
-    """Fold a unit's result into the coordinator's nodes; return the nodes it touched."""
-    owned = [cn for cn, _, _ in path]
+def _merge(path: list, sub: SubtreeResult, inserter: _Inserter, late: list
+           ) -> list[_CNode]:
+    """Fold a unit's result into the coordinator's nodes; return the nodes it
+    touched.  Late units (see :meth:`_Inserter.insert`) go on ``late``."""
+    owned = [entry[0] for entry in path]
     for cn, added in zip(owned, sub.additions, strict=False):
         cn.node.backtrack.update(added)
-    for index, initials in sub.reversals:
-        add_reversal(owned[index].node, initials)
+    for index, *reversal in sub.reversals:
+        cn = owned[index]
+        if len(reversal) == 1:  # source-dpor: the initials of a reversal
+            add_reversal(cn.node, reversal[0])
+        else:  # optimal dpor: the sequence and the node's accesses
+            late_path = inserter.insert(cn, path[index], *reversal)
+            if late_path is not None:
+                late.append(late_path)
     prefix = list(path)
     for data in sub.stack:
         node = decode_node(data)
         cn = _CNode(node, list(prefix))
         owned.append(cn)
-        prefix.append((cn, node.chosen, set(node.done)))
+        prefix.append((cn, node.chosen, set(node.done), node.cur, len(node.done)
+                       if node.kind == "s" else node.chosen))
     return owned
 
 
-def _expand(proto: TreeStrategy, owned: list[_CNode], queue: list[list]) -> None:
+def _expand(proto: TreeStrategy, owned: list[_CNode], queue: list) -> None:
     """Queue every alternative of ``owned`` not yet handed out.
 
     The queue is a stack; the units go on it so that the deepest node's lowest
     alternative comes off first, the order of the serial search, and each
-    alternative's explored-before set is the serial one (the lower ones).
+    alternative's explored-before set is the serial one (the lower ones).  An
+    optimal-DPOR node goes on it as itself: its branches are taken one at a
+    time when a worker is free, so a reversal that arrives meanwhile still
+    extends the branches not handed out, as in the serial search.
     """
     for cn in owned:
         node = cn.node
+        if node.kind == "s" and node.wut is not None:
+            if node.wut and not cn.queued:
+                cn.queued = True
+                queue.append(cn)
+            continue
         if node.kind == "c":
             alts = [v for v in range(node.n) if v not in cn.dispatched]
         else:
@@ -362,6 +608,6 @@ def _expand(proto: TreeStrategy, owned: list[_CNode], queue: list[list]) -> None
             alts = [a for a in proto.alternatives(probe) if a in node.enabled]
         units = []
         for alt in alts:
-            units.append(cn.path + [(cn, alt, set(cn.dispatched))])
+            units.append(cn.path + [(cn, alt, set(cn.dispatched), None, cn.rank(alt))])
             cn.dispatched.add(alt)
         queue.extend(reversed(units))
