@@ -100,3 +100,51 @@ def racy_program(program: tuple) -> Program:
         assert s.vars[0].value == 2, "lost update"
 
     return Program(setup, threads, check=check, observe=PState.snapshot)
+
+
+def classic_program(name: str) -> Program:
+    """Factory run in each worker: a classic program of test_engine_optimal and its
+    final states (its own snapshot of the state)."""
+    from test_engine_optimal import CLASSICS
+    prog = CLASSICS[name]()
+    seen: set = set()
+
+    def finals() -> set:
+        out = set(seen)
+        seen.clear()
+        return out
+
+    return Program(prog.setup, prog.threads, check=lambda s: seen.add(prog.snapshot(s)),
+                   finals=finals)
+
+
+CLASSIC_SPLITS = ["lastzero(4)", "lastzero(5)", "indexer(3, table 6)",
+                  "locked counter (3 x 2)", "two locks (3 threads)"]
+
+
+@pytest.mark.parametrize("name", CLASSIC_SPLITS)
+def test_split_optimal_dpor_runs_one_execution_per_trace(backend, name):
+    """The optimal search split into units (after every execution, and at the
+    default budget) still runs exactly one execution per Mazurkiewicz trace
+    (the brute-force counter's), none blocked, and reaches every final state."""
+    from test_engine_optimal import CLASSICS
+    from trace_counter import count_traces
+    prog = CLASSICS[name]()
+    traces, all_finals = count_traces(prog.setup, prog.threads, snapshot=prog.snapshot)
+    for budget in (1, 16):
+        out = explore_split(ProgramRef(f"{__name__}:classic_program", (name,)), backend,
+                            "dpor", budget=budget)
+        r = out.result
+        assert r.violation is None and r.complete
+        assert out.finals == all_finals
+        assert r.sleep_blocked == 0
+        assert r.executions == traces, (budget, r.executions, traces)
+        assert out.units > 1
+
+
+def test_split_runs_are_deterministic(backend):
+    """Two split runs of one search hand out the same units and count the same."""
+    program, nvars, nlocks = PROGRAMS["value choices"]
+    ref = ProgramRef(f"{__name__}:engine_program", (program, nvars, nlocks))
+    runs = [explore_split(ref, backend, "dpor", budget=3) for _ in range(3)]
+    assert len({(o.units, o.result.executions, frozenset(o.finals)) for o in runs}) == 1

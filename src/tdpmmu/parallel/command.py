@@ -19,14 +19,14 @@ from ..checker import CheckResult, UserError, build_model, resolve_kernel, resol
 from .units import CheckUnit, assemble
 
 INTERRUPTED = 130  # exit code after Ctrl-C, as a shell reports SIGINT
-SPLITTABLE = ("dfs", "source-dpor")  # optimal dpor: wakeup trees not carried by units yet
+SPLITTABLE = ("dfs", "dpor", "source-dpor")
 
 
 def add_options(p: argparse.ArgumentParser, positive: Callable[[str], int]) -> None:
     p.add_argument("-j", "--jobs", type=positive, metavar="N",
                    help="worker processes; several checks run side by side (default: "
-                   "every core), a single dfs/source-dpor check is split into subtrees (default: "
-                   "1, no split)")
+                   "every core), a single dfs/dpor/source-dpor check is split into subtrees "
+                   "(default: 1, no split)")
     p.add_argument("--backend", choices=("local", "ray"), default="local",
                    help="local processes (default) or tasks on a Ray cluster "
                    "(needs tdpmmu[ray])")

@@ -440,6 +440,7 @@ class SplitOutcome:
     result: engine.Result
     finals: set | None
     units: int
+    late: int = 0  # of the units, late ones (see _Inserter.insert)
 
 
 def explore_split(program: ProgramRef, backend: Backend, strategy: str = "dpor", *,
@@ -460,7 +461,7 @@ def explore_split(program: ProgramRef, backend: Backend, strategy: str = "dpor",
     start = time.perf_counter()
     queue: list = [[]]  # unit paths (or dpor nodes with branches left), deepest last
     inflight: list[tuple[Any, list]] = []  # in the order handed out
-    executions = blocked = depth = units = 0
+    executions = blocked = depth = units = nlate = 0
     violation: engine.Violation | None = None
     vkey: tuple | None = None  # the serial-order rank of the unit that found it
     cut_by: str | None = None
@@ -537,6 +538,7 @@ def explore_split(program: ProgramRef, backend: Backend, strategy: str = "dpor",
             if cut_by is None:
                 _expand(proto, owned, queue)
                 queue.extend(reversed(late))
+                nlate += len(late)
             if progress is not None:
                 progress(executions, units)
     except KeyboardInterrupt:
@@ -555,7 +557,7 @@ def explore_split(program: ProgramRef, backend: Backend, strategy: str = "dpor",
     result = engine.Result(strategy=strategy, executions=executions, complete=complete,
                            violation=violation, elapsed=time.perf_counter() - start,
                            cut_by=cut_by, sleep_blocked=blocked, max_depth=depth)
-    return SplitOutcome(result, finals, units)
+    return SplitOutcome(result, finals, units, nlate)
 
 
 def _merge(path: list, sub: SubtreeResult, inserter: _Inserter, late: list
