@@ -12,7 +12,7 @@ import pytest
 from engine_models import PState, build, outcomes
 
 from tdpmmu.parallel.backend import LocalBackend
-from tdpmmu.parallel.split import SPLIT_BUDGET, Program, ProgramRef, explore_split
+from tdpmmu.parallel.split import LOOKAHEAD, SPLIT_BUDGET, Program, ProgramRef, explore_split
 
 
 def engine_program(program: tuple, nvars: int, nlocks: int) -> Program:
@@ -124,22 +124,38 @@ CLASSIC_SPLITS = ["lastzero(4)", "lastzero(5)", "indexer(3, table 6)",
 
 @pytest.mark.parametrize("name", CLASSIC_SPLITS)
 def test_split_optimal_dpor_runs_one_execution_per_trace(backend, name):
-    """The optimal search split into units (after every execution, and at the
-    default budget) still runs exactly one execution per Mazurkiewicz trace
-    (the brute-force counter's), none blocked, and reaches every final state."""
+    """The optimal search split into units (after every execution with no unit
+    waiting in the pool, after 2 and 16 executions with the default lookahead)
+    still runs exactly one execution per Mazurkiewicz trace (the brute-force
+    counter's), none blocked, and reaches every final state."""
     from test_engine_optimal import CLASSICS
     from trace_counter import count_traces
     prog = CLASSICS[name]()
     traces, all_finals = count_traces(prog.setup, prog.threads, snapshot=prog.snapshot)
-    for budget in (1, 16):
+    for budget, ahead in ((1, 0), (2, LOOKAHEAD), (16, LOOKAHEAD)):
         out = explore_split(ProgramRef(f"{__name__}:classic_program", (name,)), backend,
-                            "dpor", budget=budget)
+                            "dpor", budget=budget, ahead=ahead)
         r = out.result
         assert r.violation is None and r.complete
         assert out.finals == all_finals
         assert r.sleep_blocked == 0
         assert r.executions == traces, (budget, r.executions, traces)
         assert out.units > 1
+
+
+def test_late_units_keep_every_trace(backend):
+    """lastzero(5) split after every execution, with units waiting in the pool:
+    reversals fall into branches already handed out, and the late units that
+    explore them keep the search at one execution per trace."""
+    from test_engine_optimal import CLASSICS
+    from trace_counter import count_traces
+    prog = CLASSICS["lastzero(5)"]()
+    traces, all_finals = count_traces(prog.setup, prog.threads, snapshot=prog.snapshot)
+    out = explore_split(ProgramRef(f"{__name__}:classic_program", ("lastzero(5)",)), backend,
+                        "dpor", budget=1, ahead=2)
+    assert out.late > 0
+    assert out.result.complete and out.finals == all_finals
+    assert out.result.executions == traces
 
 
 def test_split_runs_are_deterministic(backend):

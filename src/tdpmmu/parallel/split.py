@@ -444,12 +444,12 @@ class SplitOutcome:
 
 
 def explore_split(program: ProgramRef, backend: Backend, strategy: str = "dpor", *,
-                  budget: int = SPLIT_BUDGET,
+                  budget: int = SPLIT_BUDGET, ahead: int = LOOKAHEAD,
                   progress: Callable[[int, int], None] | None = None) -> SplitOutcome:
     """Explore ``program`` with units on ``backend``; counts add up over the units.
 
     Units' results are merged in the order the units were handed out (at most
-    ``LOOKAHEAD`` per worker wait beyond the running ones), so a run is
+    ``ahead`` per worker wait beyond the running ones), so a run is
     deterministic: what the coordinator learns, and so every unit it hands
     out, does not depend on which worker finished first.  A violation stops
     the units that the serial search would run after it; those before it run
@@ -507,7 +507,7 @@ def explore_split(program: ProgramRef, backend: Backend, strategy: str = "dpor",
 
     try:
         while queue or inflight:
-            while cut_by is None and len(inflight) < backend.jobs * (1 + LOOKAHEAD):
+            while cut_by is None and len(inflight) < backend.jobs * (1 + ahead):
                 path = take()
                 if path is None:
                     break
