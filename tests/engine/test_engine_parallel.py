@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import pytest
 from engine_models import PState, build, outcomes
+from hypothesis import HealthCheck, assume, given, settings
+from test_engine_differential import programs
 
 from tdpmmu.parallel.backend import LocalBackend
 from tdpmmu.parallel.split import LOOKAHEAD, SPLIT_BUDGET, Program, ProgramRef, explore_split
@@ -164,3 +166,20 @@ def test_split_runs_are_deterministic(backend):
     ref = ProgramRef(f"{__name__}:engine_program", (program, nvars, nlocks))
     runs = [explore_split(ref, backend, "dpor", budget=3) for _ in range(3)]
     assert len({(o.units, o.result.executions, frozenset(o.finals)) for o in runs}) == 1
+
+
+@settings(max_examples=40, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(p=programs(("load", "store", "lock", "choose")))
+def test_split_dpor_reaches_the_serial_final_states_on_random_programs(backend, p):
+    """Random programs of loads, stores, locks and value choices, split after
+    every execution with units waiting in the pool (the most reversals landing
+    above a unit, the most late units): the split optimal search is complete
+    and reaches exactly the final states of the serial one."""
+    program, nvars, nlocks = p
+    serial = outcomes(program, nvars, nlocks, "dpor")
+    assume(serial.complete and not serial.kinds)  # the split stops at a deadlock
+    out = explore_split(ProgramRef(f"{__name__}:engine_program", (program, nvars, nlocks)),
+                        backend, "dpor", budget=1, ahead=2)
+    assert out.result.violation is None and out.result.complete
+    assert out.finals == serial.finals, program
