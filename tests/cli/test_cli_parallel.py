@@ -87,7 +87,8 @@ def test_ray_address_without_ray_backend_is_an_error():
     assert proc.returncode == 2 and "--ray-address applies to --backend ray" in proc.stderr
 
 
-def test_ctrl_c_stops_the_workers_and_prints_what_finished():
+@pytest.mark.parametrize("strategy", ["dpor", "source-dpor"])
+def test_ctrl_c_stops_the_workers_and_prints_what_finished(strategy):
     import os
     import signal
     import subprocess
@@ -95,7 +96,7 @@ def test_ctrl_c_stops_the_workers_and_prints_what_finished():
     import time
     proc = subprocess.Popen([sys.executable, "-m", "tdpmmu.cli", "check", "-j", "2",
                              "--kernel", "v5.11", "--scenario", "seed-bug", "--json",
-                             "--strategy", "source-dpor"],
+                             "--strategy", strategy],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "CI": "1"}, start_new_session=True)
     time.sleep(6)  # spawned workers are searching by now
