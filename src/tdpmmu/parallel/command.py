@@ -93,6 +93,11 @@ def check_elsewhere(args: argparse.Namespace, knobs: dict[str, str], kernels: li
             raise UserError("--checkpoint saves one search: give one --tdp-mmu")
         if rows is not None and len(rows) == 1:
             knobs = rows[0][2]
+        if (args.jobs or 1) > 1 or args.backend != "local":
+            # A split search's state is spread over units in flight; a
+            # checkpoint holds one search's stack, so it runs in this process.
+            print("tdpmmu: --checkpoint/--resume run the search in one process "
+                  "(-j and --backend apply to searches without a checkpoint)", file=sys.stderr)
         return checkpoint_command(args, knobs, kernels, scenarios)
     # A matrix uses every core by default; one check is split only when asked
     # for (-j N), since a split search that stops at a violation counts the
