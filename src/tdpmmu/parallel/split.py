@@ -1,22 +1,43 @@
-"""One tree search (dfs or dpor) split into subtrees that workers explore.
+"""One tree search (dfs, dpor or source-dpor) split into subtrees that workers explore.
 
 A *unit* is the subtree below a prefix of decisions: the nodes of the prefix
 (each with the choice taken and the alternatives explored before it, as the
 serial search would have them) and the alternative to take at its last node.
 A worker explores it depth-first, exactly as the serial strategy would, and
 never advances a node of the prefix.  What it learns about the prefix (DPOR
-races that add backtrack points above the unit's root) goes back to the
-coordinator, which owns the prefix nodes and hands their new alternatives out
-as further units.
+races that add backtrack points or wakeup-tree branches above the unit's
+root) goes back to the coordinator, which owns the prefix nodes and hands
+their new alternatives out as further units.
 
 A unit that runs more than ``budget`` executions stops between two executions
 and hands its whole stack back: every node on it becomes the coordinator's,
 and each node's pending alternatives become units.  The split is so adaptive:
 big subtrees are cut up, small ones run in one go.  Each execution belongs to
-exactly one unit, so the executions add up to what one search runs; they can
-differ from ``-j 1`` only where the order in which siblings are explored
-(which a sleep set depends on) differs, or a worker did not yet know a
-backtrack point another worker had added (then DPOR may add a second one).
+exactly one unit, so the executions add up to what one search runs.
+
+Optimal DPOR (``dpor``): a unit's root alternative is a branch of its node's
+wakeup tree, sent with the unit (the prefix nodes carry only the branch they
+follow); the coordinator takes a node's branches one at a time, when a
+worker is free, so a reversal that arrives meanwhile still extends the
+branches not handed out, as in the serial search.  A reversal found in a
+unit that lands above its root comes back as plain data (the sequence, its
+vector clocks, its accesses keyed as wakeup trees key them, and the
+accesses of every thread at that node), and the coordinator inserts it as the
+serial search would have when it found it: the node's branches handed out
+before the unit's count as explored (asleep), those handed out after it do
+not.  When the sequence falls into one of the latter, whose unit is already
+out, a *late unit* explores the extension: that branch again, following its
+wakeup tree down to the extension, the branches left of that path as
+*ghosts* (taken as explored, asleep as in the serial search), then the
+extension.  Reversals the serial search would have met in another order may
+so cost an execution the serial search does not run (a late unit's free
+exploration below the extension); none is dropped.
+
+Results are merged in the order the units were handed out, so a split run is
+deterministic.  A unit's executions differ from ``-j 1`` only where the order
+siblings are explored in (which a sleep set depends on) differs, or a worker
+did not yet know what another had found (then DPOR may explore a second
+equivalent order).
 
 Each unit's first execution replays its prefix from ``setup()``, as every
 execution of the serial search does.
@@ -33,7 +54,7 @@ from typing import Any
 from .. import engine
 from ..engine.access import CONFLICT
 from ..engine.strategies import DfsStrategy, DporStrategy, OptimalDporStrategy
-from ..engine.strategies.odpor import _NEW, _first_unordered
+from ..engine.strategies.odpor import _NEW, _W, _first_unordered, _without_first
 from ..engine.strategies.tree import Node, TreeStrategy
 from .backend import Backend
 
@@ -129,7 +150,6 @@ def _encode_w(w: Any) -> list:
 
 
 def _decode_w(data: list) -> Any:
-    from ..engine.strategies.odpor import _W
     tid, kacc, lim, nser, sure, kids, *ghost = data
     return _W(int(tid), tuple((int(k), int(m)) for k, m in kacc), int(lim), int(nser),
               [_decode_w(k) for k in kids], bool(sure), bool(ghost and ghost[0]))
@@ -392,7 +412,6 @@ class _Inserter(OptimalDporStrategy):
         """The wakeup tree of a late unit for branch ``t`` (see :meth:`insert`);
         None when ``t``'s tree already covers the sequence.  The extension is
         also added to ``t`` itself, for the reversals that come later."""
-        from ..engine.strategies.odpor import _W, _without_first
         rest = _without_first(items, t.tid)
         if not rest or (not t.kids and t.sure):
             return None
