@@ -24,8 +24,8 @@ import subprocess
 import sys
 import time
 
-# Complete dpor checks of 20-60 s on one core of the benchmark machine.
-DPOR_CHECKS = "v5.11:root-added-during-walk,v6.9:zap-all-huge-tlb,v5.12:two-vcpus-fault"
+# Complete dpor checks of 15-40 s on one (shared) core of the benchmark machine.
+DPOR_CHECKS = "v6.9:notifier-vs-unload,v6.9:root-added-during-walk,v6.18:notifier-vs-unload"
 
 
 def _children_cpu() -> float:
