@@ -352,7 +352,8 @@ class _CNode:
         self.dispatched = set(node.done) | {node.chosen}
         self.ranks = len(node.done) + 1 if node.kind == "s" else node.n
         self.queued = False  # a lazy entry of its wakeup tree is on the queue
-        self.taken: list[list] = []  # paths of the wakeup-tree branches handed out here
+        # The wakeup-tree branches handed out here: (path, the branch's tree).
+        self.taken: list[tuple[list, Any]] = []
 
     def rank(self, chosen: int) -> int:
         if self.node.kind == "c":
@@ -395,10 +396,9 @@ class _Inserter(OptimalDporStrategy):
             if _portable_weak_initial(q, acc, items):
                 return None
         self.guessed = False
-        for path in cn.taken:
+        for path, t in cn.taken:
             if path[-1][4] <= rank:
                 continue
-            t = path[-1][3]
             if self._tree_weak_initial(t, items):
                 tree = self._late(node, t, items)
                 if tree is None:
@@ -512,7 +512,9 @@ def explore_split(program: ProgramRef, backend: Backend, strategy: str = "dpor",
                 if w.tid in node.enabled and w.tid not in cn.dispatched:
                     path = cn.path + [(cn, w.tid, set(cn.dispatched), w, cn.rank(w.tid))]
                     cn.dispatched.add(w.tid)
-                    cn.taken.append(path)
+                    # The coordinator's own copy: late units extend it (_late),
+                    # never the branch the path's units were sent.
+                    cn.taken.append((path, w.copy()))
                     if vkey is not None and key(path) > vkey:
                         continue
                     if node.wut:
