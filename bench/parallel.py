@@ -3,7 +3,10 @@
 Three kinds of work: the matrix (every built-in version x the seed's scenarios,
 each check cut at ``--max-executions``), whose checks run side by side; one
 complete source-dpor check; and complete checks with the default strategy
-(optimal dpor, wakeup trees), which ``-j 2`` splits into subtrees (units).
+(optimal dpor, wakeup trees), which ``-j 2`` splits into subtrees (units),
+and one dpor check too big to finish, cut by ``--time-limit`` (its executions
+in that time compare the throughput; a check cut by ``--max-executions`` is
+not split).
 Each runs as the ``tdpmmu`` command a user types; CPU is that of the command
 and its workers (children's rusage).  Every work unit replays its prefix from
 ``setup()`` (as each serial execution does); on Ray the same holds on every
@@ -11,7 +14,7 @@ node.  Printed per work: wall and CPU seconds, executions, complete, and for
 -j 2 the ratios to -j 1 (wall speed-up, CPU and executions overhead).
 
     python bench/parallel.py [--max-executions N] [--kernel K --scenario S]
-                             [--dpor K:S,K:S,...] [--only-dpor]
+                             [--dpor K:S,K:S,...] [--capped K:S:SECONDS] [--only-dpor]
 """
 
 from __future__ import annotations
@@ -49,6 +52,10 @@ def main() -> None:
     p.add_argument("--scenario", default="notifier-vs-unload")
     p.add_argument("--dpor", default=DPOR_CHECKS, metavar="K:S,...",
                    help=f"complete dpor checks to split (default: {DPOR_CHECKS})")
+    p.add_argument("--capped", default="v5.11:seed-bug:30", metavar="K:S:SECONDS",
+                   help="a dpor check too big to finish, cut by --time-limit SECONDS: its "
+                   "executions in that time at -j 1 and -j 2 (default: v5.11:seed-bug:30; "
+                   "'' for none)")
     p.add_argument("--only-dpor", action="store_true", help="only the dpor checks")
     a = p.parse_args()
     work: dict[str, list[str]] = {}
@@ -62,6 +69,10 @@ def main() -> None:
         kernel, _, scenario = spec.partition(":")
         work[f"one dpor check: {kernel} / {scenario}"] = \
             ["check", "--kernel", kernel, "--scenario", scenario]
+    if a.capped:
+        kernel, scenario, seconds = a.capped.split(":")
+        work[f"dpor {kernel} / {scenario}, --time-limit {seconds}"] = \
+            ["check", "--kernel", kernel, "--scenario", scenario, "--time-limit", seconds]
     print(f"{'work':<52} {'-j':>3} {'wall s':>8} {'cpu s':>8} {'executions':>11} "
           f"{'complete':>8}  -j 2 / -j 1")
     for name, args in work.items():

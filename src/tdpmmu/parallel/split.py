@@ -480,7 +480,7 @@ def explore_split(program: ProgramRef, backend: Backend, strategy: str = "dpor",
     start = time.perf_counter()
     queue: list = [[]]  # unit paths (or dpor nodes with branches left), deepest last
     inflight: list[tuple[Any, list]] = []  # in the order handed out
-    executions = blocked = depth = units = nlate = 0
+    executions = blocked = depth = units = nlate = steps = replayed = 0
     violation: engine.Violation | None = None
     vkey: tuple | None = None  # the serial-order rank of the unit that found it
     cut_by: str | None = None
@@ -541,6 +541,8 @@ def explore_split(program: ProgramRef, backend: Backend, strategy: str = "dpor",
             r = sub.result
             units += 1
             executions += r.executions
+            steps += r.steps
+            replayed += r.replayed_steps
             blocked += r.sleep_blocked
             depth = max(depth, r.max_depth)
             if sub.finals is not None:
@@ -577,7 +579,8 @@ def explore_split(program: ProgramRef, backend: Backend, strategy: str = "dpor",
         complete = False
     result = engine.Result(strategy=strategy, executions=executions, complete=complete,
                            violation=violation, elapsed=time.perf_counter() - start,
-                           cut_by=cut_by, sleep_blocked=blocked, max_depth=depth)
+                           cut_by=cut_by, sleep_blocked=blocked, max_depth=depth,
+                           steps=steps, replayed_steps=replayed)
     return SplitOutcome(result, finals, units, nlate)
 
 
