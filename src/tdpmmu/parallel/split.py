@@ -185,7 +185,7 @@ def unit_strategy(base: type[TreeStrategy], prefix: list[Node]) -> TreeStrategy:
         methods: dict[str, Any] = {"begin": _unit_begin, "_restart": _unit_restart}
         if issubclass(base, OptimalDporStrategy):
             methods["_reverse"] = _unit_insert
-            methods["on_step"] = _unit_on_step
+            methods["on_step"] = _unit_on_step(base.on_step)
         elif hasattr(base, "_reverse"):
             methods["_reverse"] = _unit_reverse
         cls = _UNIT_CLASSES[base] = type(f"Unit{base.__name__}", (base,), methods)
@@ -226,13 +226,14 @@ def add_reversal(node: Node, initials: list[int]) -> bool:
     return True
 
 
-def _unit_on_step(self: Any, ex: Any, t: Any, node: Node, fresh: bool) -> None:
-    """Optimal DPOR's step; at a prefix node, every thread's next accesses are
-    kept (the coordinator's sleep test of a reversal sent there needs them)."""
-    pos = self.pos - 1
-    if pos < self.floor:
-        self.prefix_accs[pos] = [th.acc for th in ex.threads]
-    type(self).__mro__[1].on_step(self, ex, t, node, fresh)
+def _unit_on_step(base_on_step: Callable[..., None]) -> Callable[..., None]:
+    def on_step(self: Any, ex: Any, t: Any, node: Node, fresh: bool) -> None:
+        """Optimal DPOR's step; at a prefix node, every thread's next accesses
+        are kept (the coordinator's sleep test of a reversal sent there needs them)."""
+        if self.pos <= self.floor:
+            self.prefix_accs[self.pos - 1] = [th.acc for th in ex.threads]
+        base_on_step(self, ex, t, node, fresh)
+    return on_step
 
 
 def _unit_insert(self: Any, ex: Any, e: int, tid: int, clock: list[int]) -> None:
