@@ -350,7 +350,10 @@ class _CNode:
     def __init__(self, node: Node, path: list) -> None:
         self.node = node
         self.path = path
-        self.dispatched = set(node.done) | {node.chosen}
+        # A choice node explores its values in order: those up to the chosen one
+        # are explored (a step node lists its explored threads in ``done``).
+        self.dispatched = set(node.done) | {node.chosen} if node.kind == "s" \
+            else set(range(node.chosen + 1))
         self.ranks = len(node.done) + 1 if node.kind == "s" else node.n
         self.queued = False  # a lazy entry of its wakeup tree is on the queue
         # The wakeup-tree branches handed out here: (path, the branch's tree).
