@@ -10,8 +10,13 @@ not split).
 Each runs as the ``tdpmmu`` command a user types; CPU is that of the command
 and its workers (children's rusage).  Every work unit replays its prefix from
 ``setup()`` (as each serial execution does); on Ray the same holds on every
-node.  Printed per work: wall and CPU seconds, executions, complete, and for
--j 2 the ratios to -j 1 (wall speed-up, CPU and executions overhead).
+node.  On a Linux machine shared with other sessions, autogroup scheduling
+(``/proc/sys/kernel/sched_autogroup_enabled``) gives all processes of one
+session (the command and its workers) one share of the CPUs: there ``-j 2``
+gets no more CPU per second than ``-j 1`` and wall time cannot drop; the CPU
+and execution ratios still show the split's cost.  Printed per work: wall
+and CPU seconds, executions, complete, and for -j 2 the ratios to -j 1 (wall
+speed-up, CPU and executions overhead).
 
     python bench/parallel.py [--max-executions N] [--kernel K --scenario S]
                              [--dpor K:S,K:S,...] [--capped K:S:SECONDS] [--only-dpor]
