@@ -327,14 +327,35 @@ def run_subtree(task: SubtreeTask) -> SubtreeResult:
                 return reason
         return "split" if asked[0] > task.budget else None
 
+    # A violation is minimised once, by the coordinator's finish_violation,
+    # for the one reported: several units may find one.
     res = engine.explore(prog.setup, prog.threads, strategy=strat, check=prog.check,
                          invariant=prog.invariant, observe=prog.observe,
-                         max_steps=prog.max_steps, stop=stop)
+                         max_steps=prog.max_steps, stop=stop, minimize=False)
     additions = [sorted(n.backtrack - b) for n, b in zip(strat.nodes, before, strict=False)]
     stack = [encode_node(n) for n in strat.nodes[len(prefix):]] if res.cut_by == "split" \
         else []
     finals = prog.finals() if prog.finals is not None else None
     return SubtreeResult(res, additions, getattr(strat, "deferred", []), stack, finals)
+
+
+@dataclass
+class FinishTask:
+    program: ProgramRef
+    violation: engine.Violation
+
+
+def finish_violation(task: FinishTask) -> engine.Violation:
+    """Worker: the violation a split search reports, minimised (fewest
+    preemptions, then fewest steps) and traced, as the serial search does."""
+    from ..engine.explore import _minimize, _normalise_threads, _traced
+    prog = task.program.load()
+    specs = _normalise_threads(prog.threads)
+    v = task.violation
+    if v.preemptions > 0:
+        v = _minimize(prog.setup, specs, v, prog.max_steps, prog.check, prog.invariant, 2000)
+    return _traced(prog.setup, specs, v, prog.max_steps, prog.check, prog.invariant,
+                   prog.observe)
 
 
 # -------------------------------------------------------------- coordinator
@@ -581,6 +602,10 @@ def explore_split(program: ProgramRef, backend: Backend, strategy: str = "dpor",
     if violation is not None:
         backend.stop()
         complete = False
+        if cut_by != "interrupted":
+            h = backend.submit(finish_violation, FinishTask(program, violation))
+            backend.wait([h])
+            violation = backend.result(h)
     result = engine.Result(strategy=strategy, executions=executions, complete=complete,
                            violation=violation, elapsed=time.perf_counter() - start,
                            cut_by=cut_by, sleep_blocked=blocked, max_depth=depth,
