@@ -42,6 +42,22 @@ def test_resumed_dpor_equals_uninterrupted(tmp_path):
         assert last.get(key) == whole.get(key), key
 
 
+def test_checkpoint_with_jobs_runs_in_one_process_and_says_so(tmp_path):
+    """-j 2 with --checkpoint: the search (the default dpor) runs in one process,
+    stderr says so, and stopping and resuming it still ends with the counts of
+    an uninterrupted -j 2 run (which splits it)."""
+    check = ("check", "--kernel", "v5.11", "--scenario", "notifier-vs-unload", "-j", "2")
+    whole = json.loads(tdpmmu(*check, "--json").stdout)
+    assert whole["complete"] and whole["strategy"] == "dpor"
+    f = str(tmp_path / "search.json")
+    first = tdpmmu(*check, "--json", "--max-executions", "100", "--checkpoint", f)
+    assert "run the search in one process" in first.stderr
+    assert json.loads(first.stdout)["executions"] == 100
+    last = json.loads(tdpmmu(*check, "--resume", f, "--json").stdout)
+    for key in ("executions", "complete", "cut_by", "violation", "sleep_blocked"):
+        assert last.get(key) == whole.get(key), key
+
+
 def test_time_limit_writes_a_checkpoint(tmp_path):
     f = tmp_path / "t.json"
     proc = tdpmmu("check", "--kernel", "v5.11", "--scenario", "seed-bug", "--json",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from test_cli_main import tdpmmu
 
 BOUNDED = ("--max-executions", "25")
@@ -47,13 +48,47 @@ def test_one_check_split_across_two_workers():
     assert one["executions"] <= two["executions"] <= 1.1 * one["executions"]
 
 
+# Small complete dpor checks (a few hundred executions at most): the optimal
+# search split across two workers against -j 1.
+DPOR_SPLITS = [("v5.11", "notifier-vs-unload"), ("v5.12", "two-vcpus-fault"),
+               ("v6.9", "zap-all-huge-tlb")]
+
+
+@pytest.mark.parametrize("kernel,scenario", DPOR_SPLITS)
+def test_dpor_check_split_equals_j1(kernel, scenario):
+    """The default strategy (optimal dpor) split: as complete as -j 1, no
+    finding, no sleep-set-blocked execution more, at most 10% more executions."""
+    args = ("check", "--kernel", kernel, "--scenario", scenario, "--json")
+    one = json.loads(tdpmmu(*args, "-j", "1").stdout)
+    two = json.loads(tdpmmu(*args, "-j", "2").stdout)
+    assert one["strategy"] == two["strategy"] == "dpor"
+    assert one["complete"] and two["complete"]
+    assert one["violation"] is None and two["violation"] is None
+    assert two["sleep_blocked"] <= one["sleep_blocked"]
+    assert one["executions"] <= two["executions"] <= 1.1 * one["executions"]
+
+
+def test_dpor_split_reports_the_finding_of_j1():
+    """v5.10's seed bug: the split dpor search reports the -j 1 finding, with
+    the same kind, function and replay token."""
+    args = ("check", "--kernel", "v5.10", "--scenario", "seed-bug", "--json")
+    one = json.loads(tdpmmu(*args, "-j", "1").stdout)
+    two = json.loads(tdpmmu(*args, "-j", "2").stdout)
+    assert not one["complete"] and not two["complete"]
+    a, b = one["violation"], two["violation"]
+    assert a is not None and b is not None
+    assert (a["kind"], a.get("function"), a["schedule"]) == \
+        (b["kind"], b.get("function"), b["schedule"])
+
+
 def test_ray_address_without_ray_backend_is_an_error():
     proc = tdpmmu("check", "--ray-address", "127.0.0.1:1", "--kernel", "v5.11",
                   "--scenario", "teardown")
     assert proc.returncode == 2 and "--ray-address applies to --backend ray" in proc.stderr
 
 
-def test_ctrl_c_stops_the_workers_and_prints_what_finished():
+@pytest.mark.parametrize("strategy", ["dpor", "source-dpor"])
+def test_ctrl_c_stops_the_workers_and_prints_what_finished(strategy):
     import os
     import signal
     import subprocess
@@ -61,7 +96,7 @@ def test_ctrl_c_stops_the_workers_and_prints_what_finished():
     import time
     proc = subprocess.Popen([sys.executable, "-m", "tdpmmu.cli", "check", "-j", "2",
                              "--kernel", "v5.11", "--scenario", "seed-bug", "--json",
-                             "--strategy", "source-dpor"],
+                             "--strategy", strategy],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "CI": "1"}, start_new_session=True)
     time.sleep(6)  # spawned workers are searching by now

@@ -37,11 +37,12 @@ def test_ray_matrix_equals_serial(backend):
     assert serial[0].violation is not None and serial[1].violation is None
 
 
-def test_ray_split_search_equals_serial(backend):
-    unit = CheckUnit("v5.11", "notifier-vs-unload", strategy="source-dpor")
+@pytest.mark.parametrize("strategy", ["dpor", "source-dpor"])
+def test_ray_split_search_equals_serial(backend, strategy):
+    unit = CheckUnit("v5.11", "notifier-vs-unload", strategy=strategy)
     serial = run_unit(unit)
     out = explore_split(ProgramRef("tdpmmu.parallel.units:unit_program", (unit,)), backend,
-                        "source-dpor", budget=20)
+                        strategy, budget=20)
     assert out.result.complete == serial.complete is True
     assert out.result.violation is None and serial.violation is None
     assert out.units > 1

@@ -19,14 +19,14 @@ from ..checker import CheckResult, UserError, build_model, resolve_kernel, resol
 from .units import CheckUnit, assemble
 
 INTERRUPTED = 130  # exit code after Ctrl-C, as a shell reports SIGINT
-SPLITTABLE = ("dfs", "source-dpor")  # optimal dpor: wakeup trees not carried by units yet
+SPLITTABLE = ("dfs", "dpor", "source-dpor")
 
 
 def add_options(p: argparse.ArgumentParser, positive: Callable[[str], int]) -> None:
     p.add_argument("-j", "--jobs", type=positive, metavar="N",
                    help="worker processes; several checks run side by side (default: "
-                   "every core), a single dfs/source-dpor check is split into subtrees (default: "
-                   "1, no split)")
+                   "every core), a single dfs/dpor/source-dpor check is split into subtrees "
+                   "(default: 1, no split)")
     p.add_argument("--backend", choices=("local", "ray"), default="local",
                    help="local processes (default) or tasks on a Ray cluster "
                    "(needs tdpmmu[ray])")
@@ -93,6 +93,11 @@ def check_elsewhere(args: argparse.Namespace, knobs: dict[str, str], kernels: li
             raise UserError("--checkpoint saves one search: give one --tdp-mmu")
         if rows is not None and len(rows) == 1:
             knobs = rows[0][2]
+        if (args.jobs or 1) > 1 or args.backend != "local":
+            # A split search's state is spread over units in flight; a
+            # checkpoint holds one search's stack, so it runs in this process.
+            print("tdpmmu: --checkpoint/--resume run the search in one process "
+                  "(-j and --backend apply to searches without a checkpoint)", file=sys.stderr)
         return checkpoint_command(args, knobs, kernels, scenarios)
     # A matrix uses every core by default; one check is split only when asked
     # for (-j N), since a split search that stops at a violation counts the

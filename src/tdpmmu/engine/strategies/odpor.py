@@ -64,26 +64,29 @@ class _W:
     (see ``OptimalDporStrategy._insert``).
     """
 
-    __slots__ = ("tid", "kacc", "lim", "nser", "kids", "sure")
+    __slots__ = ("tid", "kacc", "lim", "nser", "kids", "sure", "ghost")
 
     def __init__(self, tid: int, kacc: tuple, lim: int, nser: int, kids: list[_W],
-                 sure: bool = True) -> None:
+                 sure: bool = True, ghost: bool = False) -> None:
         self.tid = tid
         self.kacc = kacc
         self.lim = lim
         self.nser = nser
         self.kids = kids
         self.sure = sure
+        # A branch explored elsewhere (a split search's other unit, see
+        # tdpmmu.parallel.split): taken as explored, not run.
+        self.ghost = ghost
 
     def __getstate__(self) -> tuple:
-        return (self.tid, self.kacc, self.lim, self.nser, self.kids, self.sure)
+        return (self.tid, self.kacc, self.lim, self.nser, self.kids, self.sure, self.ghost)
 
     def __setstate__(self, st: tuple) -> None:
-        self.tid, self.kacc, self.lim, self.nser, self.kids, self.sure = st
+        self.tid, self.kacc, self.lim, self.nser, self.kids, self.sure, self.ghost = st
 
     def copy(self) -> _W:
         return _W(self.tid, self.kacc, self.lim, self.nser, [k.copy() for k in self.kids],
-                  self.sure)
+                  self.sure, self.ghost)
 
 
 # An event of a sequence to insert: (thread, accesses, vector clock, own sequence number).
@@ -169,6 +172,9 @@ class OptimalDporStrategy(DporStrategy):
         wut = node.wut
         while wut:
             w = wut.pop(0)
+            if w.ghost:  # explored by another unit: asleep for the branches after it
+                node.done.add(w.tid)
+                continue
             if w.tid in node.enabled and w.tid not in node.done:
                 return w
             self.blocked_branches += 1
@@ -185,7 +191,7 @@ class OptimalDporStrategy(DporStrategy):
                 if t.tid == w.tid:
                     node.cur = w
                     return t
-        t = self.prefer(enabled, ex.last, node.enabled - node.sleep)
+        t = self.prefer(enabled, ex.last, node.enabled - node.sleep - node.done)
         if t is not None:
             node.cur = _W(t.tid, (), 0, 0, [])
         return t
@@ -234,6 +240,13 @@ class OptimalDporStrategy(DporStrategy):
     def _reverse(self, ex: Any, e: int, tid: int, clock: list[int]) -> None:
         """Insert v = notdep(e).e' into the wakeup tree of the node where ``e`` ran."""
         node = self.nodes[self.ev_node[e]]
+        items = self._reversal(ex, e, tid, clock)
+        if not self._covered_asleep(node, items):
+            self._insert(node, items)
+
+    def _reversal(self, ex: Any, e: int, tid: int, clock: list[int]) -> list[_Item]:
+        """The sequence v = notdep(e).e' for the race of event ``e`` with thread
+        ``tid``'s event (own-thread past ``clock``)."""
         ev_tid, ev_seq, ev_clock, ev_acc = self.ev_tid, self.ev_seq, self.ev_clock, self.ev_acc
         et, es = ev_tid[e], ev_seq[e]
         items: list[_Item] = [(ev_tid[j], ev_acc[j], ev_clock[j], ev_seq[j])
@@ -250,15 +263,16 @@ class OptimalDporStrategy(DporStrategy):
                     if c > mine[k]:
                         mine[k] = c
         items.append((tid, acc, mine, mine[tid]))
+        return items
+
+    @staticmethod
+    def _covered_asleep(node: Node, items: list[_Item]) -> bool:
+        """Is a thread asleep at ``node`` (or explored there) a weak initial of v?"""
         sacc = node.sacc
         asleep = node.sleep | node.done
-        if asleep:
-            for q in asleep:
-                if _weak_initial(q, sacc[q] if sacc else (), items):
-                    return
-        self._insert(node, items)
+        return any(_weak_initial(q, sacc[q] if sacc else (), items) for q in asleep)
 
-    def _insert(self, node: Node, items: list[_Item]) -> None:
+    def _insert(self, node: Node, items: list[_Item], guessed: bool = False) -> None:
         """Insert ``items`` into the node's wakeup tree (see the module docstring).
 
         A leaf covers v only if the tree was built without guesses: a leaf
@@ -269,7 +283,7 @@ class OptimalDporStrategy(DporStrategy):
         if level is None:
             level = node.wut = []
         top = True
-        self.guessed = False
+        self.guessed = guessed  # a guess made on branches not in the tree (a split search)
         while True:
             for w in level:
                 if self._tree_weak_initial(w, items):
