@@ -107,3 +107,15 @@ def test_ctrl_c_stops_the_workers_and_prints_what_finished(strategy):
     assert d["cut_by"] == "interrupted" and d["complete"] is False
     assert d["executions"] > 0
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("extra, why", [
+    (("--max-executions", "5"), "a search capped by --max-executions"),
+    (("--strategy", "pct", "--max-executions", "5"), "a pct search"),
+])
+def test_j2_on_a_search_it_does_not_split_says_so(extra: tuple[str, ...], why: str) -> None:
+    """-j 2 on one check it cannot split is not silently dropped."""
+    r = tdpmmu("check", "--kernel", "v5.11", "--scenario", "notifier-vs-unload", "-j", "2",
+               *extra)
+    assert r.returncode == 0, r.stderr
+    assert f"tdpmmu: -j 2 does not split {why}; it runs in one process" in r.stderr

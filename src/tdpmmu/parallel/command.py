@@ -105,6 +105,13 @@ def check_elsewhere(args: argparse.Namespace, knobs: dict[str, str], kernels: li
     jobs = args.jobs or (1 if single else os.cpu_count() or 1)
     deadline = time.time() + args.time_limit if args.time_limit else None
     splittable = single and args.strategy in SPLITTABLE and args.max_executions is None
+    if single and not splittable and jobs > 1:
+        # Said, not silently dropped: a capped split search would count other
+        # executions under the cap than -j 1 does.
+        why = ("a search capped by --max-executions" if args.strategy in SPLITTABLE
+               else f"a {args.strategy} search")
+        print(f"tdpmmu: -j {jobs} does not split {why}; it runs in one process",
+              file=sys.stderr)
     if args.backend == "local" and (jobs == 1 or (single and not splittable)):
         if deadline is None:
             return None  # the plain serial loop
