@@ -72,9 +72,8 @@ assists that write through cached upper-level entries (5.18's comment in
 the walked tables as ghost state instead.  Entries exempt above are exempt
 here too (an invalid root's tables are freed with no flush at all).
 
-Later versions defer some flushes to the caller and rely on a flush before
-the RCU free of page tables; a version with another contract names it, and an
-unknown contract is not checked here.
+A version with another contract names it, and an unknown contract is not
+checked here.
 
 A TLB entry counts as stale if the vCPU's *current* root no longer maps it
 (an entry another root of the vCPU's still backs is not the zapper's debt);
