@@ -161,10 +161,11 @@ class V5_18(V5_17):
     mainline's log of the 5.18 merge, whose bb95dfb9e2df also matches a
     later ``Fixes:`` tag.)  The 5.18 merge window first zapped only leaves in
     ``kvm_zap_gfn_range`` (cf3e26427c08), then reverted it (873dd122172f)
-    with a flush before ``zap_gfn_range`` dropped RCU (fcb93eb6d09d); 5.18's
-    rcs brought the leaf-only zap back (f47e5bbbc92f, "Zap only TDP MMU leafs
-    in zap range and mmu_notifier unmap"), which is what the release and the
-    5.18.12 tree have, and what is modelled: ``tdp_mmu_zap_leafs`` removes no
+    with a flush before ``zap_gfn_range`` dropped RCU (fcb93eb6d09d); KVM's
+    next 5.18 pull (tag for-linus of 2022-04-02) brought the leaf-only zap back
+    (f47e5bbbc92f, "Zap only TDP MMU leafs in zap range and mmu_notifier
+    unmap"), which is what the release and the 5.18.12 tree have, and what is
+    modelled: ``tdp_mmu_zap_leafs`` removes no
     page table, so its flush is owed by ``mmu_lock``'s release, not by RCU's.
     Not modelled from bb95dfb9e2df: ``kvm_tdp_mmu_zap_sp`` and the RCU
     section of ``kvm_recover_nx_lpages`` (NX recovery is left out).  The
