@@ -126,11 +126,12 @@ class V5_18(V5_17):
       invalid roots (``only_valid``; get without the invalid check)
     - 22b94c4b63eb KVM: x86/mmu: Zap invalidated roots via asynchronous worker
     - efd995dae5eb KVM: x86/mmu: Zap defunct roots via asynchronous worker
-    - KVM: x86/mmu: Zap roots in two passes to avoid inducing RCU stalls
-      (``tdp_mmu_zap_root``: 1G level, then the root level)
-    - KVM: x86/mmu: Require mmu_lock be held for write to zap TDP MMU range,
-      and Zap only TDP MMU leafs in kvm_zap_gfn_range()
-      (``tdp_mmu_zap_leafs`` / ``kvm_tdp_mmu_zap_leafs``)
+    - 1b6043e8e584 KVM: x86/mmu: Zap roots in two passes to avoid inducing RCU
+      stalls (``tdp_mmu_zap_root``: 1G level, then the root level)
+    - acbda82a81c7 KVM: x86/mmu: Require mmu_lock be held for write to zap TDP
+      MMU range, and f47e5bbbc92f KVM: x86/mmu: Zap only TDP MMU leafs in zap
+      range and mmu_notifier unmap (``tdp_mmu_zap_leafs`` /
+      ``kvm_tdp_mmu_zap_leafs``)
     - KVM: x86/mmu: Use common TDP MMU zap helper for MMU notifier unmap hook
     - bd29677952fa KVM: x86/mmu: Do remote TLB flush before dropping RCU in TDP
       MMU resched
@@ -165,8 +166,8 @@ class V5_18(V5_17):
     next 5.18 pull (tag for-linus of 2022-04-02) brought the leaf-only zap back
     (f47e5bbbc92f, "Zap only TDP MMU leafs in zap range and mmu_notifier
     unmap"), which is what the release and the 5.18.12 tree have, and what is
-    modelled: ``tdp_mmu_zap_leafs`` removes no
-    page table, so its flush is owed by ``mmu_lock``'s release, not by RCU's.
+    modelled: ``tdp_mmu_zap_leafs`` removes no page table, so its flush is
+    owed by ``mmu_lock``'s release, not by RCU's.
     Not modelled from bb95dfb9e2df: ``kvm_tdp_mmu_zap_sp`` and the RCU
     section of ``kvm_recover_nx_lpages`` (NX recovery is left out).  The
     model's page-table helpers keep their 5.12 names
