@@ -70,7 +70,13 @@ hardware hazard it stands for is the paging-structure caches and the A/D
 assists that write through cached upper-level entries (5.18's comment in
 ``handle_removed_pt``); the model's TLB caches whole translations and keeps
 the walked tables as ghost state instead.  Entries exempt above are exempt
-here too (an invalid root's tables are freed with no flush at all).
+here too (an invalid root's tables are freed with no flush at all), and so
+are the tables ``kvm_tdp_mmu_zap_all`` unlinks.  Simplification: the check
+runs at the free, i.e. where the model completes a grace period (the
+``rcu_grace_period`` action, ``synchronize_rcu``/``rcu_barrier`` callers,
+teardown), not at the remover's ``rcu_read_unlock``; a lost flush in an
+execution where no grace period ends before the vCPU's next flush goes
+unjudged by it (the ``mmu_lock`` check still judges the frames).
 
 A version with another contract names it, and an unknown contract is not
 checked here.
