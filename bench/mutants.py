@@ -84,6 +84,8 @@ TARGETS: dict[str, tuple[str, ...]] = {
         # 5.12: zaps under the read lock, page tables freed through RCU; 5.13
         "_kvm_tdp_mmu_zap_gfn_range", "handle_removed_tdp_mmu_page", "tdp_mmu_zap_spte_atomic",
         "kvm_tdp_mmu_zap_invalidated_roots",
+        # 5.18: the removal under its new name, without its flush (bb95dfb9e2df)
+        "handle_removed_pt",
     ),
     "notifier": (
         "kvm_mmu_notifier_invalidate_range_start", "kvm_mmu_notifier_invalidate_range_end",

@@ -14,7 +14,9 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
+from ..engine import cpu_relax
 from ..kernel import (
+    BUG,
     INIT_WORK,
     WARN_ON,
     WARN_ON_ONCE,
@@ -64,7 +66,24 @@ from . import shared as sh
 from .mmu import KVM_MMU_ROOT_CURRENT, KVM_MMU_ROOT_PREVIOUS
 from .mmu_legacy import BATCH_ZAP_PAGES
 from .mmu_lock import KVM_MMU_LOCK, KVM_MMU_UNLOCK
-from .spte import PAGE_SHIFT, PG_LEVEL_4K, is_last_spte, is_shadow_present_pte
+from .spte import (
+    ACC_ALL,
+    KVM_PAGES_PER_HPAGE,
+    PAGE_SHIFT,
+    PG_LEVEL_4K,
+    PT64_ENT_PER_PAGE,
+    PT64_ROOT_MAX_LEVEL,
+    REMOVED_SPTE,
+    SET_SPTE_WRITE_PROTECTED_PT,
+    is_dirty_spte,
+    is_last_spte,
+    is_mmio_spte,
+    is_removed_spte,
+    is_shadow_present_pte,
+    make_mmio_spte,
+    make_spte,
+    spte_to_pfn,
+)
 from .structs import (
     INVALID_PAGE,
     KVM_ADDRESS_SPACE_NUM,
@@ -75,8 +94,8 @@ from .structs import (
     kvm_mmu_page,
     kvm_mmu_root_info,
 )
-from .tdp_iter import for_each_tdp_pte_min_level, tdp_iter, to_shadow_page
-from .tdp_mmu import kvm_mmu_page_as_id
+from .tdp_iter import for_each_tdp_pte_min_level, spte_to_child_pt, tdp_iter, to_shadow_page
+from .tdp_mmu import RET_PF_EMULATE, RET_PF_RETRY, RET_PF_SPURIOUS, kvm_mmu_page_as_id
 from .v5_13 import role_invalid
 from .v5_15 import kvm_gfn_range
 from .v5_17 import V5_17
@@ -109,14 +128,24 @@ class V5_18(V5_17):
       invalid roots (``only_valid``; get without the invalid check)
     - 22b94c4b63eb KVM: x86/mmu: Zap invalidated roots via asynchronous worker
     - efd995dae5eb KVM: x86/mmu: Zap defunct roots via asynchronous worker
-    - KVM: x86/mmu: Zap roots in two passes to avoid inducing RCU stalls
-      (``tdp_mmu_zap_root``: 1G level, then the root level)
-    - KVM: x86/mmu: Require mmu_lock be held for write to zap TDP MMU range,
-      and Zap only TDP MMU leafs in kvm_zap_gfn_range()
-      (``tdp_mmu_zap_leafs`` / ``kvm_tdp_mmu_zap_leafs``)
+    - 1b6043e8e584 KVM: x86/mmu: Zap roots in two passes to avoid inducing RCU
+      stalls (``tdp_mmu_zap_root``: 1G level, then the root level)
+    - acbda82a81c7 KVM: x86/mmu: Require mmu_lock be held for write to zap TDP
+      MMU range, and f47e5bbbc92f KVM: x86/mmu: Zap only TDP MMU leafs in zap
+      range and mmu_notifier unmap (``tdp_mmu_zap_leafs`` /
+      ``kvm_tdp_mmu_zap_leafs``)
     - KVM: x86/mmu: Use common TDP MMU zap helper for MMU notifier unmap hook
-    - KVM: x86/mmu: Do remote TLB flush before dropping RCU in TDP MMU resched
-    - KVM: x86/mmu: Skip remote TLB flush when zapping all of TDP MMU
+    - bd29677952fa KVM: x86/mmu: Do remote TLB flush before dropping RCU in TDP
+      MMU resched
+    - bb95dfb9e2df KVM: x86/mmu: Defer TLB flush to caller when freeing TDP MMU
+      shadow pages (``handle_removed_pt`` without its flush; the fault's flush
+      in ``tdp_mmu_map_handle_target_level`` when a huge leaf replaces a page
+      table; the contract ``properties.tlb`` checks)
+    - 0f53dfa34efa KVM: x86/mmu: Rename handle_removed_tdp_mmu_page() to
+      handle_removed_pt()
+    - c8e5a0d0e9bc KVM: x86/mmu: Check for !leaf=>leaf, not PFN change, in TDP
+      MMU SP removal (``_handle_changed_spte``)
+    - 77c8cd6b85af KVM: x86/mmu: Skip remote TLB flush when zapping all of TDP MMU
     - 527d5cd7eece KVM: x86/mmu: Zap only obsolete roots if a root shadow page
       is zapped (``KVM_REQ_MMU_FREE_OBSOLETE_ROOTS``,
       ``kvm_mmu_free_obsolete_roots``)
@@ -131,7 +160,20 @@ class V5_18(V5_17):
       ``tdp_mmu_set_spte_atomic``: the model keeps a bool and re-reads
 
     (Titles from the 5.18 pull request; hashes where the oracle's sources
-    gave them.)
+    gave them, and those of the TLB-flush commits from a stored copy of
+    mainline's log of the 5.18 merge, whose bb95dfb9e2df also matches a
+    later ``Fixes:`` tag.)  The 5.18 merge window first zapped only leaves in
+    ``kvm_zap_gfn_range`` (cf3e26427c08), then reverted it (873dd122172f)
+    with a flush before ``zap_gfn_range`` dropped RCU (fcb93eb6d09d); KVM's
+    next 5.18 pull (tag for-linus of 2022-04-02) brought the leaf-only zap back
+    (f47e5bbbc92f, "Zap only TDP MMU leafs in zap range and mmu_notifier
+    unmap"), which is what the release and the 5.18.12 tree have, and what is
+    modelled: ``tdp_mmu_zap_leafs`` removes no page table, so its flush is
+    owed by ``mmu_lock``'s release, not by RCU's.
+    Not modelled from bb95dfb9e2df: ``kvm_tdp_mmu_zap_sp`` and the RCU
+    section of ``kvm_recover_nx_lpages`` (NX recovery is left out).  The
+    model's page-table helpers keep their 5.12 names
+    (``tdp_mmu_unlink_page`` for c298a30c2821's ``tdp_mmu_unlink_sp``).
 
     Simplifications: ``tdp_mmu_zap_root``'s first pass is at the 1G level or
     the root level, whichever is lower (the model's roots have 2-4 levels,
@@ -152,6 +194,12 @@ class V5_18(V5_17):
     # the caller" (both kept until 6.3; the latter to 6.9).
     promises_no_zero_count_root_under_write_lock = True
     promises_invalidated_roots_zapped = True
+
+    # bb95dfb9e2df: a removed page table's flush is its remover's, due before
+    # the caller drops RCU; invalid roots and zap_all are zapped without one
+    # (tdp_mmu_zap_root_work's and kvm_tdp_mmu_zap_all's comments).  See
+    # properties.tlb.
+    tlb_flush_contract = "before-unlock-valid-root"
 
     kworker_threads = 1
 
@@ -301,6 +349,105 @@ class V5_18(V5_17):
             WARN_ON(it.gfn > it.next_last_level_gfn)
             it.yielded = True
         return it.yielded
+
+    # ------------------------------------------------------- SPTE changes
+    def handle_removed_pt(self, kvm: Any, sp: kvm_mmu_page, shared: bool) -> None:
+        """0f53dfa34efa's name for ``handle_removed_tdp_mmu_page``, and
+        bb95dfb9e2df: no TLB flush here any more.  The page table is freed by
+        an RCU callback, so the caller -- who holds ``rcu_read_lock`` -- owes
+        the flush and must do it before it drops RCU ("Flows that can remove
+        SPs must service pending TLB flushes prior to dropping RCU
+        protection", 5.18's ``tdp_iter.h``); until then a vCPU may still hold
+        TLB entries cached through the unlinked table.  Callers that zap an
+        invalid root or the whole VM (``tdp_mmu_zap_root``) flush not at all
+        (see ``properties.tlb``)."""
+        level = sp.role.level
+        base_gfn = sp.gfn
+        self.tdp_mmu_unlink_page(kvm, sp, shared)  # tdp_mmu_unlink_sp (c298a30c2821)
+        for i in range(PT64_ENT_PER_PAGE):
+            gfn = base_gfn + i * KVM_PAGES_PER_HPAGE(level - 1)
+            if shared:
+                # Another thread's fault may own a frozen SPTE here: wait
+                # until it sets it back, then freeze it ourselves.
+                while True:
+                    old_spte = sh.xchg_spte(sp, i, REMOVED_SPTE)
+                    if not is_removed_spte(old_spte):
+                        break
+                    cpu_relax()
+            else:
+                old_spte = sp.spt[i]
+                if not is_shadow_present_pte(old_spte):
+                    continue
+                sh.write_spte(sp, i, REMOVED_SPTE)
+            self.handle_changed_spte(kvm, kvm_mmu_page_as_id(sp), gfn, old_spte,
+                                     REMOVED_SPTE, level - 1, shared)
+        call_rcu(sp.rcu_head, self.tdp_mmu_free_sp_rcu_callback(kvm))
+
+    def _handle_changed_spte(self, kvm: Any, as_id: int, gfn: int, old_spte: int,
+                              new_spte: int, level: int, shared: bool = False) -> None:
+        """``__handle_changed_spte``: c8e5a0d0e9bc removes the child page table
+        when a non-leaf SPTE becomes a leaf or non-present, and WARNs on a
+        non-leaf whose pfn changes; it calls ``handle_removed_pt``.  Not
+        modelled: ``check_spte_writable_invariants`` (a WARN on the Host- and
+        MMU-writable bits, which the model's SPTEs do not carry apart) and
+        ``kvm_update_page_stats``."""
+        was_present = is_shadow_present_pte(old_spte)
+        is_present = is_shadow_present_pte(new_spte)
+        was_leaf = was_present and is_last_spte(old_spte, level)
+        is_leaf = is_present and is_last_spte(new_spte, level)
+        pfn_changed = spte_to_pfn(old_spte) != spte_to_pfn(new_spte)
+
+        WARN_ON(level > PT64_ROOT_MAX_LEVEL)
+        WARN_ON(level < PG_LEVEL_4K)
+        WARN_ON(gfn & (KVM_PAGES_PER_HPAGE(level) - 1))
+
+        # A present leaf replaced by one for another pfn: crash the host.
+        if was_leaf and is_leaf and pfn_changed:
+            BUG()
+        if old_spte == new_spte:
+            return
+        self.trace_kvm_tdp_mmu_spte_changed(kvm, as_id, gfn, level, old_spte, new_spte)
+        if not was_present and not is_present:
+            # Only MMIO SPTEs and the removed value move between non-present values.
+            WARN_ON(not is_mmio_spte(old_spte) and not is_mmio_spte(new_spte)
+                    and not is_removed_spte(new_spte))
+            return
+        if was_leaf and is_dirty_spte(old_spte) and \
+                (not is_present or not is_dirty_spte(new_spte) or pfn_changed):
+            pass  # kvm_set_pfn_dirty(): host page state, not modelled
+        if was_present and not was_leaf and \
+                (is_leaf or not is_present or WARN_ON_ONCE(pfn_changed)):
+            self.handle_removed_pt(kvm, spte_to_child_pt(kvm, old_spte, level), shared)
+
+    # ---------------------------------------------------------- page fault
+    def tdp_mmu_map_handle_target_level(self, vcpu: Any, write: bool, map_writable: bool,
+                                        it: tdp_iter, pfn: int | None, prefault: bool) -> int:
+        """bb95dfb9e2df: a fault that replaces a page table by a huge leaf
+        flushes the TLBs itself (``handle_removed_pt`` no longer does), before
+        ``kvm_tdp_mmu_map`` drops RCU.  The rest is the inherited model's
+        (its return value included)."""
+        kvm = vcpu.kvm
+        make_spte_ret = 0
+        ret = RET_PF_RETRY  # the inherited model's return value for a fixed fault
+        if pfn is None:  # is_noslot_pfn()
+            new_spte = make_mmio_spte(it.gfn, self.kvm_memslots_generation(kvm, vcpu), ACC_ALL)
+        else:
+            make_spte_ret, new_spte = make_spte(it.level, pfn, ACC_ALL, prefault, map_writable,
+                                                False)
+        if new_spte == it.old_spte:
+            ret = RET_PF_SPURIOUS
+        elif not self.tdp_mmu_set_spte_atomic(kvm, it, new_spte):
+            return RET_PF_RETRY
+        elif is_shadow_present_pte(it.old_spte) and not is_last_spte(it.old_spte, it.level):
+            self.kvm_flush_remote_tlbs_with_address(kvm, it.sp.gfn,
+                                                    KVM_PAGES_PER_HPAGE(it.level + 1))
+        if make_spte_ret & SET_SPTE_WRITE_PROTECTED_PT:
+            if write:
+                ret = RET_PF_EMULATE
+            self.kvm_make_request(KVM_REQ_TLB_FLUSH_CURRENT, vcpu)
+        if is_mmio_spte(new_spte):
+            ret = RET_PF_EMULATE
+        return ret
 
     # --------------------------------------------------------------- zap
     def _tdp_mmu_zap_root(self, kvm: Any, root: kvm_mmu_page, shared: bool,

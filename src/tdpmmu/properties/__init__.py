@@ -14,6 +14,7 @@ from typing import Any
 from .dirty_log import DirtyLogComplete
 from .host_frames import HostFrames
 from .invalidation import InvalidationComplete
+from .kprobe import install_kprobe
 from .leak import check_no_leak
 from .lock_contract import install_lock_contract
 from .memslot import MemslotRemoved
@@ -24,7 +25,7 @@ from .root_lifecycle import (
 )
 from .root_lifecycle import install as install_root_lifecycle
 from .root_list import NoZeroCountRoot, OneValidRootPerRole
-from .tlb import TlbCoherence, TlbProvenance
+from .tlb import PT_FLUSH_BEFORE_RCU_FREE, TlbCoherence, TlbProvenance
 from .vcpu_root import VcpuRootLive
 
 ALL = ("lock-contract", "no-zero-count-root", "vcpu-root-live", "mmu-notifier",
@@ -52,6 +53,10 @@ class Properties:
         self.vcpu_root = VcpuRootLive(kvm)
         self.frames = HostFrames(kvm, self.provenance)
         self.tlb = TlbCoherence(kvm, contract, self.provenance)
+        if contract in PT_FLUSH_BEFORE_RCU_FREE and hasattr(kernel, "tdp_mmu_free_sp"):
+            # The free of a page table, which the TLB check judges under a
+            # contract that defers its flush to the caller (5.18+).
+            install_kprobe(kernel, "tdp_mmu_free_sp")
         self.memslot = MemslotRemoved(kvm, self.provenance)
         kvm.probes.extend([self.provenance.probe, self.invalidation.probe, self.dirty_log.probe,
                            self.frames.probe, self.tlb.probe, self.memslot.probe])

@@ -31,7 +31,7 @@ Checked:
   with ``kvm_arch_flush_shadow_all`` (``kvm_mmu_zap_all``).
 
 Where the kernel class's ``tlb_flush_contract`` says that TLB entries filled
-through an invalid root are unusable until a flush (6.9,
+through an invalid root are unusable until a flush (5.18 onward,
 ``properties.tlb.INVALID_ROOT_ENTRIES_UNUSABLE``), such entries are not
 counted when ``invalidate_range_start`` returns.  6.9's
 ``kvm_tdp_mmu_unmap_gfn_range`` zaps invalid roots too, but

@@ -6,11 +6,11 @@ reuse those frames from then on.  (A mapping of the range's *new* frames may
 exist already: ``change_pte`` installs one between start and end.)
 
 A TLB entry no guest access can use before its vCPU flushes does not count:
-on a version whose ``tlb_flush_contract`` says so (6.9), one filled through a
-root that is invalid now (``properties.tlb.TlbProvenance``; 6.9's
-``kvm_tdp_mmu_zap_invalidated_roots`` owes no flush for invalid roots because
-"KVM performs a local TLB flush when allocating a new root (see
-kvm_mmu_load())").
+on a version whose ``tlb_flush_contract`` says so (5.18 onward), one filled
+through a root that is invalid now (``properties.tlb.TlbProvenance``; 5.18's
+zap work and 6.9's ``kvm_tdp_mmu_zap_invalidated_roots`` owe no flush for
+invalid roots because "KVM performs a local TLB flush when allocating a new
+root (see kvm_mmu_load())").
 """
 
 from __future__ import annotations

@@ -15,11 +15,12 @@ Checked when the scenario's ``memslot_delete``/``memslot_move`` returns
 (the ``memslot_removed`` event): the check declares reads of every root (all its SPTE words) and
 TLB it looks at, so it is ordered against the stores and fills it judges.
 
-From 6.9 the fast zap flushes no TLB for invalid roots
-(``kvm_tdp_mmu_zap_invalidated_roots``: "A TLB flush is not necessary as KVM
-performs a local TLB flush when allocating a new root (see kvm_mmu_load())"),
-so on a version whose ``tlb_flush_contract`` says so a TLB entry filled
-through a root that is invalid now is not counted (``properties.tlb``).
+From 5.18 the fast zap flushes no TLB for invalid roots (5.18's
+``tdp_mmu_zap_root_work``, 6.9's ``kvm_tdp_mmu_zap_invalidated_roots``: "A
+TLB flush is not necessary as KVM performs a local TLB flush when allocating
+a new root (see kvm_mmu_load())"), so on a version whose
+``tlb_flush_contract`` says so a TLB entry filled through a root that is
+invalid now is not counted (``properties.tlb``).
 """
 
 from __future__ import annotations

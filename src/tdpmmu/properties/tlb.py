@@ -27,34 +27,59 @@ yield in between (the latter after asking every vCPU to reload, which flushes).
 Such stores carry ``page_zap`` in their event and are not judged here; a vCPU
 walking a freed page table is reported by the hardware walk itself.
 
-``"before-unlock-valid-root"`` (6.9): the same, except for TLB entries that
-no guest access can use before a flush.  6.9's ``tdp_mmu_zap_leafs`` asks for
-no flush when it zaps SPTEs of an invalid root ("Zappings SPTEs in invalid
-roots doesn't require a TLB flush, see kvm_tdp_mmu_zap_invalidated_roots()"),
-whose comment says why: "KVM performs a local TLB flush when allocating a new
-root (see kvm_mmu_load())".  ``kvm_mmu_zap_all_fast`` invalidates the roots
-and sends every vCPU ``KVM_REQ_MMU_FREE_OBSOLETE_ROOTS`` in one ``mmu_lock``
-critical section ("In order to ensure all vCPUs drop their soon-to-be invalid
-roots"), so a vCPU that used an invalid root must free it, load another and
-flush before its next guest access.  Exempt therefore: a vCPU whose current
-root is invalid, and any TLB entry that was filled through a root that is
-invalid now (:class:`TlbProvenance`) -- the latter covers a vCPU that has
-already set its new root in ``kvm_tdp_mmu_alloc_root`` but not yet done
-``kvm_mmu_load``'s flush (in hardware its old entries are tagged with the old
-root's EPTP/ASID and unusable anyway; the model's TLB is untagged).  5.18-6.6
-zap invalid roots without a flush too (the same comment is in their zap
-work / zap), but declare ``"before-unlock"``: the model's
-``handle_removed_tdp_mmu_page`` still flushes there (see docs/oracle.md), so
-no such report arises on them yet.  Nor do the zaps of
+``"before-unlock-valid-root"`` (5.18 onward): the same, except for TLB
+entries that no guest access can use before a flush, and with the flush for a
+removed page table deferred to the caller.  5.18's ``tdp_mmu_zap_root_work``
+zaps an invalid root without a flush ("A TLB flush is not necessary as KVM
+performs a local TLB flush when allocating a new root (see kvm_mmu_load())"),
+6.6's and 6.9's ``kvm_tdp_mmu_zap_invalidated_roots`` say the same, and 6.9's
+``tdp_mmu_zap_leafs`` asks for no flush when it zaps SPTEs of an invalid root
+("Zappings SPTEs in invalid roots doesn't require a TLB flush").
+``kvm_mmu_zap_all_fast`` invalidates the roots and sends every vCPU
+``KVM_REQ_MMU_FREE_OBSOLETE_ROOTS`` in one ``mmu_lock`` critical section
+(5.18's 527d5cd7eece; 6.9: "In order to ensure all vCPUs drop their
+soon-to-be invalid roots"), and a root only turns invalid at its last put
+otherwise (5.18-6.3's defunct roots), so a vCPU that used an invalid root
+must free it, load another and flush before its next guest access.  Exempt
+therefore: a vCPU whose current root is invalid, and any TLB entry that was
+filled through a root that is invalid now (:class:`TlbProvenance`) -- the
+latter covers a vCPU that has already set its new root (6.9's
+``kvm_tdp_mmu_alloc_root``) but not yet done ``kvm_mmu_load``'s flush (in
+hardware its old entries are tagged with the old root's EPTP/ASID and
+unusable anyway; the model's TLB is untagged).  Nor do the zaps of
 ``kvm_tdp_mmu_zap_all`` owe a flush under this contract: its comment (since
 5.18's "Skip remote TLB flush when zapping all of TDP MMU", still in 6.9)
-says KVM zaps everything only when the VM is destroyed or the VMM has exited, when ``KVM_RUN`` is
-unreachable -- 6.9's 4K-first zap yields with such zaps outstanding, which
-the ``zap_all`` action's running vCPUs would otherwise be charged for.
+says KVM zaps everything only when the VM is destroyed or the VMM has exited,
+when ``KVM_RUN`` is unreachable -- 6.9's 4K-first zap yields with such zaps
+outstanding, which the ``zap_all`` action's running vCPUs would otherwise be
+charged for.
 
-Later versions defer some flushes to the caller and rely on a flush before
-the RCU free of page tables; a version with another contract names it, and an
-unknown contract is not checked here.
+Removed page tables (5.18's bb95dfb9e2df, "Defer TLB flush to caller when
+freeing TDP MMU shadow pages"): ``handle_removed_pt`` no longer flushes; the
+page table is freed by an RCU callback, and "Flows that can remove SPs must
+service pending TLB flushes prior to dropping RCU protection" (5.18's
+``tdp_iter.h``).  So a vCPU may keep TLB entries cached through an unlinked
+page table until its remover flushes, but not until the table is freed:
+when ``tdp_mmu_free_sp`` frees a page table, no vCPU may hold a usable TLB
+entry whose fill walked through it (:meth:`TlbProvenance.path`).  This also
+judges entries whose translation is still right -- a fault that maps a huge
+page over a page table of 4K leaves of the same frames (the flush
+bb95dfb9e2df adds to ``tdp_mmu_map_handle_target_level``) -- which the
+``mmu_lock`` check above, judging frames, cannot tell from fresh ones.  The
+hardware hazard it stands for is the paging-structure caches and the A/D
+assists that write through cached upper-level entries (5.18's comment in
+``handle_removed_pt``); the model's TLB caches whole translations and keeps
+the walked tables as ghost state instead.  Entries exempt above are exempt
+here too (an invalid root's tables are freed with no flush at all), and so
+are the tables ``kvm_tdp_mmu_zap_all`` unlinks.  Simplification: the check
+runs at the free, i.e. where the model completes a grace period (the
+``rcu_grace_period`` action, ``synchronize_rcu``/``rcu_barrier`` callers,
+teardown), not at the remover's ``rcu_read_unlock``; a lost flush in an
+execution where no grace period ends before the vCPU's next flush goes
+unjudged by it (the ``mmu_lock`` check still judges the frames).
+
+A version with another contract names it, and an unknown contract is not
+checked here.
 
 A TLB entry counts as stale if the vCPU's *current* root no longer maps it
 (an entry another root of the vCPU's still backs is not the zapper's debt);
@@ -91,8 +116,12 @@ runtime.hide_frames_of(__file__)
 CONTRACTS = ("before-unlock", "before-unlock-valid-root")
 
 # The contracts under which a TLB entry filled through a root that is invalid
-# now is owed no flush (see above; 6.9's kvm_tdp_mmu_zap_invalidated_roots).
+# now is owed no flush (see above; 5.18's tdp_mmu_zap_root_work).
 INVALID_ROOT_ENTRIES_UNUSABLE = ("before-unlock-valid-root",)
+
+# The contracts under which a removed page table's flush is its remover's,
+# owed before the table's RCU free (see above; 5.18's bb95dfb9e2df).
+PT_FLUSH_BEFORE_RCU_FREE = ("before-unlock-valid-root",)
 
 
 def root_invalid(root: Any) -> bool:
@@ -138,6 +167,9 @@ class TlbProvenance:
         self.contract = contract
         self.invalid_root_entries_unusable = contract in INVALID_ROOT_ENTRIES_UNUSABLE
         self.root: dict[tuple[int, int], Any] = {}  # (vcpu_id, gfn) -> root
+        # (vcpu_id, gfn) -> the page tables (pfns) the fill walked, root first.
+        self.walked: dict[tuple[int, int], tuple[int, ...]] = {}
+        self._tlb_version: dict[int, int] = {}  # vcpu_id -> TLB version last seen
 
     def probe(self, event: str, f: dict[str, Any]) -> None:
         if event != "guest_access":
@@ -145,7 +177,20 @@ class TlbProvenance:
         v = f["vcpu"]
         hpa = v.mmu.root_hpa
         root = self.kvm.phys.get(hpa >> PAGE_SHIFT) if hpa != INVALID_PAGE else None
-        self.root[(v.vcpu_id, f["gfn"])] = root
+        key = (v.vcpu_id, f["gfn"])
+        self.root[key] = root
+        # The access filled its entry iff the TLB changed since the last
+        # access (a fill bumps the version in the access's own step; a flush
+        # empties the TLB, so the access after it fills): then the walk just
+        # made is the current root's, in this step.  A hit keeps the path of
+        # the fill it hit.
+        if self._tlb_version.get(v.vcpu_id) != v.tlb.version:
+            self._tlb_version[v.vcpu_id] = v.tlb.version
+            self.walked[key] = walk_path(self.kvm, root, f["gfn"])
+
+    def path(self, v: Any, gfn: int) -> tuple[int, ...]:
+        """The page tables (pfns) the fill of ``v``'s entry for ``gfn`` walked."""
+        return self.walked.get((v.vcpu_id, gfn), ())
 
     def filled_through_invalid_root(self, v: Any, gfn: int) -> bool:
         return root_invalid(self.root.get((v.vcpu_id, gfn)))
@@ -160,6 +205,26 @@ class TlbProvenance:
         """``v``'s TLB entries that a guest access may still use, by gfn."""
         return [(gfn, e) for gfn, e in sorted(v.tlb.entries.items())
                 if not self.unusable(v, gfn)]
+
+
+def walk_path(kvm: Any, root: Any, gfn: int) -> tuple[int, ...]:
+    """The pfns of the page tables a walk of ``gfn`` from ``root`` visits, root
+    first, down to the one holding the leaf (read like a debugger)."""
+    if root is None:
+        return ()
+    role = peek(root, "role")
+    level = role.level if role is not None else 0
+    sp = root
+    path = []
+    while level > 0 and sp is not None:
+        path.append(peek(sp, "pfn"))
+        spt = peek(sp, "spt") or []
+        spte = spt[SHADOW_PT_INDEX(gfn, level)]
+        if not is_shadow_present_pte(spte) or is_last_spte(spte, level):
+            break
+        sp = kvm.phys.get(spte_to_pfn(spte))
+        level -= 1
+    return tuple(path)
 
 
 def root_translation(kvm: Any, root: Any, gfn: int) -> int | None:
@@ -193,16 +258,26 @@ class TlbCoherence:
         self.provenance = provenance if provenance is not None else TlbProvenance(kvm, contract)
         self.owed: dict[Any, list[tuple[int, int, int, int]]] = {}  # thread -> zaps
         self.reported: set[Any] = set()
+        self.zap_all_tables: set[int] = set()  # pfns of tables kvm_tdp_mmu_zap_all unlinked
         if contract in CONTRACTS:
             kvm.mmu_lock.on_release = self.on_release
 
     def probe(self, event: str, f: dict[str, Any]) -> None:
+        if event == "kprobe:tdp_mmu_free_sp":
+            if self.contract in PT_FLUSH_BEFORE_RCU_FREE:
+                self.on_free_sp(f["args"][0])
+            return
         if event not in ("kvm_tdp_mmu_spte_changed", "kvm_mmu_spte_changed") \
                 or self.contract not in CONTRACTS:
             return
         if f.get("page_zap"):
             return  # a legacy page zap: flushed by kvm_mmu_commit_zap_page (see above)
         old, new, level = f["old_spte"], f["new_spte"], f["level"]
+        if self.contract in PT_FLUSH_BEFORE_RCU_FREE and is_shadow_present_pte(old) \
+                and not is_last_spte(old, level) \
+                and "kvm_tdp_mmu_zap_all" in callsite.call_chain(48):
+            # A page table kvm_tdp_mmu_zap_all unlinks owes no flush (see above).
+            self.zap_all_tables.add(spte_to_pfn(old))
         if not is_shadow_present_pte(old) or not is_last_spte(old, level):
             return
         if is_shadow_present_pte(new) and is_last_spte(new, level) \
@@ -246,6 +321,29 @@ class TlbCoherence:
                         continue
                     self._report(t, v, gfn0 + i, pfn0 + i)
                     return
+
+    def on_free_sp(self, sp: Any) -> None:
+        """``tdp_mmu_free_sp`` is about to free ``sp``: no usable TLB entry may
+        have been cached through it (see the module doc: removed page tables)."""
+        pfn = peek(sp, "pfn")
+        if pfn in self.zap_all_tables:
+            return  # unlinked by kvm_tdp_mmu_zap_all: no vCPU runs again
+        for v in self.kvm.vcpus:
+            for gfn, entry in self.provenance.entries(v):
+                if pfn not in self.provenance.path(v, gfn):
+                    continue
+                key = ("freed", v.vcpu_id, gfn, pfn)
+                if key in self.reported:
+                    return
+                self.reported.add(key)
+                t = current_thread()
+                function = callsite.model_function()
+                report("property", f"{self.name}: page table {peek(sp, 'name')} freed while "
+                       f"vcpu{v.vcpu_id}'s TLB still holds gfn {gfn:#x} -> pfn {entry[0]:#x} "
+                       "cached through it (no TLB flush since it was unlinked)", function,
+                       [f"freed by task {t.name if t is not None else '?'}:",
+                        *callsite.indented(callsite.call_chain(12))])
+                return
 
     def _report(self, t: Any, v: Any, gfn: int, pfn: int) -> None:
         key = (v.vcpu_id, gfn, pfn)
