@@ -35,7 +35,7 @@ from .kvm.structs import (
     kvm_mmu_page,
     kvm_mmu_page_role,
 )
-from .kvm.variants import knob_warnings, variant_raised
+from .kvm.variants import dead_override_warnings, knob_warnings, variant_raised
 from .kvm.versions import BUILTIN, KNOBS, V5_10, KernelError, load_kernel, load_kernel_notes
 from .properties import Properties
 from .properties.peek import mmu_roots, peek
@@ -106,8 +106,9 @@ def resolve_kernel_notes(spec: str, knobs: dict[str, str]) -> tuple[type[V5_10],
         cls, notes = load_kernel_notes(spec)
     except KernelError as exc:
         raise UserError(str(exc)) from None
-    return cls, [f"note: {n}" for n in notes] + [
-        f"warning: {w}" for w in knob_warnings(cls, knobs, KNOBS)]
+    warnings = dead_override_warnings(cls, list(BUILTIN.values())) + \
+        knob_warnings(cls, knobs, KNOBS)
+    return cls, [f"note: {n}" for n in notes] + [f"warning: {w}" for w in warnings]
 
 
 class _SetupFinding(Exception):  # noqa: N818 - carries a finding out of the engine

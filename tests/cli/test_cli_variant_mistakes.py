@@ -147,6 +147,33 @@ def test_a_knob_the_variant_no_longer_reads_is_a_warning(tmp_path, capsys):
     assert "warning" in capsys.readouterr().err
 
 
+def test_an_override_of_a_function_the_version_no_longer_calls_is_a_warning(tmp_path, capsys):
+    """5.18 renamed handle_removed_tdp_mmu_page to handle_removed_pt: V5_18 still
+    inherits the old name, but nothing calls it, so an override of it is a no-op."""
+    from tdpmmu.checker import BUILTIN
+    from tdpmmu.kvm.variants import dead_override_warnings
+
+    body = """\
+        from tdpmmu.kvm.v5_18 import V5_18
+
+        class Mine(V5_18):
+            def {name}(self, *args):
+                return super().{name}(*args)
+        """
+    dead = load_kernel(write(tmp_path, body.format(name="handle_removed_tdp_mmu_page")))
+    warnings = dead_override_warnings(dead, list(BUILTIN.values()))
+    assert len(warnings) == 1
+    assert "Mine.handle_removed_tdp_mmu_page: nothing in v5.18's code calls" in warnings[0]
+    live = load_kernel(write(tmp_path, body.format(name="handle_removed_pt"), "live.py"))
+    assert dead_override_warnings(live, list(BUILTIN.values())) == []
+    old = load_kernel(write(tmp_path, body.format(name="handle_removed_tdp_mmu_page")
+                            .replace("v5_18", "v5_17").replace("V5_18", "V5_17"), "old.py"))
+    assert dead_override_warnings(old, list(BUILTIN.values())) == []
+    cli.main(["check", "--jobs", "1", "--kernel", str(tmp_path / "variant.py"),
+              "--scenario", "two-vcpus-fault", "--max-executions", "3"])
+    assert "warning: Mine.handle_removed_tdp_mmu_page" in capsys.readouterr().err
+
+
 def test_a_knob_still_read_gives_no_warning():
     assert knob_warnings(load_kernel("v5.11"), {"new-root": "list_add_tail"}) == []
 

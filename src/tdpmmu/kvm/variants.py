@@ -10,6 +10,7 @@ warning, and a "your variant raised" (a user error, exit 2).
 from __future__ import annotations
 
 import difflib
+import inspect
 import re
 import sys
 import types
@@ -125,6 +126,52 @@ def knob_warnings(cls: type, knobs: dict[str, str], table: dict[str, tuple]) -> 
         out.append(f"--knob {name}={choice}: {getattr(cls, 'name', cls.__name__)} overrides "
                    f"{', '.join(readers)}, which read {attr}, and its override does not: "
                    "the knob changes nothing")
+    return out
+
+
+def _names_used_outside(kernel_classes: set[type]) -> set[str]:
+    """Names mentioned by the package's code that is not a kernel class's method:
+    the scenario actions, properties and checker that call into the model."""
+    out: set[str] = set()
+    for modname, module in list(sys.modules.items()):
+        if not modname.startswith("tdpmmu."):
+            continue
+        for value in vars(module).values():
+            if isinstance(value, types.FunctionType):
+                out |= _names_used(value)
+            elif inspect.isclass(value) and value not in kernel_classes and \
+                    value.__module__ == modname:
+                for member in vars(value).values():
+                    out |= _names_used(member)
+    return out
+
+
+def dead_override_warnings(cls: type, builtin: list[type]) -> list[str]:
+    """A warning for each kernel function the variant overrides that the code it
+    runs never calls: renamed or removed in the version it builds on (an older
+    version's name the class still inherits), so the override changes nothing."""
+    mine = user_classes(cls)
+    if not mine:
+        return []
+    kernel_classes = {k for b in builtin for k in b.__mro__}
+    kernel_names = set().union(*(dir(b) for b in builtin))
+    resolved = {name: inspect.getattr_static(cls, name) for name in dir(cls)
+                if not name.startswith("__")}
+    uses = {name: _names_used(value) for name, value in resolved.items()}
+    outside = _names_used_outside(kernel_classes)
+    base = next((c for c in cls.__mro__ if c in builtin), None)
+    version = getattr(base, "name", base.__name__ if base else "?")
+    out = []
+    for c in mine:
+        for attr, value in vars(c).items():
+            if attr.startswith("__") or attr not in kernel_names or not callable(value):
+                continue
+            if attr in outside or any(attr in names for name, names in uses.items()
+                                      if name != attr):
+                continue
+            out.append(f"{c.__name__}.{attr}: nothing in {version}'s code calls {attr} "
+                       "(renamed or removed in that version, or never reached): the "
+                       "override changes nothing")
     return out
 
 
