@@ -236,3 +236,39 @@ def test_spte_words_reach_the_final_states_of_whole_roots(case):
         set_spte_granularity(old)
     assert words == roots
     assert n_words <= n_roots
+
+
+def _put_without_pages_lock() -> type:
+    """test_v6_9's what-if: the final put unlinks the root without
+    tdp_mmu_pages_lock around list_del_rcu."""
+    from tdpmmu.kvm.v6_9 import V6_9
+
+    class PutWithoutPagesLock(V6_9):
+        name = "v6.9+put-without-pages-lock"
+        put_root_takes_pages_lock = False
+
+    return PutWithoutPagesLock
+
+
+# Known bugs: (kernel, scenario, what the report starts with or names).
+KNOWN_BUGS = {
+    "v5.10 seed-bug": ("v5.10", "seed-bug", "kernel BUG"),
+    "v5.13 notifier-yield-vs-last-put": ("v5.13", "notifier-yield-vs-last-put",
+                                         "BUG: KASAN: use-after-free"),
+    "v6.9 put without pages lock": (_put_without_pages_lock, "invalidate-vs-free-under-read-lock",
+                                    "tdp_mmu_roots"),
+}
+
+
+@pytest.mark.parametrize("bug", sorted(KNOWN_BUGS))
+@pytest.mark.parametrize("footprints", ["fine", "coarse"])
+def test_known_bugs_are_found_with_fine_and_coarse_footprints(bug, footprints):
+    from tdpmmu.checker import check
+
+    kernel, scenario, text = KNOWN_BUGS[bug]
+    kernel = kernel() if callable(kernel) else kernel
+    ctx = _coarse_footprints() if footprints == "coarse" else contextlib.nullcontext()
+    with ctx:
+        res = check(kernel, scenario, max_executions=3000)
+    assert res.violation is not None, (bug, footprints, res.result.executions)
+    assert text in res.violation.message, res.violation.message
