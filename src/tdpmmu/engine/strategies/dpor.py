@@ -11,6 +11,11 @@ backtrack set of the node where e ran; if none is, one is added.  Sleep sets
 then skip an alternative whose next event commutes with everything run since it
 was explored.
 
+Updates (``UPDATE``, see :mod:`..access`) commute with each other: a read or
+a write of an object races with every thread's last update since the last
+write, an update with the last write and the reads since, never with another
+update.
+
 Locks: acquires race with acquires; a release only orders the next acquire
 after it (the reverse order is impossible while the lock is held).  A plain
 READ or WRITE of a lock object (an is-locked test, a trylock) conflicts with
