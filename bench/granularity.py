@@ -32,8 +32,8 @@ PAIRS = (("v5.12", "two-vcpus-fault"), ("v5.13", "notifier-yield-vs-last-put"),
          ("v6.9", "huge-split-fault"), ("v6.9", "dirty-log-clear"),
          ("v5.11", "seed-bug"))
 QUICK = PAIRS[:2]
-CUT = (("v6.9", "seed-bug"), ("v6.9", "memslot-vs-fault-and-notifier"),
-       ("v6.9", "dirty-log-new-root"), ("v6.9", "huge-split-fault"),
+CUT = (("v6.9", "huge-split-fault"), ("v6.9", "seed-bug"),
+       ("v6.9", "memslot-vs-fault-and-notifier"), ("v6.9", "dirty-log-new-root"),
        ("v6.9", "invalidate-vs-free-under-read-lock"), ("v6.9", "nested-roots-vs-memslot-delete"),
        ("v6.9", "nx-huge-pages-vs-fault"), ("v6.1", "notifier-vs-unload"),
        ("v6.1", "last-root-put"), ("v6.1", "next-root-deleted"),
