@@ -277,7 +277,9 @@ def build_model(kernel_cls: type[V5_10], scenario: Scenario,
                 lockdep_sys_exit(action.op)
             if is_vcpu:
                 running = world.kvm.vcpu_threads_running
-                engine.visible(f"{name} exits", ((running, engine.WRITE),))
+                # A decrement nobody reads but the VM's destruction (which
+                # waits for 0): it commutes with the other vCPU threads' ones.
+                engine.visible(f"{name} exits", ((running, engine.update_mode()),))
                 running.value -= 1
         thread.__name__ = name
         return thread

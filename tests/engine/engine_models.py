@@ -155,6 +155,8 @@ def _run_ops(s: PState, me: int, ops: tuple) -> None:
             regs[op[3]] = a.value
             b.value = a.value + 1
             b.version += 1
+        elif kind == "add":
+            s.vars[op[1]].add(op[2])
         elif kind == "nop":
             visible("nop")
         elif kind == "choose":

@@ -61,6 +61,8 @@ def thread_ops(draw, nvars: int, nlocks: int, kinds: tuple[str, ...], items: int
             ops.append(("choose", reg))
         elif kind == "xfer":
             ops.append(("xfer", var, draw(st.integers(0, nvars - 1)), reg))
+        elif kind == "add":
+            ops.append(("add", var, draw(st.integers(1, 2))))
         elif kind == "nop":
             ops.append(("nop",))
         elif kind == "cas":
@@ -122,6 +124,14 @@ def test_dpor_equals_dfs_blocking_waits_and_spin_loops(p):
 def test_dpor_equals_dfs_everything_mixed(p):
     """Adds plain READs/WRITEs of lock words (is-locked, trylock), operations
     on two objects at once, and operations touching nothing."""
+    assert_same(*p)
+
+
+@examples(200)
+@given(programs(("load", "store", "lock", "add", "cas", "wait", "spin")))
+def test_dpor_equals_dfs_commuting_updates(p):
+    """Adds (UPDATE: commuting with each other) beside loads, stores,
+    cmpxchg and waits/spins on the same words."""
     assert_same(*p)
 
 

@@ -12,7 +12,8 @@ differ.  Independence is this module's own relation:
 
   two events are *dependent* when they belong to one thread, or touch one
   object and at least one of the two accesses is not a plain read (a write, or
-  any lock operation: acquire, release, shared or not).
+  any lock operation: acquire, release, shared or not), unless both are
+  commuting updates (adds to one counter: either order gives one state).
 
 That is coarser than the engine's relation (which lets a release commute with
 a shared release, or two shared acquires with each other), so on programs with
@@ -28,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from tdpmmu.engine import READ, explore
+from tdpmmu.engine import READ, UPDATE, explore
 from tdpmmu.engine.strategies import DfsStrategy
 
 
@@ -78,7 +79,8 @@ def _dependent(a: tuple, b: tuple) -> bool:
         return True
     for oa, ma in a[2]:
         for ob, mb in b[2]:
-            if oa == ob and not (ma == READ and mb == READ):
+            if oa == ob and not (ma == READ and mb == READ) \
+                    and not (ma == UPDATE and mb == UPDATE):
                 return True
     return False
 

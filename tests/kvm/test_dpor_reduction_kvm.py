@@ -10,11 +10,17 @@ dfs does not finish even on the smallest KVM scenarios (a vCPU run is some
 preemption-bounded search (CHESS, two preemptions: no reduction at all) is
 one dpor reaches, and dpor over SPTE words reaches exactly the final states
 of dpor over whole roots (one object per paging structure, the coarser
-relation the finer one must not lose anything against).
+relation the finer one must not lose anything against).  The same holds for
+the other footprints finer than they were: commuting updates (the vCPU
+threads' exit count, request bits, TLB flushes, dirty-bitmap bits), TLB words
+per gfn, the memslot-removed check reading its range only, and a grace
+period's wait reading only the readers' words of completed sections: with
+all of them coarse again, the same final states and observations.
 """
 
 from __future__ import annotations
 
+import contextlib
 import tomllib
 from typing import Any
 
@@ -22,7 +28,9 @@ import pytest
 
 from tdpmmu import engine
 from tdpmmu.checker import build_model, resolve_kernel
-from tdpmmu.kvm.shared import set_spte_granularity
+from tdpmmu.engine import set_commuting_updates
+from tdpmmu.kernel.rcu import set_reader_words
+from tdpmmu.kvm.shared import set_check_footprint, set_spte_granularity, set_tlb_granularity
 from tdpmmu.properties.peek import mmu_roots, peek
 from tdpmmu.scenarios.format import parse_scenario
 
@@ -84,7 +92,7 @@ def _finals(kernel: str, text: str, strategy: str) -> tuple[set, int]:
     return seen, res.executions
 
 
-def _vm(vcpus: int) -> str:
+def _vm(vcpus: int, log_dirty: bool = False) -> str:
     """A TDP MMU VM with ``vcpus`` vCPUs and one 16-page memslot."""
     return f"""
 name = "t"
@@ -96,6 +104,7 @@ id = 0
 base_gfn = 0x0
 npages = 16
 hva = 0x100
+log_dirty = {str(log_dirty).lower()}
 """
 
 CASES = {
@@ -137,6 +146,77 @@ actions = [ { op = "vcpu_run", vcpu = 0, guest = ["write 0x2"] } ]
 }
 
 
+# Cases for the footprints of commuting updates, TLB words, the memslot check
+# and grace periods (besides CASES, whose vCPU threads exit and flush too).
+FOOTPRINT_CASES = {
+    # Two vCPUs dirtying pages of a logged slot: set_bit_le from both, the
+    # exit count decremented by both.
+    "two-vcpus-dirty": ("v5.11", _vm(2, log_dirty=True) + """
+[[thread]]
+name = "vcpu0"
+actions = [ { op = "vcpu_run", vcpu = 0, guest = ["write 0x1"] } ]
+[[thread]]
+name = "vcpu1"
+actions = [ { op = "vcpu_run", vcpu = 1, guest = ["write 0x6"] } ]
+"""),
+    # A memslot deletion (fast zap: a reload request, TLB flushes, SRCU grace
+    # periods, the memslot-removed check) against a vCPU reading a gfn of it.
+    "delete-vs-read": ("v5.11", """
+name = "t"
+[vm]
+tdp_mmu = 1
+vcpus = 1
+[[memslot]]
+id = 0
+base_gfn = 0x0
+npages = 4
+hva = 0x100
+[[memslot]]
+id = 1
+base_gfn = 0x8
+npages = 4
+hva = 0x200
+[[setup]]
+op = "vcpu_run"
+vcpu = 0
+guest = ["write 0x1"]
+[[thread]]
+name = "host"
+actions = [ { op = "memslot_delete", slot = 0, as_id = 0 } ]
+[[thread]]
+name = "vcpu0"
+actions = [ { op = "vcpu_run", vcpu = 0, guest = ["read 0x1"] } ]
+"""),
+}
+
+
+@contextlib.contextmanager
+def _coarse_footprints():
+    """Every footprint of this module's docstring coarse again (SPTEs stay words)."""
+    old = (set_commuting_updates(False), set_tlb_granularity("whole"),
+           set_check_footprint("root"), set_reader_words(False))
+    try:
+        yield
+    finally:
+        set_commuting_updates(old[0])
+        set_tlb_granularity(old[1])
+        set_check_footprint(old[2])
+        set_reader_words(old[3])
+
+
+@pytest.mark.parametrize("case", sorted(CASES) + sorted(FOOTPRINT_CASES))
+def test_fine_footprints_reach_the_final_states_of_coarse_ones(case):
+    kernel, text = {**CASES, **FOOTPRINT_CASES}[case]
+    fine, n_fine = _finals(kernel, text, "dpor")
+    with _coarse_footprints():
+        coarse, n_coarse = _finals(kernel, text, "dpor")
+    assert fine == coarse
+    if case in FOOTPRINT_CASES:  # the cases made for them: the reduction shows
+        assert n_fine < n_coarse
+    else:
+        assert n_fine <= n_coarse
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_dpor_reaches_every_final_state_of_a_preemption_bounded_search(case):
     kernel, text = CASES[case]
@@ -156,3 +236,39 @@ def test_spte_words_reach_the_final_states_of_whole_roots(case):
         set_spte_granularity(old)
     assert words == roots
     assert n_words <= n_roots
+
+
+def _put_without_pages_lock() -> type:
+    """test_v6_9's what-if: the final put unlinks the root without
+    tdp_mmu_pages_lock around list_del_rcu."""
+    from tdpmmu.kvm.v6_9 import V6_9
+
+    class PutWithoutPagesLock(V6_9):
+        name = "v6.9+put-without-pages-lock"
+        put_root_takes_pages_lock = False
+
+    return PutWithoutPagesLock
+
+
+# Known bugs: (kernel, scenario, what the report starts with or names).
+KNOWN_BUGS = {
+    "v5.10 seed-bug": ("v5.10", "seed-bug", "kernel BUG"),
+    "v5.13 notifier-yield-vs-last-put": ("v5.13", "notifier-yield-vs-last-put",
+                                         "BUG: KASAN: use-after-free"),
+    "v6.9 put without pages lock": (_put_without_pages_lock, "invalidate-vs-free-under-read-lock",
+                                    "tdp_mmu_roots"),
+}
+
+
+@pytest.mark.parametrize("bug", sorted(KNOWN_BUGS))
+@pytest.mark.parametrize("footprints", ["fine", "coarse"])
+def test_known_bugs_are_found_with_fine_and_coarse_footprints(bug, footprints):
+    from tdpmmu.checker import check
+
+    kernel, scenario, text = KNOWN_BUGS[bug]
+    kernel = kernel() if callable(kernel) else kernel
+    ctx = _coarse_footprints() if footprints == "coarse" else contextlib.nullcontext()
+    with ctx:
+        res = check(kernel, scenario, max_executions=3000)
+    assert res.violation is not None, (bug, footprints, res.result.executions)
+    assert text in res.violation.message, res.violation.message

@@ -8,7 +8,18 @@ the interleavings a strategy chooses (``dfs``, ``dpor``, ``bounded``, ``pct``,
 knows nothing about KVM.
 """
 
-from .access import ACQUIRE, ACQUIRE_SHARED, READ, RELEASE, RELEASE_SHARED, WRITE, dependent
+from .access import (
+    ACQUIRE,
+    ACQUIRE_SHARED,
+    READ,
+    RELEASE,
+    RELEASE_SHARED,
+    UPDATE,
+    WRITE,
+    dependent,
+    set_commuting_updates,
+    update_mode,
+)
 from .explore import Result, Violation, explore, replay
 from .runtime import (
     EngineError,
@@ -29,10 +40,11 @@ from .strategies import STRATEGIES, ReplayMismatch
 from .var import Var, cpu_relax, note_read
 
 __all__ = [
-    "ACQUIRE", "ACQUIRE_SHARED", "READ", "RELEASE", "RELEASE_SHARED", "STRATEGIES", "WRITE",
+    "ACQUIRE", "ACQUIRE_SHARED", "READ", "RELEASE", "RELEASE_SHARED", "STRATEGIES", "UPDATE",
+    "WRITE",
     "EngineError", "Finding", "ReplayMismatch", "Result", "SoftFinding", "Step", "TokenError",
     "Violation",
     "Var", "choose", "cpu_relax", "current_execution", "current_thread", "dependent",
     "execution_local", "explore", "hide_frames_of", "mark", "note_read", "replay", "report",
-    "visible",
+    "set_commuting_updates", "update_mode", "visible",
 ]

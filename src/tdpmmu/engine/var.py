@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from . import runtime
-from .access import READ, WRITE
+from .access import READ, WRITE, update_mode
 
 
 class Var:
@@ -32,6 +32,16 @@ class Var:
     def store(self, value: Any) -> None:
         runtime.visible(f"store {self.name or 'var'}", ((self, WRITE),))
         self.value = value
+        self.version += 1
+
+    def add(self, delta: Any) -> None:
+        """Add ``delta`` without looking at the result: a commuting update
+        (``atomic_add``; see :data:`~tdpmmu.engine.access.UPDATE`).  A word
+        that is added to must not also be stored to by other threads in
+        ways that do not commute with adding; loads and stores are ordered
+        against the adds as against any write."""
+        runtime.visible(f"add {self.name or 'var'}", ((self, update_mode()),))
+        self.value += delta
         self.version += 1
 
     def __repr__(self) -> str:

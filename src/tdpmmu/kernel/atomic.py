@@ -1,7 +1,8 @@
 """atomic_t, cmpxchg()/xchg(), READ_ONCE()/WRITE_ONCE() over engine ``Var`` words.
 
-Each operation is one visible operation on the word: a READ for loads, a WRITE
-for anything that may store (a failed ``cmpxchg`` is declared a WRITE too,
+Each operation is one visible operation on the word: a READ for loads, an
+UPDATE for ``atomic_inc``/``atomic_dec`` (no result: they commute with each
+other), a WRITE for anything else that may store (a failed ``cmpxchg`` is declared a WRITE too,
 which is sound and keeps the declaration independent of the outcome).  Stores
 bump the word's ``version`` and loads call ``note_read``, so spin loops around
 these operations can block in ``cpu_relax()`` until another thread writes.
@@ -12,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..engine import runtime
-from ..engine.access import READ, WRITE
+from ..engine.access import READ, WRITE, update_mode
 from ..engine.runtime import visible
 from ..engine.var import Var, note_read
 
@@ -95,11 +96,15 @@ def atomic_sub_return(i: int, v: atomic_t) -> int:
 
 
 def atomic_inc(v: atomic_t) -> None:
-    _store(v, _rmw("atomic_inc", v) + 1)
+    """No result: an update, commuting with other increments and decrements."""
+    visible(_label("atomic_inc", v), ((v, update_mode()),))
+    _store(v, v.value + 1)
 
 
 def atomic_dec(v: atomic_t) -> None:
-    _store(v, _rmw("atomic_dec", v) - 1)
+    """No result: an update, commuting with other increments and decrements."""
+    visible(_label("atomic_dec", v), ((v, update_mode()),))
+    _store(v, v.value - 1)
 
 
 def atomic_inc_return(v: atomic_t) -> int:

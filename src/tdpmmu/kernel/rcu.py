@@ -7,7 +7,12 @@ first READs every other thread's reader in one visible operation (the start of
 the grace period: a snapshot of who is inside a section), then, if anybody
 was, blocks in a second one until each of those readers has left the section
 it was in.  Readers that enter after the snapshot are not waited for, as in
-the kernel.
+the kernel.  That second operation only reads how many sections each reader
+has left, a word of its own (``RcuReader.done``) that only
+``rcu_read_unlock`` writes: a reader entering its next section does not
+change whether the wait is over, so the two are independent.  Under
+``set_reader_words(False)`` the wait reads the reader itself (the coarser
+relation, kept to test the finer one against).
 
 ``call_rcu(head, func)`` queues ``func(head)``.  Simplification: callbacks run
 in the thread that completes a later grace period -- at the end of the next
@@ -36,10 +41,37 @@ from . import callsite, context, lockdep, sched
 runtime.hide_frames_of(__file__)
 
 
-class RcuReader:
-    """A thread's read-side state: section nesting and sections completed."""
+# [True]: a grace period's wait reads each reader's ``done`` word; [False]:
+# the reader (see the module docstring).
+_READER_WORDS = [True]
 
-    __slots__ = ("name", "nesting", "gen", "version", "acc", "__weakref__")
+
+def set_reader_words(on: bool) -> bool:
+    """Give readers a word of completed sections (True) or not; returns the old
+    choice.  Takes effect for readers made afterwards (each execution's)."""
+    old, _READER_WORDS[0] = _READER_WORDS[0], bool(on)
+    return old
+
+
+class ReaderDone:
+    """Model only: the count of sections a reader has left, as an access object."""
+
+    __slots__ = ("name", "version", "__weakref__")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.version = 0
+
+
+class RcuReader:
+    """A thread's read-side state: section nesting and sections completed.
+
+    ``acc`` is what entering an outermost section declares, ``unlock_acc``
+    leaving it, ``wait_acc`` a grace period waiting for the section to end.
+    """
+
+    __slots__ = ("name", "nesting", "gen", "version", "acc", "unlock_acc", "wait_acc",
+                 "__weakref__")
 
     def __init__(self, name: str) -> None:
         self.name = f"rcu_reader({name})"
@@ -47,6 +79,18 @@ class RcuReader:
         self.gen = 0  # completed outermost sections
         self.version = 0
         self.acc = ((self, WRITE),)
+        if _READER_WORDS[0]:
+            done = ReaderDone(f"{self.name}.done")
+            self.unlock_acc = ((self, WRITE), (done, WRITE))
+            self.wait_acc = ((done, READ),)
+        else:
+            self.unlock_acc = self.acc
+            self.wait_acc = ((self, READ),)
+
+    def rename(self, name: str) -> None:
+        self.name = name
+        if len(self.unlock_acc) > 1:
+            self.unlock_acc[1][0].name = f"{name}.done"
 
 
 class RcuQueue:
@@ -116,7 +160,7 @@ def rcu_read_unlock() -> None:
     if r.nesting > 1:
         r.nesting -= 1
         return
-    visible("rcu_read_unlock", r.acc)
+    visible("rcu_read_unlock", r.unlock_acc)
     r.nesting = 0
     r.gen += 1
     r.version += 1
@@ -157,7 +201,7 @@ def wait_for_readers(label: str, snap: list[tuple[Any, int]], what: str) -> None
         return all(r.gen != gen for r, gen in snap)
 
     names = ", ".join(r.name for r, _ in snap)
-    visible(f"{label} wait", tuple((r, READ) for r, _ in snap), ended,
+    visible(f"{label} wait", tuple(a for r, _ in snap for a in r.wait_acc), ended,
             waits_for=f"{what} ({names})")
 
 

@@ -1,7 +1,8 @@
 """Sleepable RCU: ``srcu_struct`` domains with their own readers and grace periods.
 
 Each (domain, thread) pair has a reader object; ``srcu_read_lock`` /
-``srcu_read_unlock`` are visible WRITEs of it, and ``synchronize_srcu`` waits,
+``srcu_read_unlock`` are visible WRITEs of it (the unlock also of its word of
+completed sections, which is all the wait reads: see ``rcu``), and ``synchronize_srcu`` waits,
 like ``synchronize_rcu``, for the readers inside a section of *this domain*
 when it started.  A reader may sleep inside its section (it is not atomic
 context), and KVM relies on that: a vCPU holds ``kvm->srcu`` across faults.
@@ -38,7 +39,7 @@ def _reader(ssp: srcu_struct, t: Any) -> RcuReader:
     r = t.local.get(key)
     if r is None:
         r = t.local[key] = RcuReader(t.name)
-        r.name = f"{ssp.name} reader ({t.name})"
+        r.rename(f"{ssp.name} reader ({t.name})")
     return r
 
 
@@ -68,7 +69,7 @@ def srcu_read_unlock(ssp: srcu_struct, idx: int) -> None:
                                "but there are no more locks to release!"])
     r.nesting -= 1
     if r.nesting == 0:
-        visible(f"srcu_read_unlock({ssp.name})", r.acc)
+        visible(f"srcu_read_unlock({ssp.name})", r.unlock_acc)
         r.gen += 1
         r.version += 1
 

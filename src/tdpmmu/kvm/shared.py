@@ -25,7 +25,14 @@ scheduling points:
   5.12), so the flush does not wait for it and a page table could be freed
   under it; the model walks atomically there too, so that window is not
   explored.
-* vCPU request bits and TLBs, set and flushed by other threads.
+* vCPU request bits and TLBs, set and flushed by other threads.  A TLB is an
+  object (its contents as a whole: a fill writes it, a lookup reads it, a
+  flush updates it, see :func:`tlb_flush`) with a word per gfn
+  (:class:`TlbWord`) and a flush word: a fill of a gfn also writes the gfn's
+  word, a flush also updates the flush word, so a check that reads the
+  entries of some gfns only (:func:`tlb_range_reads`) reads their words and
+  the flush word and is ordered against fills of those gfns and flushes, not
+  against fills of others.  A check reading every entry reads the TLB.
 * words read locklessly by the fault path (memslots, the MMU-notifier
   sequence, the host page tables), which are engine ``Var``s.
 """
@@ -35,12 +42,15 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from ..engine import READ, WRITE, mark, note_read, visible
+from ..engine import READ, WRITE, mark, note_read, update_mode, visible
 from .spte import PT64_ENT_PER_PAGE, PT64_LEVEL_BITS
 
 # "word" (the default) or "root": every SPTE of a tree is one object, as the
 # model had it before SPTE words; kept to test the finer relation against it.
 GRANULARITY = ["word"]
+# "gfn" (the default) or "whole": a TLB is one object for every check, as the
+# model had it before TLB words; kept to test the finer relation against it.
+TLB_GRANULARITY = ["gfn"]
 
 
 def set_spte_granularity(granularity: str) -> str:
@@ -49,6 +59,84 @@ def set_spte_granularity(granularity: str) -> str:
         raise ValueError(f"unknown SPTE granularity {granularity!r}")
     old, GRANULARITY[0] = GRANULARITY[0], granularity
     return old
+
+
+def set_tlb_granularity(granularity: str) -> str:
+    """Choose the access objects of TLBs ("gfn" or "whole"); returns the old choice."""
+    if granularity not in ("gfn", "whole"):
+        raise ValueError(f"unknown TLB granularity {granularity!r}")
+    old, TLB_GRANULARITY[0] = TLB_GRANULARITY[0], granularity
+    return old
+
+
+class TlbWord:
+    """Model only: the entry of one gfn in a vCPU's TLB, or (``gfn`` None) the
+    TLB's flush word (see the module docstring)."""
+
+    __slots__ = ("tlb", "gfn", "version", "__weakref__")
+
+    def __init__(self, tlb: Any, gfn: int | None) -> None:
+        self.tlb = tlb
+        self.gfn = gfn
+        self.version = 0
+
+    @property
+    def name(self) -> str:
+        return f"{self.tlb.name}[{'flush' if self.gfn is None else hex(self.gfn)}]"
+
+
+def _tlb_word(tlb: Any, gfn: int | None) -> TlbWord:
+    words = tlb.__dict__.get("words")
+    if words is None:
+        words = tlb.__dict__["words"] = {}
+    w = words.get(gfn)
+    if w is None:
+        w = words[gfn] = TlbWord(tlb, gfn)
+    return w
+
+
+def tlb_fill_accesses(tlb: Any, gfn: int) -> tuple:
+    """What filling ``tlb``'s entry for ``gfn`` writes."""
+    if TLB_GRANULARITY[0] == "whole":
+        return ((tlb, WRITE),)
+    return ((tlb, WRITE), (_tlb_word(tlb, gfn), WRITE))
+
+
+def tlb_range_reads(tlb: Any, gfns: Any) -> tuple:
+    """READ accesses of a check that reads ``tlb``'s entries of ``gfns`` only."""
+    if TLB_GRANULARITY[0] == "whole":
+        return ((tlb, READ),)
+    return (((_tlb_word(tlb, None), READ),)
+            + tuple((_tlb_word(tlb, g), READ) for g in gfns))
+
+
+# "range" (the default) or "root": a check of what some gfns map reads every
+# word of each root, as the model had it before; kept to test against.
+CHECK_FOOTPRINT = ["range"]
+
+
+def set_check_footprint(footprint: str) -> str:
+    """Choose what a check of some gfns declares ("range" or "root"); returns the old."""
+    if footprint not in ("range", "root"):
+        raise ValueError(f"unknown check footprint {footprint!r}")
+    old, CHECK_FOOTPRINT[0] = CHECK_FOOTPRINT[0], footprint
+    return old
+
+
+def check_reads(trees: Any, gfns: Any) -> tuple:
+    """READ accesses of a check that reads what each tree maps at ``gfns`` only:
+    the words of their walks (what decides a gfn's translation: a huge leaf or
+    a missing table on the way is a word of the walk too), each once; every
+    word of each tree under ``set_check_footprint("root")``."""
+    trees = list(trees)
+    if CHECK_FOOTPRINT[0] == "root":
+        return root_reads(trees)
+    seen: dict[int, Any] = {}
+    for t in trees:
+        for g in gfns:
+            for w in walk_words(t, g):
+                seen.setdefault(id(w), w)
+    return tuple((w, READ) for w in seen.values())
 
 
 class SpteWord:
@@ -219,7 +307,8 @@ def hardware_walk_point(tree: Any, gfn: int, tlb: Any, requests: Any,
     ``write_acc``, see :func:`guest_write_accesses`)."""
     path = walk_words(tree, gfn)
     visible(f"EPT walk {tree.name}",
-            tuple((w, READ) for w in path) + ((tlb, WRITE), (requests, READ)) + write_acc)
+            tuple((w, READ) for w in path) + tlb_fill_accesses(tlb, gfn)
+            + ((requests, READ),) + write_acc)
     for w in path:
         note_read(w)
     note_read(requests)
@@ -243,16 +332,23 @@ def guest_write_accesses(kvm: Any, as_id: int, gfn: int) -> tuple:
 
 
 def tlb_flush(tlbs: list[Any], label: str) -> None:
-    """Empty the TLBs of the given vCPUs at once."""
-    visible(label, tuple((t, WRITE) for t in tlbs))
+    """Empty the TLBs of the given vCPUs at once: an update of each TLB (two
+    flushes commute, both leave it empty; a fill writes it, a lookup reads it)."""
+    mode = update_mode()
+    if TLB_GRANULARITY[0] == "whole":
+        visible(label, tuple((t, mode) for t in tlbs))
+    else:
+        visible(label, tuple(a for t in tlbs for a in ((t, mode), (_tlb_word(t, None), mode))))
     for t in tlbs:
         t.entries.clear()
         t.version += 1
 
 
 def atomic_or(var: Any, bits: int, label: str) -> None:
-    """``set_bit``: one atomic read-modify-write of a shared word."""
-    visible(label, ((var, WRITE),))
+    """``set_bit``: one atomic read-modify-write of a shared word, an update
+    (OR-ing bits in commutes with OR-ing bits in; the vCPU's test-and-clear
+    reads and writes the word, so it is ordered against both)."""
+    visible(label, ((var, update_mode()),))
     var.value |= bits
     var.version += 1
 
@@ -268,8 +364,11 @@ def test_and_clear(var: Any, bits: int, label: str) -> bool:
 
 
 def bitmap_point(bitmap: list[int], label: str, write: bool) -> None:
-    """A visible access of a memslot's dirty bitmap (the list is the object)."""
-    visible(label, ((bitmap, WRITE if write else READ),))
+    """A visible access of a memslot's dirty bitmap (the list is the object):
+    a read (``write`` false), or ``set_bit_le`` setting a bit, an update (setting
+    bits commutes with setting bits: either order leaves them set, and the
+    setter does not look at the word)."""
+    visible(label, ((bitmap, update_mode() if write else READ),))
 
 
 class Ghost:

@@ -12,8 +12,10 @@ translates a gfn of the old range to a frame the current memslots do not
 give it (a gfn a new slot covers may be mapped again, to its new frame).
 
 Checked when the scenario's ``memslot_delete``/``memslot_move`` returns
-(the ``memslot_removed`` event): the check declares reads of every root (all its SPTE words) and
-TLB it looks at, so it is ordered against the stores and fills it judges.
+(the ``memslot_removed`` event): the check declares reads of what it looks
+at, the SPTE words on the walks of the range's gfns in each root of the
+address space and those gfns' TLB entries of its vCPUs (``kvm.shared``), so it
+is ordered against the stores, fills and flushes it judges and no others.
 
 From 5.18 the fast zap flushes no TLB for invalid roots (5.18's
 ``tdp_mmu_zap_root_work``, 6.9's ``kvm_tdp_mmu_zap_invalidated_roots``: "A
@@ -27,8 +29,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..engine import READ, report, visible
-from ..kvm.shared import root_reads
+from ..engine import report, visible
+from ..kvm.shared import check_reads, tlb_range_reads
 from ..kvm.structs import KVM_MEMSLOT_INVALID
 from .invalidation import leaf_mappings
 from .peek import mmu_roots, peek
@@ -58,9 +60,10 @@ class MemslotRemoved:
         as_id, start, end = f["as_id"], f["base_gfn"], f["base_gfn"] + f["npages"]
         roots = [r for r in mmu_roots(kvm) if (1 if peek(r, 'role').smm else 0) == as_id]
         vcpus = [v for v in kvm.vcpus if (1 if v.smm else 0) == as_id]
+        gfns = range(start, end)
         visible("property: memslot removed",
-                root_reads(peek(r, "root") for r in roots)
-                + tuple((v.tlb, READ) for v in vcpus))
+                check_reads([peek(r, "root") for r in roots], gfns)
+                + tuple(a for v in vcpus for a in tlb_range_reads(v.tlb, gfns)))
         problems = []
         for root in roots:
             for gfn, pfn in leaf_mappings(kvm, root, peek(root, "role").level):

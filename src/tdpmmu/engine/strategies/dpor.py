@@ -11,6 +11,11 @@ backtrack set of the node where e ran; if none is, one is added.  Sleep sets
 then skip an alternative whose next event commutes with everything run since it
 was explored.
 
+Updates (``UPDATE``, see :mod:`..access`) commute with each other: a read or
+a write of an object races with every thread's last update since the last
+write, an update with the last write and the reads since, never with another
+update.
+
 Locks: acquires race with acquires; a release only orders the next acquire
 after it (the reverse order is impossible while the lock is held).  A plain
 READ or WRITE of a lock object (an is-locked test, a trylock) conflicts with
@@ -32,7 +37,16 @@ from __future__ import annotations
 from bisect import bisect_left
 from typing import Any
 
-from ..access import ACQUIRE, ACQUIRE_SHARED, READ, RELEASE, RELEASE_SHARED, WRITE, dependent
+from ..access import (
+    ACQUIRE,
+    ACQUIRE_SHARED,
+    READ,
+    RELEASE,
+    RELEASE_SHARED,
+    UPDATE,
+    WRITE,
+    dependent,
+)
 from ..runtime import serials_issued
 from .tree import Node, TreeStrategy
 
@@ -40,8 +54,8 @@ from .tree import Node, TreeStrategy
 class _ObjState:
     """Happens-before bookkeeping of one shared object in the current execution."""
 
-    __slots__ = ("obj", "num", "last_w", "reads", "last_acq", "shared_acq", "last_rel",
-                 "shared_rel", "locked")
+    __slots__ = ("obj", "num", "last_w", "reads", "updates", "last_acq", "shared_acq",
+                 "last_rel", "shared_rel", "locked")
 
     def __init__(self, obj: object, num: int) -> None:
         self.obj = obj  # keeps the object alive, so its id() is not reused meanwhile
@@ -50,6 +64,9 @@ class _ObjState:
         self.num = num
         self.last_w = -1  # event index of the last write
         self.reads: dict[int, int] = {}  # tid -> last read event since last_w
+        # tid -> last UPDATE since last_w: updates commute with each other, so
+        # a read or write depends on every thread's, not only on the last one.
+        self.updates: dict[int, int] = {}
         self.last_acq = -1  # last exclusive acquire
         self.shared_acq: dict[int, int] = {}  # tid -> shared acquire since last_acq
         self.last_rel = -1  # last exclusive release
@@ -227,15 +244,23 @@ class DporStrategy(TreeStrategy):
                 if st.last_w >= 0:
                     candidates.append(st.last_w)
                     joins.append(st.last_w)
+                if st.updates:
+                    updates = st.updates.values()
+                    candidates.extend(updates)
+                    joins.extend(updates)
                 if st.locked:
                     self._lock_frontier(st, candidates, joins)
-            elif mode == WRITE:
+            elif mode in (WRITE, UPDATE):
                 if st.last_w >= 0:
                     candidates.append(st.last_w)
                     joins.append(st.last_w)
                 reads = st.reads.values()
                 candidates.extend(reads)
                 joins.extend(reads)
+                if mode == WRITE and st.updates:
+                    updates = st.updates.values()
+                    candidates.extend(updates)
+                    joins.extend(updates)
                 if st.locked:
                     self._lock_frontier(st, candidates, joins)
             else:
@@ -260,6 +285,10 @@ class DporStrategy(TreeStrategy):
                     reads = st.reads.values()
                     candidates.extend(reads)
                     joins.extend(reads)
+                if st.updates:
+                    updates = st.updates.values()
+                    candidates.extend(updates)
+                    joins.extend(updates)
         return candidates, joins
 
     @staticmethod
@@ -289,6 +318,10 @@ class DporStrategy(TreeStrategy):
             elif mode == WRITE:
                 st.last_w = index
                 st.reads = {}
+                if st.updates:
+                    st.updates = {}
+            elif mode == UPDATE:
+                st.updates[tid] = index
             else:
                 st.locked = True
                 if mode == ACQUIRE:
