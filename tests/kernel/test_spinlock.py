@@ -219,3 +219,44 @@ def test_spinlock_works_in_setup() -> None:
     assert spin_trylock(lock) == 0
     spin_unlock(lock)
     assert lock.owner is None
+
+
+def _check_at_unlock(declare: bool, kind: str) -> tuple[int, bool]:
+    """A property checked at unlock reads ``flag``, which another thread stores
+    without the lock: DPOR explores the store on both sides of the unlock only
+    if the check's read is declared in the release's step (release_reads)."""
+    from tdpmmu.engine import READ, Finding
+    from tdpmmu.kernel import read_lock, read_unlock, rwlock_t, write_lock, write_unlock
+
+    def setup() -> SimpleNamespace:
+        lock = spinlock_t("mmu_lock") if kind == "spin" else rwlock_t("mmu_lock")
+        s = SimpleNamespace(lock=lock, flag=Var(0, "flag"))
+
+        def on_release(t: object) -> None:
+            if s.flag.value:
+                raise Finding("property", "flag set when the lock was dropped")
+        lock.on_release = on_release
+        if declare:
+            lock.release_reads = lambda t: ((s.flag, READ),)
+        return s
+
+    take, drop = {"spin": (spin_lock, spin_unlock), "write": (write_lock, write_unlock),
+                  "read": (read_lock, read_unlock)}[kind]
+
+    def holder(s: SimpleNamespace) -> None:
+        take(s.lock)
+        drop(s.lock)
+
+    def writer(s: SimpleNamespace) -> None:
+        s.flag.store(1)
+
+    res = explore(setup, [holder, writer])
+    return res.executions, res.violation is not None
+
+
+def test_release_reads_orders_a_check_at_unlock_against_unlocked_stores() -> None:
+    for kind in ("spin", "write", "read"):
+        assert _check_at_unlock(True, kind)[1], kind
+        # Without the declaration the unlock and the store commute for DPOR:
+        # the order that breaks the check is never run.
+        assert not _check_at_unlock(False, kind)[1], kind

@@ -21,7 +21,7 @@ from ..engine import runtime
 from ..engine.access import ACQUIRE, ACQUIRE_SHARED, READ, RELEASE, RELEASE_SHARED, WRITE
 from ..engine.runtime import Finding, current_thread, visible
 from . import lockdep, sched
-from .spinlock import NOT_A_THREAD, LockWord, default_lock_name, spin_bug
+from .spinlock import NOT_A_THREAD, LockWord, default_lock_name, release_accesses, spin_bug
 
 runtime.hide_frames_of(__file__)
 
@@ -30,12 +30,13 @@ class rwlock_t:
     """A reader-writer lock; ``name`` is its lockdep class."""
 
     __slots__ = ("name", "writer", "readers", "word", "_rfree", "_wfree", "_racq", "_rrel",
-                 "_rtry", "_wacq", "_wrel", "_wtry", "_labels", "on_release", "__weakref__")
+                 "_rtry", "_wacq", "_wrel", "_wtry", "_labels", "on_release", "release_reads",
+                 "__weakref__")
     # Readable after a free (the scheduler evaluates waiters' predicates at any
     # time); every lock and unlock writes the state, and that is reported.
     __kasan_ignore__ = frozenset({"name", "writer", "readers", "word", "_rfree", "_wfree",
                                   "_racq", "_rrel", "_rtry", "_wacq", "_wrel", "_wtry",
-                                  "_labels", "on_release"})
+                                  "_labels", "on_release", "release_reads"})
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name or default_lock_name("rwlock")
@@ -51,6 +52,7 @@ class rwlock_t:
         self._wrel = ((self, RELEASE), (self.word, WRITE))
         self._wtry = ((self, ACQUIRE), (self.word, WRITE))
         self.on_release: Any = None  # as spinlock_t.on_release, for both modes
+        self.release_reads: Any = None  # as spinlock_t.release_reads
         n = self.name
         self._labels = (f"read_lock({n})", f"read_unlock({n})", f"read_trylock({n})",
                         f"write_lock({n})", f"write_unlock({n})", f"write_trylock({n})")
@@ -104,7 +106,7 @@ def read_unlock(lock: rwlock_t) -> None:
     if t is None:
         lock.readers -= 1
         return
-    visible(lock._labels[1], lock._rrel)
+    visible(lock._labels[1], release_accesses(lock, lock._rrel, t))
     if lock.readers <= 0 or not lockdep.released(t, lock, True):
         lockdep.bad_unlock(lock, t)
     lock.readers -= 1
@@ -149,7 +151,7 @@ def write_unlock(lock: rwlock_t) -> None:
     if t is None:
         lock.writer = None
         return
-    visible(lock._labels[4], lock._wrel)
+    visible(lock._labels[4], release_accesses(lock, lock._wrel, t))
     if lock.writer is not t:
         spin_bug(lock, "wrong owner", t, kind="rwlock")
     lock.writer = None

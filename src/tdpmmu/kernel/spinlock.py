@@ -52,12 +52,13 @@ class spinlock_t:
     """A spinlock; ``name`` is its lockdep class and appears in reports and traces."""
 
     __slots__ = ("name", "owner", "word", "_free", "_acq", "_rel", "_try", "_l_lock",
-                 "_l_unlock", "_l_try", "on_release", "__weakref__")
+                 "_l_unlock", "_l_try", "on_release", "release_reads", "__weakref__")
     # The scheduler evaluates ``_is_free`` of waiters at any time, so reading the
     # state of a freed lock must not raise there; taking or releasing it writes
     # ``owner``, and that is reported.
     __kasan_ignore__ = frozenset({"name", "owner", "word", "_free", "_acq", "_rel", "_try",
-                                  "_l_lock", "_l_unlock", "_l_try", "on_release"})
+                                  "_l_lock", "_l_unlock", "_l_try", "on_release",
+                                  "release_reads"})
 
     def __init__(self, name: str | None = None) -> None:
         self.name = name or default_lock_name("spinlock")
@@ -71,8 +72,11 @@ class spinlock_t:
         self._l_unlock = f"spin_unlock({self.name})"
         self._l_try = f"spin_trylock({self.name})"
         # Model only: called with the releasing thread in the step of each release
-        # by a model thread (a property checking what must hold at unlock).
+        # by a model thread (a property checking what must hold at unlock), and
+        # what it will read, as accesses of that step (called before it, with
+        # the releasing thread): the check is exact only if its reads are declared.
         self.on_release: Any = None
+        self.release_reads: Any = None
 
     def _is_free(self) -> bool:
         return self.owner is None
@@ -117,6 +121,12 @@ def spin_lock(lock: spinlock_t) -> None:
         held.append((lock, False))
 
 
+def release_accesses(lock: Any, base: tuple, t: Any) -> tuple:
+    """A release's accesses: the lock's own, and what its ``on_release`` reads."""
+    reads = lock.release_reads
+    return base if reads is None else base + tuple(reads(t))
+
+
 def spin_unlock(lock: spinlock_t) -> None:
     """Release ``lock``, which the running thread must hold."""
     t = current_thread()
@@ -126,7 +136,7 @@ def spin_unlock(lock: spinlock_t) -> None:
                           "model threads")
         lock.owner = None
         return
-    visible(lock._l_unlock, lock._rel)
+    visible(lock._l_unlock, release_accesses(lock, lock._rel, t))
     if lock.owner is not t:
         spin_bug(lock, "already unlocked" if lock.owner is None else "wrong owner", t)
     lock.owner = None

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..engine import READ, report, visible
+from ..kvm.shared import root_reads
 from .peek import mmu_roots, peek
 from .tlb import TlbProvenance
 
@@ -62,8 +63,10 @@ class InvalidationComplete:
         start, end = fields["start"], fields["end"]
         hvas = range(start, end)
         old_pfns = {pfn for hva in hvas for pfn in kvm.mm.old_pfns.get(hva, ())}
+        # It reads every vCPU's TLB and every root's leaves: both declared, so
+        # that a store into a root racing the check is ordered against it.
         visible("property: invalidation complete",
-                tuple((v.tlb, READ) for v in kvm.vcpus))
+                tuple((v.tlb, READ) for v in kvm.vcpus) + root_reads(mmu_roots(kvm)))
         problems = []
         for root in mmu_roots(kvm):
             role = peek(root, "role")

@@ -98,6 +98,7 @@ from typing import Any
 from ..engine import report, runtime
 from ..engine.runtime import current_thread
 from ..kernel import callsite
+from ..kvm.shared import check_reads, tlb_range_reads
 from ..kvm.spte import (
     KVM_PAGES_PER_HPAGE,
     PAGE_SHIFT,
@@ -261,6 +262,7 @@ class TlbCoherence:
         self.zap_all_tables: set[int] = set()  # pfns of tables kvm_tdp_mmu_zap_all unlinked
         if contract in CONTRACTS:
             kvm.mmu_lock.on_release = self.on_release
+            kvm.mmu_lock.release_reads = self.release_reads
 
     def probe(self, event: str, f: dict[str, Any]) -> None:
         if event == "kprobe:tdp_mmu_free_sp":
@@ -291,6 +293,27 @@ class TlbCoherence:
             return
         self.owed.setdefault(t, []).append((f["as_id"], f["gfn"], KVM_PAGES_PER_HPAGE(level),
                                             spte_to_pfn(old)))
+
+    def release_reads(self, t: Any) -> tuple:
+        """What :meth:`on_release` reads, declared in the release's own step so
+        that DPOR orders the check against the fills and flushes of the zapped
+        gfns' TLB entries and the stores of their SPTEs (an undeclared read would
+        let a vCPU's flush and the check commute, and so be explored in one order)."""
+        owed = self.owed.get(t)
+        if not owed:
+            return ()
+        gfns = sorted({gfn0 + i for _a, gfn0, n, _p in owed for i in range(n)})
+        kvm = self.kvm
+        roots = []
+        out: tuple = ()
+        for v in kvm.vcpus:
+            out += tlb_range_reads(v.tlb, gfns)
+            hpa = v.root_mmu.root_hpa
+            if hpa != INVALID_PAGE:
+                root = kvm.phys.get(hpa >> PAGE_SHIFT)
+                if root is not None:
+                    roots.append(root)
+        return out + check_reads(roots, gfns)
 
     def on_release(self, t: Any) -> None:
         owed = self.owed.pop(t, None)
@@ -328,6 +351,15 @@ class TlbCoherence:
         pfn = peek(sp, "pfn")
         if pfn in self.zap_all_tables:
             return  # unlinked by kvm_tdp_mmu_zap_all: no vCPU runs again
+        # The check is a step of its own that declares what it reads: each
+        # vCPU's flush word and its entries cached through the table (an
+        # unlinked table gets no new ones), so that DPOR orders it against the
+        # vCPUs' flushes; read inside the free's step, undeclared, a flush and
+        # the check would commute and be explored in one order only.
+        runtime.visible("property: page table freed", tuple(
+            a for v in self.kvm.vcpus
+            for a in tlb_range_reads(v.tlb, [g for g, _e in self.provenance.entries(v)
+                                             if pfn in self.provenance.path(v, g)])))
         for v in self.kvm.vcpus:
             for gfn, entry in self.provenance.entries(v):
                 if pfn not in self.provenance.path(v, gfn):
