@@ -26,11 +26,12 @@ from .root_lifecycle import install as install_root_lifecycle
 from .root_list import NoZeroCountRoot, OneValidRootPerRole
 from .tlb import TlbCoherence, TlbProvenance
 from .vcpu_root import VcpuRootLive
+from .zap_range import ZapRangeComplete
 
 ALL = ("lock-contract", "no-zero-count-root", "vcpu-root-live", "mmu-notifier",
        "guest-access-frame", "tlb-coherence", "invalidation-complete", "dirty-log-complete",
        "memslot-removed", "no-leak", "one-valid-root-per-role", "tdp-mmu-reference-put-once",
-       "no-zero-count-root-under-write-lock", "invalidated-roots-zapped")
+       "no-zero-count-root-under-write-lock", "invalidated-roots-zapped", "zap-range-complete")
 
 
 class Properties:
@@ -53,8 +54,10 @@ class Properties:
         self.frames = HostFrames(kvm, self.provenance)
         self.tlb = TlbCoherence(kvm, contract, self.provenance)
         self.memslot = MemslotRemoved(kvm, self.provenance)
+        self.zap_range = ZapRangeComplete(kvm)
         kvm.probes.extend([self.provenance.probe, self.invalidation.probe, self.dirty_log.probe,
-                           self.frames.probe, self.tlb.probe, self.memslot.probe])
+                           self.frames.probe, self.tlb.probe, self.memslot.probe,
+                           self.zap_range.probe])
         # Only those the version's code promises (class attributes; see
         # properties.root_lifecycle).
         self.root_lifecycle = install_root_lifecycle(kvm, kernel)
@@ -92,4 +95,5 @@ __all__ = ["ALL", "DirtyLogComplete", "HostFrames", "InvalidatedRootsZapped",
            "InvalidationComplete", "MemslotRemoved", "NoZeroCountRoot",
            "NoZeroCountRootUnderWriteLock", "OneValidRootPerRole", "Properties",
            "TdpMmuReferencePutOnce", "TlbCoherence", "TlbProvenance", "VcpuRootLive",
+           "ZapRangeComplete",
            "check_no_leak", "install_lock_contract"]
