@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .aging import AgingAnswers
 from .dirty_log import DirtyLogComplete
 from .host_frames import HostFrames
 from .invalidation import InvalidationComplete
@@ -31,7 +32,8 @@ from .zap_range import ZapRangeComplete
 ALL = ("lock-contract", "no-zero-count-root", "vcpu-root-live", "mmu-notifier",
        "guest-access-frame", "tlb-coherence", "invalidation-complete", "dirty-log-complete",
        "memslot-removed", "no-leak", "one-valid-root-per-role", "tdp-mmu-reference-put-once",
-       "no-zero-count-root-under-write-lock", "invalidated-roots-zapped", "zap-range-complete")
+       "no-zero-count-root-under-write-lock", "invalidated-roots-zapped", "zap-range-complete",
+       "aging-young")
 
 
 class Properties:
@@ -55,9 +57,10 @@ class Properties:
         self.tlb = TlbCoherence(kvm, contract, self.provenance)
         self.memslot = MemslotRemoved(kvm, self.provenance)
         self.zap_range = ZapRangeComplete(kvm)
+        self.aging = AgingAnswers(kvm)
         kvm.probes.extend([self.provenance.probe, self.invalidation.probe, self.dirty_log.probe,
                            self.frames.probe, self.tlb.probe, self.memslot.probe,
-                           self.zap_range.probe])
+                           self.zap_range.probe, self.aging.probe])
         # Only those the version's code promises (class attributes; see
         # properties.root_lifecycle).
         self.root_lifecycle = install_root_lifecycle(kvm, kernel)
@@ -91,7 +94,7 @@ class Properties:
                 p.final()
 
 
-__all__ = ["ALL", "DirtyLogComplete", "HostFrames", "InvalidatedRootsZapped",
+__all__ = ["ALL", "AgingAnswers", "DirtyLogComplete", "HostFrames", "InvalidatedRootsZapped",
            "InvalidationComplete", "MemslotRemoved", "NoZeroCountRoot",
            "NoZeroCountRootUnderWriteLock", "OneValidRootPerRole", "Properties",
            "TdpMmuReferencePutOnce", "TlbCoherence", "TlbProvenance", "VcpuRootLive",

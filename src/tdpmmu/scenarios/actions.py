@@ -196,14 +196,23 @@ def do_change_pte(world: World, a: Action) -> None:
 def do_age(world: World, a: Action) -> None:
     if _unregistered(world):
         return
-    world.k.kvm_mmu_notifier_clear_flush_young(world.kvm, a.args["hva"],
-                                               a.args["hva"] + a.args["npages"])
+    k, kvm = world.k, world.kvm
+    start, end = a.args["hva"], a.args["hva"] + a.args["npages"]
+    k.trace_event(kvm, "aging_called", start=start, end=end, call=id(a))
+    young = k.kvm_mmu_notifier_clear_flush_young(kvm, start, end)
+    k.trace_event(kvm, "aging_returned", start=start, end=end, call=id(a), young=young,
+                  what="clear_flush_young")
 
 
 def do_test_age(world: World, a: Action) -> None:
     if _unregistered(world):
         return
-    world.k.kvm_mmu_notifier_test_young(world.kvm, a.args["hva"])
+    k, kvm = world.k, world.kvm
+    hva = a.args["hva"]
+    k.trace_event(kvm, "aging_called", start=hva, end=hva + 1, call=id(a))
+    young = k.kvm_mmu_notifier_test_young(kvm, hva)
+    k.trace_event(kvm, "aging_returned", start=hva, end=hva + 1, call=id(a), young=young,
+                  what="test_young")
 
 
 def do_zap_all(world: World, a: Action) -> None:
