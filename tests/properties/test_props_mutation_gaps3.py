@@ -11,7 +11,7 @@ import pytest
 from props_lib import messages, run, scen
 
 from tdpmmu.checker import check
-from tdpmmu.kvm.spte import PG_LEVEL_4K
+from tdpmmu.kvm.spte import PG_LEVEL_4K, is_accessed_spte
 from tdpmmu.kvm.tdp_mmu import spte_with_dirty_cleared
 from tdpmmu.kvm.versions import V5_11
 
@@ -103,3 +103,62 @@ def test_releases_verify_the_zap_and_dirty_log_scenarios(release):
 def test_clearing_a_page_whose_spte_is_read_only_is_exercised():
     v = check(_ClearStoresNothingToClear, "dirty-log-clear-write-protected").violation
     assert v is not None, "the scenario never clears a dirty page with a read-only SPTE"
+
+
+class _AgingWithoutStore(V5_11):
+    """age_gfn_range answers young but never clears the Accessed bit."""
+
+    name = "v5.11+age-without-store"
+
+    def age_gfn_range(self, kvm: Any, slot: Any, root: Any, start: int, end: int,
+                      unused: Any) -> int:
+        young = 0
+        for it in self.tdp_root_for_each_leaf_pte(kvm, root, start, end):
+            if is_accessed_spte(it.old_spte):
+                young = 1
+        return young
+
+
+class _AgingAnswersOld(V5_11):
+    """age_gfn_range clears the Accessed bits but answers old."""
+
+    name = "v5.11+age-answers-old"
+
+    def age_gfn_range(self, kvm: Any, slot: Any, root: Any, start: int, end: int,
+                      unused: Any) -> int:
+        super().age_gfn_range(kvm, slot, root, start, end, unused)
+        return 0
+
+
+class _TestAgeAnswersOld(V5_11):
+    """test_age_gfn answers old whatever the SPTE says."""
+
+    name = "v5.11+test-age-answers-old"
+
+    def test_age_gfn(self, kvm: Any, slot: Any, root: Any, gfn: int, unused: int,
+                     unused2: Any) -> int:
+        return 0
+
+
+AGING = scen({"host": [{"op": "test_age", "hva": 0x101},
+                       {"op": "age", "hva": 0x100, "npages": 4}]},
+             [run(0, "write 0x1")])
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_releases_answer_aging_right(release):
+    assert check(release, AGING).violation is None
+    for name in ("change-pte-and-age", "age-vs-root-free"):
+        assert check(release, name, max_executions=300).violation is None, (release, name)
+
+
+@pytest.mark.parametrize(("variant", "expected"), [
+    (_AgingWithoutStore, "aging-young: clear_flush_young(hva 0x100-0x103) returned 1: root "),
+    (_AgingAnswersOld, "aging-young: clear_flush_young(hva 0x100-0x103) returned 0: it "
+                       "cleared an Accessed bit but returned old"),
+    (_TestAgeAnswersOld, "aging-young: test_young(hva 0x101-0x101) returned 0: it returned "
+                         "old while root "),
+])
+def test_a_wrong_aging_answer_is_reported(variant, expected):
+    v = check(variant, AGING).violation
+    assert v is not None and v.message.startswith(expected), v and v.message
