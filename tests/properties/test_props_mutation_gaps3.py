@@ -162,3 +162,26 @@ def test_releases_answer_aging_right(release):
 def test_a_wrong_aging_answer_is_reported(variant, expected):
     v = check(variant, AGING).violation
     assert v is not None and v.message.startswith(expected), v and v.message
+
+
+class _FastZapKeepsObsoletePages(V5_11):
+    """kvm_mmu_zap_all_fast without kvm_zap_obsolete_pages: the obsolete legacy
+    pages are never zapped."""
+
+    name = "v5.11+fast-zap-keeps-obsolete"
+
+    def kvm_zap_obsolete_pages(self, kvm: Any) -> None:
+        pass
+
+
+@pytest.mark.parametrize("release", RELEASES)
+def test_releases_verify_the_legacy_mmu_scenario(release):
+    assert check(release, "legacy-roots-vs-memslot-delete", max_executions=300).violation \
+        is None
+
+
+def test_the_legacy_mmu_scenario_catches_a_fast_zap_that_keeps_obsolete_pages():
+    # No TDP MMU scenario has legacy pages to zap: the legacy one does.
+    assert check(_FastZapKeepsObsoletePages, "zap-range-tlb").violation is None
+    assert check(_FastZapKeepsObsoletePages, "legacy-roots-vs-memslot-delete",
+                 max_executions=300).violation is not None
