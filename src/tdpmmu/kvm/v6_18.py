@@ -50,7 +50,7 @@ from . import shared as sh
 from .mmu_lock import KVM_MMU_LOCK, KVM_MMU_UNLOCK
 from .spte import PAGE_SHIFT, is_accessed_spte, shadow_accessed_mask, spte_ad_enabled
 from .structs import INVALID_PAGE, KVM_REQ_MMU_FREE_OBSOLETE_ROOTS, kvm_mmu_page
-from .tdp_iter import for_each_tdp_pte, tdp_iter, to_shadow_page
+from .tdp_iter import for_each_tdp_pte, tdp_iter, tdp_iter_root_pt, to_shadow_page
 from .tdp_mmu import kvm_mmu_page_as_id
 from .v5_13 import role_invalid
 from .v5_15 import kvm_gfn_range
@@ -582,8 +582,11 @@ class V6_18(V6_9):
         if spte_ad_enabled(it.old_spte):
             # tdp_mmu_clear_spte_bits_atomic(): a LOCK AND
             it.old_spte = sh.fetch_and_spte(it.sp, it.index, ~shadow_accessed_mask)
+            new_spte = it.old_spte & ~shadow_accessed_mask
         else:  # pragma: no cover - the model's SPTEs have A/D bits
             raise NotImplementedError("A/D-disabled SPTEs are not modelled")
+        self.trace_kvm_tdp_mmu_spte_changed(kvm, kvm_mmu_page_as_id(tdp_iter_root_pt(it)),
+                                            it.gfn, it.level, it.old_spte, new_spte)
 
     def _kvm_tdp_mmu_age_gfn_range(self, kvm: Any, gfn_range: kvm_gfn_range,
                                    test_only: bool) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .aging import AgingAnswers
 from .dirty_log import DirtyLogComplete
 from .host_frames import HostFrames
 from .invalidation import InvalidationComplete
@@ -27,11 +28,13 @@ from .root_lifecycle import install as install_root_lifecycle
 from .root_list import NoZeroCountRoot, OneValidRootPerRole
 from .tlb import PT_FLUSH_BEFORE_RCU_FREE, TlbCoherence, TlbProvenance
 from .vcpu_root import VcpuRootLive
+from .zap_range import ZapRangeComplete
 
 ALL = ("lock-contract", "no-zero-count-root", "vcpu-root-live", "mmu-notifier",
        "guest-access-frame", "tlb-coherence", "invalidation-complete", "dirty-log-complete",
        "memslot-removed", "no-leak", "one-valid-root-per-role", "tdp-mmu-reference-put-once",
-       "no-zero-count-root-under-write-lock", "invalidated-roots-zapped")
+       "no-zero-count-root-under-write-lock", "invalidated-roots-zapped", "zap-range-complete",
+       "aging-young")
 
 
 class Properties:
@@ -58,8 +61,11 @@ class Properties:
             # contract that defers its flush to the caller (5.18+).
             install_kprobe(kernel, "tdp_mmu_free_sp")
         self.memslot = MemslotRemoved(kvm, self.provenance)
+        self.zap_range = ZapRangeComplete(kvm)
+        self.aging = AgingAnswers(kvm)
         kvm.probes.extend([self.provenance.probe, self.invalidation.probe, self.dirty_log.probe,
-                           self.frames.probe, self.tlb.probe, self.memslot.probe])
+                           self.frames.probe, self.tlb.probe, self.memslot.probe,
+                           self.zap_range.probe, self.aging.probe])
         # Only those the version's code promises (class attributes; see
         # properties.root_lifecycle).
         self.root_lifecycle = install_root_lifecycle(kvm, kernel)
@@ -93,8 +99,9 @@ class Properties:
                 p.final()
 
 
-__all__ = ["ALL", "DirtyLogComplete", "HostFrames", "InvalidatedRootsZapped",
+__all__ = ["ALL", "AgingAnswers", "DirtyLogComplete", "HostFrames", "InvalidatedRootsZapped",
            "InvalidationComplete", "MemslotRemoved", "NoZeroCountRoot",
            "NoZeroCountRootUnderWriteLock", "OneValidRootPerRole", "Properties",
            "TdpMmuReferencePutOnce", "TlbCoherence", "TlbProvenance", "VcpuRootLive",
+           "ZapRangeComplete",
            "check_no_leak", "install_lock_contract"]

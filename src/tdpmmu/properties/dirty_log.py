@@ -9,6 +9,14 @@ the bits: a write stays owed until a read reports its page or a
 ``KVM_CLEAR_DIRTY_LOG`` of its page returns (userspace copies the pages it
 cleared after that, so it sees the write).
 
+A read of a slot whose dirty logging is on cannot fail: ``kvm_get_dirty_log_protect``
+(``virt/kvm/kvm_main.c``, every version) returns ``-ENOENT`` only when the
+slot has no ``dirty_bitmap``, and the bitmap exists from the enabling ioctl
+until logging is disabled or the slot deleted.  A failed read is judged
+against the memslots at its start: if no memslot update was published since
+(the same ``generation``, which every ``install_new_memslots`` increments),
+the slot had its bitmap all along, and the read owed its gfns.
+
 When the threads are done (before the VM is torn down), a write still owed
 must be set in its slot's dirty bitmap, or the next ``KVM_GET_DIRTY_LOG``
 misses it: checked by :meth:`DirtyLogComplete.at_end`, so that a write lost
@@ -35,6 +43,18 @@ class DirtyLogComplete:
         self.logging: set[tuple[int, int]] = set()  # (as_id, slot id) with logging on
         self.pending: dict[tuple[int, int], dict[int, int]] = {}  # slot -> gfn -> step
         self.must: dict[tuple[int, int], set[int]] = {}
+        # slot -> memslots generation at a read's start, if the slot had a bitmap then
+        self.read_gen: dict[tuple[int, int], int | None] = {}
+
+    def _bitmap_generation(self, key: tuple[int, int]) -> int | None:
+        """The memslots' generation if slot ``key`` has a dirty bitmap now, else
+        None (read like a debugger: the event's own step ordered it)."""
+        as_id, slot_id = key
+        slots = self.kvm.memslots[as_id].value
+        slot = slots.id_to_memslot(slot_id)
+        if slot is None or slot.dirty_bitmap is None:
+            return None
+        return slots.generation
 
     def _slot_of(self, as_id: int, gfn: int) -> Any:
         # The guest write's own step declared a read of the memslots (see
@@ -57,6 +77,16 @@ class DirtyLogComplete:
                 self.pending[(slot.as_id, slot.id)].setdefault(f["gfn"], 0)
         elif event == "dirty_log_read_start":
             self.must[f["key"]] = set(self.pending.get(f["key"], {}))
+            self.read_gen[f["key"]] = self._bitmap_generation(f["key"])
+        elif event == "dirty_log_read_failed":
+            key = f["key"]
+            self.must.pop(key, None)
+            gen = self.read_gen.pop(key, None)
+            if gen is not None and gen == self._bitmap_generation(key):
+                report("property", f"{self.name}: KVM_GET_DIRTY_LOG on slot {key[1]} (as_id "
+                       f"{key[0]}) failed although the slot had its dirty bitmap throughout "
+                       "the ioctl (no memslot update since it started)",
+                       "kvm_get_dirty_log_protect")
         elif event == "dirty_log_cleared":
             pending = self.pending.get(f["key"], {})
             for gfn in f["gfns"]:

@@ -131,6 +131,7 @@ def do_get_dirty_log(world: World, a: Action) -> None:
     gfns = world.k.kvm_vm_ioctl_get_dirty_log(world.kvm, slot.as_id, slot.id)
     if gfns is None:
         mark(f"{a.op}: slot {slot.id} has no dirty log: -ENOENT")
+        world.k.trace_event(world.kvm, "dirty_log_read_failed", key=(slot.as_id, slot.id))
         return
     world.dirty_reads.append((slot.id, gfns))
     _observe_slot(world, slot, "dirty_log_returned", gfns=gfns,
@@ -195,14 +196,23 @@ def do_change_pte(world: World, a: Action) -> None:
 def do_age(world: World, a: Action) -> None:
     if _unregistered(world):
         return
-    world.k.kvm_mmu_notifier_clear_flush_young(world.kvm, a.args["hva"],
-                                               a.args["hva"] + a.args["npages"])
+    k, kvm = world.k, world.kvm
+    start, end = a.args["hva"], a.args["hva"] + a.args["npages"]
+    k.trace_event(kvm, "aging_called", start=start, end=end, call=id(a))
+    young = k.kvm_mmu_notifier_clear_flush_young(kvm, start, end)
+    k.trace_event(kvm, "aging_returned", start=start, end=end, call=id(a), young=young,
+                  what="clear_flush_young")
 
 
 def do_test_age(world: World, a: Action) -> None:
     if _unregistered(world):
         return
-    world.k.kvm_mmu_notifier_test_young(world.kvm, a.args["hva"])
+    k, kvm = world.k, world.kvm
+    hva = a.args["hva"]
+    k.trace_event(kvm, "aging_called", start=hva, end=hva + 1, call=id(a))
+    young = k.kvm_mmu_notifier_test_young(kvm, hva)
+    k.trace_event(kvm, "aging_returned", start=hva, end=hva + 1, call=id(a), young=young,
+                  what="test_young")
 
 
 def do_zap_all(world: World, a: Action) -> None:
@@ -212,8 +222,11 @@ def do_zap_all(world: World, a: Action) -> None:
 
 
 def do_zap_gfn_range(world: World, a: Action) -> None:
-    start = a.args["base_gfn"]
-    world.k.kvm_zap_gfn_range(world.kvm, start, start + a.args["npages"])
+    start, end = a.args["base_gfn"], a.args["base_gfn"] + a.args["npages"]
+    call = id(a)  # one zap_gfn_range action runs once per execution
+    world.k.trace_event(world.kvm, "zap_gfn_range_called", start=start, end=end, call=call)
+    world.k.kvm_zap_gfn_range(world.kvm, start, end)
+    world.k.trace_event(world.kvm, "zap_gfn_range_returned", start=start, end=end, call=call)
 
 
 def do_destroy_vm(world: World, a: Action) -> None:
