@@ -87,6 +87,21 @@ def test_ray_address_without_ray_backend_is_an_error():
     assert proc.returncode == 2 and "--ray-address applies to --backend ray" in proc.stderr
 
 
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux /proc)."""
+    import os
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        out.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    return out
+
+
 @pytest.mark.parametrize("strategy", ["dpor", "source-dpor"])
 def test_ctrl_c_stops_the_workers_and_prints_what_finished(strategy):
     import os
@@ -95,14 +110,19 @@ def test_ctrl_c_stops_the_workers_and_prints_what_finished(strategy):
     import sys
     import time
     proc = subprocess.Popen([sys.executable, "-m", "tdpmmu.cli", "check", "-j", "2",
-                             "--kernel", "v5.11", "--scenario", "seed-bug", "--json",
+                             "--kernel", "v6.9", "--scenario", "seed-bug", "--json",
                              "--strategy", strategy],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "CI": "1"}, start_new_session=True)
-    time.sleep(6)  # spawned workers are searching by now
+    # Ctrl-C once the spawned workers are up and searching (a fixed sleep was
+    # too short on a loaded machine, where startup alone can take seconds).
+    deadline = time.time() + 60
+    while time.time() < deadline and len(_children(proc.pid)) < 2:
+        time.sleep(0.2)
+    time.sleep(3)
     os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, err
+    assert proc.returncode == 130, (err, out[:400])
     d = json.loads(out)
     assert d["cut_by"] == "interrupted" and d["complete"] is False
     assert d["executions"] > 0
