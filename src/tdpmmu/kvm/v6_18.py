@@ -211,6 +211,10 @@ class V6_18(V6_9):
     # 6.10: the mm has no .change_pte() notifier any more (see
     # scenarios.actions: KSM's replacement is an invalidation only).
     has_change_pte_notifier = False
+    # 6.15: x86 selects the Kconfig option; the notifier's aging runs without
+    # mmu_lock, so its young answer may rest on a snapshot a zap made stale
+    # (properties.aging judges it by that contract).
+    CONFIG_KVM_MMU_LOCKLESS_AGING = True
 
     # [vm] type values this version has but the model leaves out (see the
     # checker: a scenario asking for one is refused with this reason).
