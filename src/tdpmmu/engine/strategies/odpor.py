@@ -130,6 +130,7 @@ class OptimalDporStrategy(DporStrategy):
         self.pending_wut: list[_W] | None = None
         self.blocked_branches = 0
         self.guessed = False
+        self._kaccs: dict[tuple, tuple] = {}  # interned keyed accesses (see _keyed)
         super().__init__()
 
     def _reset_execution(self) -> None:
@@ -184,7 +185,7 @@ class OptimalDporStrategy(DporStrategy):
         node.sleep = self.pending_sleep
         pending = self.pending_wut
         self.pending_wut = None
-        node.wut = [w.copy() for w in pending] if pending else []
+        node.wut = self._hand_down(pending) if pending else []
         w = self._next_branch(node)
         if w is not None:
             for t in enabled:
@@ -195,6 +196,21 @@ class OptimalDporStrategy(DporStrategy):
         if t is not None:
             node.cur = _W(t.tid, (), 0, 0, [])
         return t
+
+    def _hand_down(self, pending: list[_W]) -> list[_W]:
+        """The wakeup tree of a new node: the subtree below the branch its
+        parent took.  Moved when the parent is the step node right above (a
+        branch's subtree is handed down once: a node is made once per branch
+        of its parent, and replays only pass through it), copied after a data
+        choice, whose every value starts a new node from the same subtree.
+        Moving keeps one copy of each pending sequence alive instead of one
+        per level it was handed through."""
+        parent = self.nodes[-1] if self.nodes else None
+        if parent is not None and parent.kind == "s" and parent.cur is not None \
+                and parent.cur.kids is pending:
+            parent.cur.kids = []
+            return pending
+        return [w.copy() for w in pending]
 
     def on_step(self, ex: Any, t: Any, node: Node, fresh: bool) -> None:
         super().on_step(ex, t, node, fresh)
@@ -215,7 +231,10 @@ class OptimalDporStrategy(DporStrategy):
                 continue
             st = objs.get(id(obj))
             out.append((2 * st.num + 1 if st is not None and st.num < lim else _NEW, mode))
-        return tuple(out)
+        # One tuple per distinct keyed access list: the same events recur in
+        # many pending sequences, and the wakeup trees are most of the memory.
+        kacc = tuple(out)
+        return self._kaccs.setdefault(kacc, kacc)
 
     def _tree_weak_initial(self, w: _W, items: list[_Item]) -> bool:
         """Is wakeup-tree node ``w``'s thread a weak initial of ``items``?  A "no"
