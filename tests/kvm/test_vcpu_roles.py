@@ -11,12 +11,12 @@ import pytest
 from kvm_testlib import do, roots, run_vcpu, scenario, world
 
 from tdpmmu.checker import check
-from tdpmmu.kernel import object_is_freed
+from tdpmmu.kernel import WARN_ON, object_is_freed
 from tdpmmu.kvm.mmu import KVM_MMU_ROOTS_ALL
 from tdpmmu.kvm.spte import PAGE_SHIFT
 from tdpmmu.kvm.structs import INVALID_PAGE
 from tdpmmu.kvm.v5_13 import role_invalid
-from tdpmmu.kvm.versions import V5_10, V5_13, V5_15, V5_17, V5_18, V6_1, V6_9
+from tdpmmu.kvm.versions import V5_10, V5_11, V5_13, V5_15, V5_17, V5_18, V6_1, V6_9
 
 ALL = [V5_10, V5_15, V5_17, V5_18, V6_1, V6_9]
 
@@ -242,6 +242,45 @@ def test_an_unload_that_forgets_guest_mmu_leaks_the_shadow_root():
     assert check(V5_10, scen).violation is None
     res = check(ForgetsGuestMmu, scen)
     assert res.violation is not None and "leak" in res.violation.message, res.violation
+
+
+class _UnloadForgetsGuestMmu(V5_11):
+    """kvm_mmu_unload without its free of guest_mmu (a mutation survivor)."""
+
+    name = "v5.11+unload-forgets-guest-mmu"
+
+    def kvm_mmu_unload(self, vcpu):
+        self.kvm_mmu_free_roots(vcpu, vcpu.root_mmu, KVM_MMU_ROOTS_ALL)
+        WARN_ON(vcpu.root_mmu.root_hpa != INVALID_PAGE)
+
+
+class _UnloadWarnsBeforeFreeingGuestMmu(V5_11):
+    """kvm_mmu_unload checks guest_mmu's root before freeing it."""
+
+    name = "v5.11+unload-warns-early"
+
+    def kvm_mmu_unload(self, vcpu):
+        self.kvm_mmu_free_roots(vcpu, vcpu.root_mmu, KVM_MMU_ROOTS_ALL)
+        WARN_ON(vcpu.root_mmu.root_hpa != INVALID_PAGE)
+        WARN_ON(vcpu.guest_mmu.root_hpa != INVALID_PAGE)
+        self.kvm_mmu_free_roots(vcpu, vcpu.guest_mmu, KVM_MMU_ROOTS_ALL)
+
+
+@pytest.mark.parametrize("kernel", [V5_10, V5_18, V6_9], ids=lambda k: k.name)
+def test_nested_unload_scenario_verifies(kernel):
+    res = check(kernel, "nested-roots-vs-unload")
+    assert res.violation is None and res.result.complete
+
+
+@pytest.mark.parametrize(("variant", "kind", "text"), [
+    (_UnloadForgetsGuestMmu, "kmemleak", "leak"),
+    (_UnloadWarnsBeforeFreeingGuestMmu, "WARN", "kvm_mmu_unload"),
+])
+def test_nested_unload_scenario_catches_an_unload_that_mishandles_guest_mmu(variant, kind, text):
+    """The built-in scenario leaves guest_mmu's shadow roots cached at the
+    unload (no INVEPT before it), so both survivors of the mutation run die."""
+    v = check(variant, "nested-roots-vs-unload").violation
+    assert v is not None and v.kind == kind and text in v.message, v and (v.kind, v.message)
 
 
 def test_v6_9_freeing_guest_mmu_under_the_read_lock_is_reported():
