@@ -70,8 +70,9 @@ def test_plain_increment_get_root_is_unreachable_on_v5_13():
     (kvm_mmu_free_roots) hold mmu_lock for write.  So refcount_inc never sees
     a 0 here and the what-if verifies completely on a scenario where a vCPU
     drops its last root reference while a notifier walks the roots and
-    another vCPU faults under the read lock.  (A later version where walkers
-    take references outside slots_lock is where this what-if becomes
-    reachable; see the closing note.)"""
+    another vCPU faults under the read lock.  It stays unreachable through
+    6.6; 6.9, whose kvm_mmu_free_roots puts under the read lock, is the first
+    version where it is reported (tests/kvm/test_v6_9.py,
+    obsolete-root-put-vs-next-invalidation)."""
     res = check(PlainIncrementGetRoot, "last-root-put")
     assert res.result.complete and res.violation is None

@@ -7,7 +7,7 @@ import pytest
 from kvm_testlib import do, roots, run_vcpu, scenario, vcpu_root, world
 
 from tdpmmu.checker import check
-from tdpmmu.kernel import refcount_read
+from tdpmmu.kernel import refcount_inc, refcount_read
 from tdpmmu.kvm.v6_6 import V6_6
 from tdpmmu.kvm.v6_9 import V6_9
 from tdpmmu.kvm.versions import BUILTIN
@@ -116,3 +116,45 @@ def test_zap_of_an_invalid_root_asks_for_no_flush():
     w2.k.kvm_tdp_mmu_invalidate_all_roots(w2.kvm)
     assert not w2.k.tdp_mmu_zap_leafs(w2.kvm, r2, 0, 16, False, False)
     write_unlock(w2.kvm.mmu_lock)
+
+
+def kvm_tdp_mmu_get_root(self, kvm, root):  # the name reports show
+    """What-if: kvm_tdp_mmu_get_root with refcount_inc instead of
+    refcount_inc_not_zero (a dying root could be revived)."""
+    refcount_inc(root.tdp_mmu_root_count)
+    return True
+
+
+class PlainIncrementGetRoot69(V6_9):
+    name = "v6.9+plain-inc-get-root"
+    kvm_tdp_mmu_get_root = kvm_tdp_mmu_get_root
+
+
+class PlainIncrementGetRoot66(V6_6):
+    name = "v6.6+plain-inc-get-root"
+    kvm_tdp_mmu_get_root = kvm_tdp_mmu_get_root
+
+
+def test_plain_increment_get_root_is_reported_from_6_9():
+    """The first version where the refcount what-if of v5.13's test is
+    reachable: 6.9 puts a vCPU's root under the read lock
+    (kvm_mmu_free_roots), so its last put of an invalidated root can run
+    while the next memslot deletion's kvm_tdp_mmu_zap_invalidated_roots walks
+    every root, taking a reference on each; a plain increment revives the
+    root at 0 (refcount_t's "addition on 0; use-after-free")."""
+    v = check(PlainIncrementGetRoot69, "obsolete-root-put-vs-next-invalidation").violation
+    assert v is not None
+    assert v.message.startswith("refcount_t: addition on 0; use-after-free"), v.message
+    assert v.function == "kvm_tdp_mmu_get_root"
+    assert check("v6.9", "obsolete-root-put-vs-next-invalidation",
+                 max_executions=300).violation is None
+
+
+def test_plain_increment_get_root_is_unreachable_on_6_6():
+    """On 6.6 kvm_mmu_free_roots puts under the write lock, and the only
+    read-locked walker that takes references on invalid roots is the zap of
+    invalidated roots, one at a time under slots_lock: no get meets a 0, and
+    the what-if verifies the same scenario completely."""
+    res = check(PlainIncrementGetRoot66, "obsolete-root-put-vs-next-invalidation")
+    assert res.violation is None, res.violation.message
+    assert res.result.complete and res.result.executions > 1000
