@@ -47,6 +47,14 @@ def run_vcpu(vcpu: int, *guest: str) -> dict[str, Any]:
     return {"op": "vcpu_run", "vcpu": vcpu, "guest": list(guest)}
 
 
+def what_if(base: type, suffix: str, **overrides: Any) -> type:
+    """A variant of kernel class ``base`` named ``<base.name>+<suffix>`` whose
+    methods in ``overrides`` replace the version's (one what-if on several
+    versions)."""
+    return type(f"{base.__name__}_{suffix.replace('-', '_')}", (base,),
+                {"name": f"{base.name}+{suffix}", **overrides})
+
+
 def world(kernel_cls: type, scen: Scenario) -> World:
     """A fresh VM after the scenario's setup actions."""
     return build_model(kernel_cls, scen).setup()

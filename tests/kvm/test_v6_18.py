@@ -5,7 +5,7 @@ under RCU, and ``CONFIG_KVM_PROVE_MMU`` as a run option."""
 from __future__ import annotations
 
 import pytest
-from kvm_testlib import SLOT0, do, roots, run_vcpu, scenario, vcpu_root, world
+from kvm_testlib import SLOT0, do, roots, run_vcpu, scenario, vcpu_root, what_if, world
 
 from tdpmmu.checker import UserError, check
 from tdpmmu.engine import Finding
@@ -228,14 +228,8 @@ def _put_root_free_at_once(self, kvm, root):
     self.tdp_mmu_free_sp(kvm, root)
 
 
-class FreeAtOnce618(V6_18):
-    name = "v6.18+free-at-once"
-    kvm_tdp_mmu_put_root = _put_root_free_at_once
-
-
-class FreeAtOnce69(V6_9):
-    name = "v6.9+free-at-once"
-    kvm_tdp_mmu_put_root = _put_root_free_at_once
+FreeAtOnce618 = what_if(V6_18, "free-at-once", kvm_tdp_mmu_put_root=_put_root_free_at_once)
+FreeAtOnce69 = what_if(V6_9, "free-at-once", kvm_tdp_mmu_put_root=_put_root_free_at_once)
 
 
 def test_a_root_freed_without_a_grace_period_is_reported_only_with_lockless_aging():

@@ -4,7 +4,7 @@ lock; ``kvm_tdp_mmu_alloc_root``'s recheck under ``tdp_mmu_pages_lock``."""
 from __future__ import annotations
 
 import pytest
-from kvm_testlib import do, roots, run_vcpu, scenario, vcpu_root, world
+from kvm_testlib import do, roots, run_vcpu, scenario, vcpu_root, what_if, world
 
 from tdpmmu.checker import check
 from tdpmmu.kernel import refcount_inc, refcount_read
@@ -125,14 +125,10 @@ def kvm_tdp_mmu_get_root(self, kvm, root):  # the name reports show
     return True
 
 
-class PlainIncrementGetRoot69(V6_9):
-    name = "v6.9+plain-inc-get-root"
-    kvm_tdp_mmu_get_root = kvm_tdp_mmu_get_root
-
-
-class PlainIncrementGetRoot66(V6_6):
-    name = "v6.6+plain-inc-get-root"
-    kvm_tdp_mmu_get_root = kvm_tdp_mmu_get_root
+PlainIncrementGetRoot69 = what_if(V6_9, "plain-inc-get-root",
+                                  kvm_tdp_mmu_get_root=kvm_tdp_mmu_get_root)
+PlainIncrementGetRoot66 = what_if(V6_6, "plain-inc-get-root",
+                                  kvm_tdp_mmu_get_root=kvm_tdp_mmu_get_root)
 
 
 def test_plain_increment_get_root_is_reported_from_6_9():
