@@ -353,7 +353,7 @@ def cmd_check(args: argparse.Namespace) -> int:
             if not single and not args.json:
                 _print_row(res, first=len(results) == 1)
     except KeyboardInterrupt:
-        return report_interrupted(results, len(rows))
+        return report_interrupted(results, len(rows), args.json)
     return report_results(args, results, single)
 
 
@@ -410,10 +410,15 @@ def _print_replay_lines(results: list[CheckResult]) -> None:
             _out(f"  {replay_command(r)}")
 
 
-def report_interrupted(results: list[CheckResult], total: int) -> int:
-    """Ctrl-C during checks: print the replay lines of the violations already
-    found, say how far the run got (one line on stderr), exit 130."""
-    _print_replay_lines(results)
+def report_interrupted(results: list[CheckResult], total: int, as_json: bool = False) -> int:
+    """Ctrl-C during checks: print what finished -- the replay lines of the
+    violations already found (their rows were printed as they finished), or
+    with ``--json`` the finished checks as the JSON list a whole run prints --
+    say how far the run got (one line on stderr), exit 130."""
+    if as_json:
+        print(json.dumps([to_json(r) for r in results], indent=2))
+    else:
+        _print_replay_lines(results)
     sys.stdout.flush()
     print(f"tdpmmu: interrupted: {len(results)} of {total} checks finished",
           file=sys.stderr)

@@ -4,6 +4,7 @@ that say what they ran."""
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -72,6 +73,28 @@ def test_ctrl_c_prints_what_finished_with_its_replay_lines_and_exits_130(monkeyp
     assert "tdpmmu replay --kernel v5.10 --scenario next-root-deleted --schedule s1." in out
     assert "interrupted" in err and "1 of 2" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_ctrl_c_with_json_prints_the_finished_checks_as_json(monkeypatch, capsys):
+    """The rows of a --json run are printed only at the end: an interrupted
+    one must still print the checks that finished, not drop them."""
+    calls = []
+
+    def interrupted_second(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return checker.check(*args, **kwargs)
+
+    monkeypatch.setattr(cli, "check", interrupted_second)
+    rc = cli.main(["check", "--jobs", "1", "--json", "--kernel", "v5.10", "--kernel", "v5.11",
+                   "--scenario", "next-root-deleted"])
+    out, err = capsys.readouterr()
+    assert rc == 130
+    rows = json.loads(out)
+    assert [(r["kernel"], r["scenario"]) for r in rows] == [("v5.10", "next-root-deleted")]
+    assert rows[0]["violation"] is not None
+    assert "interrupted" in err and "1 of 2" in err
 
 
 def test_ctrl_c_in_a_single_check_exits_130(monkeypatch, capsys):
