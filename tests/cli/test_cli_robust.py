@@ -56,7 +56,8 @@ def test_head_after_a_bug_does_not_exit_0(tmp_path):
     assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr
 
 
-def test_ctrl_c_prints_what_finished_with_its_replay_lines_and_exits_130(monkeypatch, capsys):
+def _interrupt_the_second_check(monkeypatch) -> None:
+    """Ctrl-C arrives while the CLI runs its second check."""
     calls = []
 
     def interrupted_second(*args, **kwargs):
@@ -66,6 +67,10 @@ def test_ctrl_c_prints_what_finished_with_its_replay_lines_and_exits_130(monkeyp
         return checker.check(*args, **kwargs)
 
     monkeypatch.setattr(cli, "check", interrupted_second)
+
+
+def test_ctrl_c_prints_what_finished_with_its_replay_lines_and_exits_130(monkeypatch, capsys):
+    _interrupt_the_second_check(monkeypatch)
     rc = cli.main(["check", "--jobs", "1", "--kernel", "v5.10", "--kernel", "v5.11",
                    "--scenario", "next-root-deleted"])
     out, err = capsys.readouterr()
@@ -78,15 +83,7 @@ def test_ctrl_c_prints_what_finished_with_its_replay_lines_and_exits_130(monkeyp
 def test_ctrl_c_with_json_prints_the_finished_checks_as_json(monkeypatch, capsys):
     """The rows of a --json run are printed only at the end: an interrupted
     one must still print the checks that finished, not drop them."""
-    calls = []
-
-    def interrupted_second(*args, **kwargs):
-        calls.append(args)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return checker.check(*args, **kwargs)
-
-    monkeypatch.setattr(cli, "check", interrupted_second)
+    _interrupt_the_second_check(monkeypatch)
     rc = cli.main(["check", "--jobs", "1", "--json", "--kernel", "v5.10", "--kernel", "v5.11",
                    "--scenario", "next-root-deleted"])
     out, err = capsys.readouterr()
