@@ -354,27 +354,30 @@ def knob_defaults(cls: type) -> dict[str, Any]:
     return {attr: getattr(cls, attr) for attr, *_ in KNOBS.values() if hasattr(cls, attr)}
 
 
-def dead_in(cls: type, fname: str) -> bool:
-    """Nothing in ``cls``'s code calls ``fname``: an older version's name the
+def dead_functions(cls: type, fnames: list[str]) -> set[str]:
+    """The ``fnames`` nothing in ``cls``'s code calls: older versions' names the
     class still inherits (5.18 renamed ``handle_removed_tdp_mmu_page``).  A
-    mutant of it is no mutant of the version, so none is made; the test is
-    the one that warns a user's variant about such an override."""
+    mutant of one is no mutant of the version, so none is made; the test is
+    the one that warns a user's variant about such an override, asked once
+    for all of them (a probe variant overriding each with itself)."""
     import tdpmmu.checker  # noqa: F401 - the scenario actions and properties call in too
-    from tdpmmu.kvm.variants import VARIANT_MODULE_PREFIX, dead_override_warnings
+    from tdpmmu.kvm.variants import VARIANT_MODULE_PREFIX, dead_overrides
     from tdpmmu.kvm.versions import BUILTIN
-    probe = type(f"Probe_{fname}", (cls,), {fname: getattr(cls, fname),
-                                            "__module__": VARIANT_MODULE_PREFIX + "probe"})
-    return bool(dead_override_warnings(probe, list(BUILTIN.values())))
+    probe = type(f"Probe_{cls.__name__}", (cls,),
+                 {**{f: getattr(cls, f) for f in fnames},
+                  "__module__": VARIANT_MODULE_PREFIX + "probe"})
+    return {attr for _c, attr in dead_overrides(probe, list(BUILTIN.values()))}
 
 
 def generate(version_names: list[str]) -> list[Mutant]:
     out: list[Mutant] = []
     for vname, cls in _versions(version_names).items():
         knobs = knob_defaults(cls)
+        dead = dead_functions(cls, target_names(cls))
         for area in TARGETS.values():
             for fname in area:
                 fn = getattr(cls, fname, None)
-                if fn is None or not inspect.isfunction(fn) or dead_in(cls, fname):
+                if fn is None or not inspect.isfunction(fn) or fname in dead:
                     continue
                 src = textwrap.dedent(inspect.getsource(fn))
                 tree = ast.parse(src).body[0]

@@ -146,10 +146,11 @@ def _names_used_outside(kernel_classes: set[type]) -> set[str]:
     return out
 
 
-def dead_override_warnings(cls: type, builtin: list[type]) -> list[str]:
-    """A warning for each kernel function the variant overrides that the code it
-    runs never calls: renamed or removed in the version it builds on (an older
-    version's name the class still inherits), so the override changes nothing."""
+def dead_overrides(cls: type, builtin: list[type]) -> list[tuple[type, str]]:
+    """(class, name) of each kernel function a variant class of ``cls``'s MRO
+    overrides that the code ``cls`` runs never calls: renamed or removed in
+    the version it builds on (an older version's name the class still
+    inherits), so the override changes nothing."""
     mine = user_classes(cls)
     if not mine:
         return []
@@ -159,8 +160,6 @@ def dead_override_warnings(cls: type, builtin: list[type]) -> list[str]:
                 if not name.startswith("__")}
     uses = {name: _names_used(value) for name, value in resolved.items()}
     outside = _names_used_outside(kernel_classes)
-    base = next((c for c in cls.__mro__ if c in builtin), None)
-    version = getattr(base, "name", base.__name__ if base else "?")
     out = []
     for c in mine:
         for attr, value in vars(c).items():
@@ -169,10 +168,17 @@ def dead_override_warnings(cls: type, builtin: list[type]) -> list[str]:
             if attr in outside or any(attr in names for name, names in uses.items()
                                       if name != attr):
                 continue
-            out.append(f"{c.__name__}.{attr}: nothing in {version}'s code calls {attr} "
-                       "(renamed or removed in that version, or never reached): the "
-                       "override changes nothing")
+            out.append((c, attr))
     return out
+
+
+def dead_override_warnings(cls: type, builtin: list[type]) -> list[str]:
+    """A warning for each override :func:`dead_overrides` finds."""
+    base = next((c for c in cls.__mro__ if c in builtin), None)
+    version = getattr(base, "name", base.__name__ if base else "?")
+    return [f"{c.__name__}.{attr}: nothing in {version}'s code calls {attr} "
+            "(renamed or removed in that version, or never reached): the "
+            "override changes nothing" for c, attr in dead_overrides(cls, builtin)]
 
 
 _FRAME = re.compile(r'^\s*File "(?P<file>.+)", line (?P<line>\d+), in (?P<func>\S+)')
