@@ -301,14 +301,24 @@ def xchg_spte(sp: Any, index: int, new_spte: int) -> int:
 
 
 def hardware_walk_point(tree: Any, gfn: int, tlb: Any, requests: Any,
-                        write_acc: tuple = ()) -> None:
+                        write_acc: tuple = (), dirty_level: int | None = None) -> None:
     """The scheduling point of one hardware page walk of ``gfn`` in the paging
     structure ``tree`` that may fill ``tlb`` (and complete a guest write:
-    ``write_acc``, see :func:`guest_write_accesses`)."""
+    ``write_acc``, see :func:`guest_write_accesses`).  With ``dirty_level`` the
+    walk may set the dirty bit of the leaf at that level (the CPU's A/D
+    assist): that word is declared written."""
     path = walk_words(tree, gfn)
-    visible(f"EPT walk {tree.name}",
-            tuple((w, READ) for w in path) + tlb_fill_accesses(tlb, gfn)
-            + ((requests, READ),) + write_acc)
+    if dirty_level is None:
+        acc = tuple((w, READ) for w in path)
+        label = f"EPT walk {tree.name}"
+    elif len(path) == 1:  # one word for the whole tree (legacy roots): it is written
+        acc = ((path[0], WRITE),)
+        label = f"EPT A/D assist: set dirty bit ({tree.name})"
+    else:
+        top = len(path)
+        acc = tuple((w, WRITE if top - i == dirty_level else READ) for i, w in enumerate(path))
+        label = f"EPT A/D assist: set dirty bit ({tree.name})"
+    visible(label, acc + tlb_fill_accesses(tlb, gfn) + ((requests, READ),) + write_acc)
     for w in path:
         note_read(w)
     note_read(requests)

@@ -16,6 +16,7 @@ every interleaving.
 from __future__ import annotations
 
 PAGE_SHIFT = 12
+PAGE_SIZE = 1 << PAGE_SHIFT
 PT64_LEVEL_BITS = 2
 PT64_ENT_PER_PAGE = 1 << PT64_LEVEL_BITS
 PT64_ROOT_MAX_LEVEL = 5

@@ -6,6 +6,12 @@ scheduling point.  From 5.12 ``mmu_lock`` is an rwlock and walkers under the
 read lock (or under RCU alone) race with other threads' cmpxchg'es: their
 ``READ_ONCE(*rcu_dereference(sptep))`` is then a visible read
 (:func:`read_spte`); a walker holding the lock for write still reads plainly.
+With PML the CPU writes dirty bits into SPTEs under any lock, so a walker of
+a PML VM reads visibly even under the exclusive lock (see :mod:`.vmx`).
+Without PML the CPU also sets the dirty bit of a leaf that 5.10-5.12's aging
+cleared; there the walker's plain read is kept (a simplification: the order
+of such a read and the bit's set changes nothing but the bit itself, which
+no VM without PML reads).
 
 After a yield the walk restarts from the root towards
 ``max(goal_gfn, gfn)`` (``tdp_iter_refresh_walk``), which is why the root must
@@ -81,11 +87,13 @@ def read_spte(kvm: Any, sp: Any, index: int) -> int:
     """``READ_ONCE(*rcu_dereference(sptep))``: plain while this thread holds
     ``mmu_lock`` exclusively (nobody else writes SPTEs then), a visible read of
     the root otherwise (5.12+, where writers under the read lock race)."""
+    t = current_thread()
+    if t is None:
+        return sp.spt[index]
     lock = kvm.mmu_lock
-    if isinstance(lock, rwlock_t):
-        t = current_thread()
-        if t is not None and lock.writer is not t:
-            return shared.read_spte(sp, index)
+    # With PML the CPU sets dirty bits whatever KVM holds (see vmx.py).
+    if kvm.enable_pml or isinstance(lock, rwlock_t) and lock.writer is not t:
+        return shared.read_spte(sp, index)
     return sp.spt[index]
 
 

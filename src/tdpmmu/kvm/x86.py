@@ -36,11 +36,13 @@ from .mmu import KVM_MMU_ROOTS_ALL, PFERR_RSVD_MASK
 from .spte import (
     PAGE_SHIFT,
     SHADOW_PT_INDEX,
+    is_dirty_spte,
     is_last_spte,
     is_mmio_spte,
     is_shadow_present_pte,
     is_writable_pte,
     round_gfn_for_level,
+    shadow_dirty_mask,
     spte_to_pfn,
 )
 from .structs import (
@@ -105,6 +107,7 @@ class X86:
                 self.kvm_vcpu_flush_tlb_all(vcpu)
             if self.kvm_check_request(KVM_REQ_TLB_FLUSH_CURRENT, vcpu):
                 self.kvm_vcpu_flush_tlb_current(vcpu)
+            self.kvm_check_cpu_dirty_logging_request(vcpu)
         if self.kvm_mmu_reload(vcpu):
             return pc
         srcu_read_unlock(kvm.srcu, vcpu.srcu_idx)  # guest mode: no SRCU read side
@@ -113,7 +116,16 @@ class X86:
         vcpu.srcu_idx = srcu_read_lock(kvm.srcu)
         return self.handle_exit(vcpu, exit_, pc)
 
+    def kvm_arch_sync_dirty_log(self, kvm: Any, memslot: Any) -> None:
+        """Flush the dirty pages the hardware may still cache (PML) to the bitmap."""
+        hook = self.kvm_x86_op(kvm, "flush_log_dirty")
+        if hook is not None:
+            hook(kvm)
+
     def handle_exit(self, vcpu: Any, exit_: VmExit, pc: int) -> int:
+        """``vmx_handle_exit`` (its PML part, :meth:`Vmx.vmx_handle_exit`, first),
+        then the exit reason's handler."""
+        self.vmx_handle_exit(vcpu, exit_.reason)
         if exit_.reason == "ept_violation":
             vcpu.fault_retry_spin = False
             if self.kvm_mmu_page_fault(vcpu, exit_.gpa, exit_.error_code) == RET_PF_EMULATE:
@@ -270,6 +282,8 @@ class X86:
         if vcpu.requests.value:
             return VmExit("kick")
         entry = tlb.entries.get(gfn)
+        # entry[1]: a write may use the entry (writable, and dirty cached: a
+        # write through a clean entry walks to set the dirty bit).
         if entry is not None and (entry[1] or not write):
             self.guest_memory_access(vcpu, gfn, entry[0], write)
             return None
@@ -279,10 +293,36 @@ class X86:
         self.check_hardware_pfn(vcpu, vcpu.mmu.root_hpa >> PAGE_SHIFT)
         root = to_shadow_page(kvm, vcpu.mmu.root_hpa >> PAGE_SHIFT)
         # The walk reads the root's paging structure (root->root: the root
-        # itself for the TDP MMU, its tree object for the legacy MMU).
-        shared.hardware_walk_point(root.root, gfn, tlb, vcpu.requests, write_acc)
-        if vcpu.requests.value:
-            return VmExit("kick")
+        # itself for the TDP MMU, its tree object for the legacy MMU).  A write
+        # through a clean writable leaf needs a second step, the CPU's locked
+        # update of the leaf (the A/D assist), which may write that leaf's word.
+        gpa = gfn << PAGE_SHIFT
+        dirty_level = None
+        while True:
+            shared.hardware_walk_point(root.root, gfn, tlb, vcpu.requests, write_acc,
+                                       dirty_level)
+            if dirty_level is None and vcpu.requests.value:
+                return VmExit("kick")
+            found = self.ept_walk(vcpu, root, gfn, write)
+            if isinstance(found, VmExit):
+                return found
+            sp, level, spte = found
+            if not write or is_dirty_spte(spte):
+                break
+            if dirty_level == level:
+                spte = self.ept_set_dirty_bit(vcpu, sp, SHADOW_PT_INDEX(gfn, level), spte, gpa)
+                break
+            dirty_level = level  # the leaf changed level meanwhile: walk again
+        pfn = spte_to_pfn(spte) + (gfn - round_gfn_for_level(gfn, level))
+        tlb.entries[gfn] = (pfn, is_writable_pte(spte) and is_dirty_spte(spte))
+        tlb.version += 1
+        self.guest_memory_access(vcpu, gfn, pfn, write)
+        return None
+
+    def ept_walk(self, vcpu: Any, root: Any, gfn: int, write: bool) -> Any:
+        """The hardware walk of ``gfn`` from ``root``: ``(page, level, leaf SPTE)``,
+        or the EPT violation or misconfiguration it ends in."""
+        kvm = vcpu.kvm
         gpa = gfn << PAGE_SHIFT
         sp = root
         level = vcpu.mmu.shadow_root_level
@@ -299,11 +339,20 @@ class X86:
             level -= 1
         if write and not is_writable_pte(spte):
             return VmExit("ept_violation", gpa, PFERR_WRITE_MASK | PFERR_PRESENT_MASK)
-        pfn = spte_to_pfn(spte) + (gfn - round_gfn_for_level(gfn, level))
-        tlb.entries[gfn] = (pfn, is_writable_pte(spte))
-        tlb.version += 1
-        self.guest_memory_access(vcpu, gfn, pfn, write)
-        return None
+        return sp, level, spte
+
+    def ept_set_dirty_bit(self, vcpu: Any, sp: Any, index: int, spte: int, gpa: int) -> int:
+        """The CPU's EPT A/D assist on a write through a clean writable leaf
+        (``make_spte`` sets the dirty bit of every writable SPTE; PML's hooks and
+        5.10-5.12's ``age_gfn_range`` clear it): it sets the bit in the SPTE and,
+        with PML on in the vCPU's VMCS, logs the page's gpa in its PML buffer."""
+        spte |= shadow_dirty_mask
+        sp.spt[index] = spte
+        shared.spte_word(sp, index).version += 1
+        if vcpu.pml_enabled and not vcpu.guest_mode:  # SECONDARY_EXEC_ENABLE_PML
+            vcpu.pml_buffer.append(gpa)
+            self.trace_event(vcpu.kvm, "pml_logged", vcpu=vcpu, gfn=gpa >> PAGE_SHIFT)
+        return spte
 
     def check_hardware_pfn(self, vcpu: Any, pfn: int) -> None:
         """The CPU walking a freed page table is a use-after-free no sanitizer sees."""
