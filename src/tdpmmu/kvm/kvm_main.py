@@ -94,6 +94,9 @@ class KvmMain:
         as_id = 1 if vcpu is not None and vcpu.smm else 0
         return self._kvm_memslots(kvm, as_id).generation
 
+    def kvm_vcpu_mark_page_dirty(self, vcpu: Any, gfn: int) -> None:
+        self.mark_page_dirty_in_slot(vcpu.kvm, self.kvm_vcpu_gfn_to_memslot(vcpu, gfn), gfn)
+
     def mark_page_dirty_in_slot(self, kvm: Any, memslot: kvm_memory_slot | None,
                                 gfn: int) -> None:
         if memslot is not None and memslot.dirty_bitmap is not None:
@@ -171,8 +174,9 @@ class KvmMain:
             if old is None:
                 return -22  # -EINVAL
             change = KVM_MR_DELETE
-            new = old.copy()
+            new = old.copy()  # kvm_delete_memslot: a zeroed slot of the same id
             new.npages = 0
+            new.flags = 0
         elif old is None:
             change = KVM_MR_CREATE
             new = kvm_memory_slot(id=slot_id, as_id=as_id, base_gfn=base_gfn, npages=npages,
@@ -210,12 +214,14 @@ class KvmMain:
 
         Without manual protect the bits are collected and cleared, and those
         pages write-protected again; with KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2 the
-        bitmap is only copied, and KVM_CLEAR_DIRTY_LOG re-protects.  (No PML:
-        dirty logging relies on write protection.)
+        bitmap is only copied, and KVM_CLEAR_DIRTY_LOG re-protects.  (With PML
+        the collected pages get their dirty bits cleared instead: see
+        :mod:`.vmx`.)
         """
         slot = kvm.memslots[as_id].value.id_to_memslot(slot_id)
         if slot is None or slot.dirty_bitmap is None:
             return None
+        self.kvm_arch_sync_dirty_log(kvm, slot)
         if kvm.manual_dirty_log_protect:
             # Only a copy for userspace, read without mmu_lock.
             shared.bitmap_point(slot.dirty_bitmap, "copy dirty_bitmap", False)
@@ -262,6 +268,7 @@ class KvmMain:
             return None
         if any(not 0 <= i < slot.npages for i in pages):
             return None
+        self.kvm_arch_sync_dirty_log(kvm, slot)
         return self.take_dirty_bits_and_reprotect(kvm, slot, pages)
 
     def kvm_vm_ioctl_clear_dirty_log(self, kvm: Any, as_id: int, slot_id: int,

@@ -604,19 +604,57 @@ class Mmu:
                                                    True)
         self.kvm_mmu_write_protect_pt_masked_legacy(kvm, slot, gfn_offset, mask)
 
+    def kvm_mmu_clear_dirty_pt_masked(self, kvm: Any, slot: Any, gfn_offset: int,
+                                      mask: int) -> None:
+        """PML: clear the dirty bits of the collected pages, so that the CPU logs
+        their next write (the rmap half, ``__rmap_clear_dirty``, is not modelled:
+        PML runs with the TDP MMU only, see :mod:`.vmx`)."""
+        if kvm.arch.tdp_mmu_enabled:
+            self.kvm_tdp_mmu_clear_dirty_pt_masked(kvm, slot, slot.base_gfn + gfn_offset, mask,
+                                                   False)
+
     def kvm_arch_mmu_enable_log_dirty_pt_masked(self, kvm: Any, slot: Any, gfn_offset: int,
                                                 mask: int) -> None:
-        """Without PML, dirty logging write-protects the SPTEs of the collected pages."""
-        self.kvm_mmu_write_protect_pt_masked(kvm, slot, gfn_offset, mask)
+        """PML's hook clears dirty bits; without PML the collected pages are
+        write-protected again."""
+        hook = self.kvm_x86_op(kvm, "enable_log_dirty_pt_masked")
+        if hook is not None:
+            hook(kvm, slot, gfn_offset, mask)
+        else:
+            self.kvm_mmu_write_protect_pt_masked(kvm, slot, gfn_offset, mask)
+
+    def kvm_mmu_slot_largepage_remove_write_access(self, kvm: Any, memslot: Any) -> None:
+        """Write-protect the slot's huge leaves (PML's enable: they are split on
+        their first write); the rmap half is ``slot_handle_large_level``."""
+        KVM_MMU_LOCK(kvm)
+        flush = self.slot_handle_level(kvm, memslot, self.slot_rmap_write_protect,
+                                       PG_LEVEL_2M, KVM_MAX_HUGEPAGE_LEVEL, False)
+        if kvm.arch.tdp_mmu_enabled:
+            flush |= self.kvm_tdp_mmu_wrprot_slot(kvm, memslot, PG_LEVEL_2M)
+        KVM_MMU_UNLOCK(kvm)
+        if flush:
+            self.kvm_arch_flush_remote_tlbs_memslot(kvm, memslot)
 
     def kvm_mmu_slot_apply_flags(self, kvm: Any, old: Any, new: Any, change: int) -> None:
+        """``x86.c``: with PML the ``kvm_x86_ops`` hooks start and stop logging
+        (dirty bits), without it logging write-protects the slot.
+        (``kvm_dirty_log_manual_protect_and_init_set`` is never true in the
+        model, so the level is 4K.)"""
         if change != KVM_MR_FLAGS_ONLY or new.flags & KVM_MEM_READONLY:
             return
         if old is not None and old.flags & KVM_MEM_LOG_DIRTY_PAGES \
                 and not new.flags & KVM_MEM_LOG_DIRTY_PAGES:
             self.kvm_mmu_zap_collapsible_sptes(kvm, new)
         if new.flags & KVM_MEM_LOG_DIRTY_PAGES:
-            self.kvm_mmu_slot_remove_write_access(kvm, new, PG_LEVEL_4K)
+            hook = self.kvm_x86_op(kvm, "slot_enable_log_dirty")
+            if hook is not None:
+                hook(kvm, new)
+            else:
+                self.kvm_mmu_slot_remove_write_access(kvm, new, PG_LEVEL_4K)
+        else:
+            hook = self.kvm_x86_op(kvm, "slot_disable_log_dirty")
+            if hook is not None:
+                hook(kvm, new)
 
     # ------------------------------------------------------------- VM init
     def kvm_mmu_init_vm(self, kvm: Any) -> None:

@@ -29,9 +29,14 @@ KVM_REQ_TLB_FLUSH = 0
 KVM_REQ_MMU_RELOAD = 1
 KVM_REQ_TLB_FLUSH_CURRENT = 2
 KVM_REQ_MMU_FREE_OBSOLETE_ROOTS = 3  # 5.18 (527d5cd7eece): replaces MMU_RELOAD
+KVM_REQ_UPDATE_CPU_DIRTY_LOGGING = 4  # 5.12 (a85863c2ec55): PML on/off per vCPU
 REQUEST_NAMES = {KVM_REQ_TLB_FLUSH: "TLB_FLUSH", KVM_REQ_MMU_RELOAD: "MMU_RELOAD",
                  KVM_REQ_TLB_FLUSH_CURRENT: "TLB_FLUSH_CURRENT",
-                 KVM_REQ_MMU_FREE_OBSOLETE_ROOTS: "MMU_FREE_OBSOLETE_ROOTS"}
+                 KVM_REQ_MMU_FREE_OBSOLETE_ROOTS: "MMU_FREE_OBSOLETE_ROOTS",
+                 KVM_REQ_UPDATE_CPU_DIRTY_LOGGING: "UPDATE_CPU_DIRTY_LOGGING"}
+# Model only, not a KVM request: kvm_vcpu_kick's IPI, pending until the vCPU's
+# next VM exit takes it (see vmx.Vmx.kvm_vcpu_kick).
+KVM_REQUEST_KICK = 1 << 31
 
 
 @dataclass(frozen=True)
@@ -243,6 +248,9 @@ class kvm_vcpu:
         self.nested_eptp = 0  # vmcs12's EPT pointer while L2 runs (nested EPT)
         self.last_vmentry_cpu = -1  # 5.16+'s kvm_vcpu_has_run(): != -1 once it ran
         self.cpuid: Any = None  # the KVM_SET_CPUID data (a tag), None before any
+        self.pml_buffer: list[int] = []  # gpas the CPU logged (PML), flushed at VM exit
+        self.pml_enabled = False  # SECONDARY_EXEC_ENABLE_PML in the vCPU's VMCS
+        self.update_vmcs01_cpu_dirty_logging = False  # 5.12+: deferred while L2 runs
 
     @property
     def mmu_role(self) -> Any:
@@ -257,6 +265,9 @@ class kvm_vcpu:
 class kvm_arch(Guarded):
     def __init__(self) -> None:
         self.tdp_mmu_enabled = False  # set by kvm_mmu_init_tdp_mmu when tdp_mmu=1
+        # 5.12+: memslots with dirty logging on (6.3 moved it to
+        # kvm->nr_memslots_dirty_logging, ee661d8ea94e; one field in the model).
+        self.cpu_dirty_logging_count = 0
         self.tdp_mmu_roots = list_head(None)
         self.tdp_mmu_pages = list_head(None)
         self.mmu_valid_gen = 0
@@ -349,6 +360,7 @@ class kvm(Guarded):
         self.mmu_notifier_range_end = 0
         self.tlbs_dirty = 0
         self.manual_dirty_log_protect = False  # KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2
+        self.enable_pml = False  # kvm_intel's pml parameter (see vmx.py), one VM per run
         self.root_level = root_level
         self.vcpus = [kvm_vcpu(self, i) for i in range(nr_vcpus)]
         self.mm = HostMM()

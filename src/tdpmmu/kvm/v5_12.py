@@ -18,6 +18,7 @@ from ..kernel import (
     BUG_ON,
     INIT_LIST_HEAD,
     WARN_ON,
+    WARN_ON_ONCE,
     call_rcu,
     cond_resched_rwlock_write,
     list_add,
@@ -40,10 +41,11 @@ from ..kernel import (
 )
 from . import fidelity
 from . import shared as sh
-from .mmu import KVM_PFN_ERR_RO_FAULT
+from .mmu import KVM_MR_FLAGS_ONLY, KVM_PFN_ERR_RO_FAULT
 from .mmu_lock import KVM_MMU_LOCK, KVM_MMU_UNLOCK
 from .spte import (
     ACC_ALL,
+    KVM_MAX_HUGEPAGE_LEVEL,
     KVM_PAGES_PER_HPAGE,
     PAGE_SHIFT,
     PG_LEVEL_2M,
@@ -71,6 +73,8 @@ from .structs import (
     KVM_MEM_READONLY,
     KVM_MEMSLOT_INVALID,
     KVM_REQ_TLB_FLUSH_CURRENT,
+    KVM_REQ_UPDATE_CPU_DIRTY_LOGGING,
+    KVM_REQUEST_KICK,
     kvm_mmu_page,
 )
 from .tdp_iter import (
@@ -90,6 +94,7 @@ from .tdp_mmu import (
     spte_with_dirty_cleared,
 )
 from .versions import V5_11
+from .vmx import PML_ENTITY_NUM
 
 __kernel_file__ = "arch/x86/kvm/mmu/tdp_mmu.c"
 __kernel_files__ = fidelity.kernel_files()  # its mmu.c / tdp_mmu.c functions
@@ -159,6 +164,10 @@ class V5_12(V5_11):
 
     name = "v5.12"
     summary = "Linux 5.12: rwlock mmu_lock; faults under the read lock (cmpxchg, RCU)"
+
+    # PML (see the dirty-logging section): per-vCPU PML while a slot logs.
+    pml_dirty_logging = "cpu_dirty_log_size"
+    cpu_dirty_logging_request = True
 
     # ------------------------------------------------------ lock contract
     def lock_contract(self, kvm: Any) -> dict[str, Any]:
@@ -609,6 +618,115 @@ class V5_12(V5_11):
             if kvm_mmu_page_as_id(root) != slot.as_id:
                 continue
             self.clear_dirty_pt_masked(kvm, root, gfn, mask, wrprot)
+
+    # PML, from the 5.12 series "KVM: x86/mmu: Dirty logging fixes and
+    # improvements": a85863c2ec55 (PML on only while some memslot logs:
+    # cpu_dirty_logging_count, KVM_REQ_UPDATE_CPU_DIRTY_LOGGING), b6e16ae5d99f
+    # (no dirty bits set when logging stops: kvm_mmu_slot_set_dirty is gone),
+    # a018eba53870 (the four kvm_x86_ops hooks gone, their logic in common
+    # code), 6dd03800b1af (cpu_dirty_log_size a value), c3bb9a20834f (no PML
+    # while L2 runs), a1419f8b5bab (the large-page write-protect folded into
+    # kvm_mmu_slot_remove_write_access, which passes its level to the TDP MMU).
+    def kvm_x86_cpu_dirty_log_size(self, kvm: Any) -> int:
+        """``kvm_x86_ops.cpu_dirty_log_size``: PML_ENTITY_NUM, 0 without PML."""
+        return PML_ENTITY_NUM if kvm.enable_pml else 0
+
+    # Gone in 5.12: the functions that set dirty bits when logging stops
+    # (b6e16ae5d99f), the large-page write-protect (a1419f8b5bab) and VMX's
+    # PML hooks (a018eba53870; kvm_x86_op then finds none).
+    kvm_mmu_slot_set_dirty = None
+    kvm_tdp_mmu_slot_set_dirty = None
+    set_dirty_gfn_range = None
+    kvm_mmu_slot_largepage_remove_write_access = None
+    vmx_slot_enable_log_dirty = None
+    vmx_slot_disable_log_dirty = None
+    vmx_flush_log_dirty = None
+    vmx_enable_log_dirty_pt_masked = None
+    kvm_flush_pml_buffers = None
+
+    def vmx_secondary_exec_control_pml(self, vcpu: Any) -> bool:
+        """A vCPU created while some memslot logs starts with PML on."""
+        return vcpu.kvm.enable_pml and bool(vcpu.kvm.arch.cpu_dirty_logging_count)
+
+    def kvm_mmu_update_cpu_dirty_logging(self, kvm: Any, enable: bool) -> None:
+        if not self.kvm_x86_cpu_dirty_log_size(kvm):
+            return
+        ka = kvm.arch
+        if enable:
+            ka.cpu_dirty_logging_count += 1
+            toggled = ka.cpu_dirty_logging_count == 1
+        else:
+            ka.cpu_dirty_logging_count -= 1
+            toggled = ka.cpu_dirty_logging_count == 0
+        if toggled:
+            self.kvm_make_all_cpus_request(kvm, KVM_REQ_UPDATE_CPU_DIRTY_LOGGING)
+        WARN_ON_ONCE(ka.cpu_dirty_logging_count < 0)
+
+    def kvm_mmu_slot_apply_flags(self, kvm: Any, old: Any, new: Any, change: int) -> None:
+        """x86.c 5.12: the count of logging slots follows every change of the
+        flag; then, for a flags-only change, stop (zap collapsible SPTEs) or
+        start logging: with PML clear the leaves' dirty bits and write-protect
+        huge leaves, without it write-protect everything.
+        (``kvm_dirty_log_manual_protect_and_init_set`` is never true in the
+        model.)"""
+        log_dirty_pages = bool(new.flags & KVM_MEM_LOG_DIRTY_PAGES)
+        old_flags = old.flags if old is not None else 0
+        if (old_flags ^ new.flags) & KVM_MEM_LOG_DIRTY_PAGES:
+            self.kvm_mmu_update_cpu_dirty_logging(kvm, log_dirty_pages)
+        if change != KVM_MR_FLAGS_ONLY or new.flags & KVM_MEM_READONLY:
+            return
+        if WARN_ON_ONCE(not (old_flags ^ new.flags) & KVM_MEM_LOG_DIRTY_PAGES):
+            return
+        if not log_dirty_pages:
+            self.kvm_mmu_zap_collapsible_sptes(kvm, new)
+        else:
+            level = PG_LEVEL_4K
+            if self.kvm_x86_cpu_dirty_log_size(kvm):
+                self.kvm_mmu_slot_leaf_clear_dirty(kvm, new)
+                level = PG_LEVEL_2M
+            self.kvm_mmu_slot_remove_write_access(kvm, new, level)
+
+    def kvm_mmu_slot_remove_write_access(self, kvm: Any, memslot: Any, start_level: int) -> None:
+        """a1419f8b5bab: the TDP MMU write-protects from ``start_level`` too."""
+        KVM_MMU_LOCK(kvm)
+        flush = self.slot_handle_level(kvm, memslot, self.slot_rmap_write_protect, start_level,
+                                       KVM_MAX_HUGEPAGE_LEVEL, False)
+        if kvm.arch.tdp_mmu_enabled:
+            flush |= self.kvm_tdp_mmu_wrprot_slot(kvm, memslot, start_level)
+        KVM_MMU_UNLOCK(kvm)
+        if flush:
+            self.kvm_arch_flush_remote_tlbs_memslot(kvm, memslot)
+
+    def kvm_arch_mmu_enable_log_dirty_pt_masked(self, kvm: Any, slot: Any, gfn_offset: int,
+                                                mask: int) -> None:
+        if self.kvm_x86_cpu_dirty_log_size(kvm):
+            self.kvm_mmu_clear_dirty_pt_masked(kvm, slot, gfn_offset, mask)
+        else:
+            self.kvm_mmu_write_protect_pt_masked(kvm, slot, gfn_offset, mask)
+
+    def kvm_arch_sync_dirty_log(self, kvm: Any, memslot: Any) -> None:
+        """a018eba53870: kick every vCPU (PML buffers reach the bitmap at their
+        exits), whether or not the VM has PML (6.7's 3d30bfcbdc26 returns
+        early without it; the model's kick does nothing then anyway)."""
+        for vcpu in kvm.vcpus:
+            self.kvm_vcpu_kick(vcpu)
+
+    def vmx_handle_exit(self, vcpu: Any, reason: str) -> None:
+        """``__vmx_handle_exit`` 5.12: no PML flush while L2 runs (c3bb9a20834f);
+        the model's L2 makes no accesses, so its buffer is empty then anyway."""
+        if vcpu.guest_mode and vcpu.kvm.enable_pml:
+            if reason == "kick":
+                sh.test_and_clear(vcpu.requests, KVM_REQUEST_KICK,
+                                  f"vcpu{vcpu.vcpu_id} takes the kick IPI")
+            return
+        super().vmx_handle_exit(vcpu, reason)
+
+    def nested_vmx_vmexit(self, vcpu: Any) -> None:
+        """A PML change deferred while L2 ran takes effect on L1 (a85863c2ec55)."""
+        super().nested_vmx_vmexit(vcpu)
+        if vcpu.update_vmcs01_cpu_dirty_logging:
+            vcpu.update_vmcs01_cpu_dirty_logging = False
+            self.vmx_update_cpu_dirty_logging(vcpu)
 
     def kvm_mmu_max_mapping_level(self, kvm: Any, slot: Any, gfn: int, pfn: int,
                                   max_level: int) -> int:

@@ -713,6 +713,7 @@ class V5_18(V5_17):
                 self.kvm_vcpu_flush_tlb_all(vcpu)
             if self.kvm_check_request(KVM_REQ_TLB_FLUSH_CURRENT, vcpu):
                 self.kvm_vcpu_flush_tlb_current(vcpu)
+            self.kvm_check_cpu_dirty_logging_request(vcpu)
         if self.kvm_mmu_reload(vcpu):
             return pc
         srcu_read_unlock(kvm.srcu, vcpu.srcu_idx)

@@ -50,6 +50,7 @@ from .spte import (
     KVM_MAX_HUGEPAGE_LEVEL,
     KVM_PAGES_PER_HPAGE,
     PAGE_SHIFT,
+    PG_LEVEL_2M,
     PG_LEVEL_4K,
     is_large_pte,
     is_shadow_present_pte,
@@ -431,18 +432,29 @@ class V6_1(V5_18):
 
     # ---------------------------------------------------------------- x86.c
     def kvm_mmu_slot_apply_flags(self, kvm: Any, old: Any, new: Any, change: int) -> None:
-        """x86.c 6.1: after write-protecting a slot whose dirty logging was
-        just enabled, flush its TLB entries whatever the walk reported
-        (b64d740ea7dd).  The model's VMs have no PML and no eager splitting
-        (the parent's shape)."""
+        """x86.c 6.1: after write-protecting (or, with PML, clearing the dirty
+        bits of) a slot whose dirty logging was just enabled, flush its TLB
+        entries whatever the walks reported (b64d740ea7dd; the PML and
+        write-protect walks no longer flush themselves).  Eager page splitting
+        is not modelled, nor ``kvm_dirty_log_manual_protect_and_init_set``
+        (never true in the model)."""
+        log_dirty_pages = bool(new.flags & KVM_MEM_LOG_DIRTY_PAGES)
+        old_flags = old.flags if old is not None else 0
+        if (old_flags ^ new.flags) & KVM_MEM_LOG_DIRTY_PAGES:
+            self.kvm_mmu_update_cpu_dirty_logging(kvm, log_dirty_pages)
         if change != KVM_MR_FLAGS_ONLY or new.flags & KVM_MEM_READONLY:
             return
-        if old is not None and old.flags & KVM_MEM_LOG_DIRTY_PAGES \
-                and not new.flags & KVM_MEM_LOG_DIRTY_PAGES:
+        if WARN_ON_ONCE(not (old_flags ^ new.flags) & KVM_MEM_LOG_DIRTY_PAGES):
+            return
+        if not log_dirty_pages:
             self.kvm_mmu_zap_collapsible_sptes(kvm, new)
-        if new.flags & KVM_MEM_LOG_DIRTY_PAGES:
+            return
+        if self.kvm_x86_cpu_dirty_log_size(kvm):
+            self.kvm_mmu_slot_leaf_clear_dirty(kvm, new)
+            self.kvm_mmu_slot_remove_write_access(kvm, new, PG_LEVEL_2M)
+        else:
             self.kvm_mmu_slot_remove_write_access(kvm, new, PG_LEVEL_4K)
-            self.kvm_arch_flush_remote_tlbs_memslot(kvm, new)
+        self.kvm_arch_flush_remote_tlbs_memslot(kvm, new)
 
 
     # ------------------------------------------------------------- cpuid

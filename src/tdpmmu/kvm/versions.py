@@ -26,6 +26,7 @@ from .mmu import Mmu
 from .mmu_legacy import MmuLegacy
 from .structs import kvm_mmu_page
 from .tdp_mmu import TdpMmu, kvm_mmu_page_as_id
+from .vmx import Vmx
 from .x86 import X86
 
 # The 5.10/5.11 overrides here are tdp_mmu.c functions (reports name that file).
@@ -37,7 +38,7 @@ class KernelError(ValueError):
     """A kernel name or variant file that cannot be used (a user error)."""
 
 
-class V5_10(X86, KvmMain, Mmu, MmuLegacy, TdpMmu):
+class V5_10(X86, Vmx, KvmMain, Mmu, MmuLegacy, TdpMmu):
     """Linux v5.10: the walks take and drop root references by hand and ignore
     what the put returns, so a root can stay on the list with a count of 0.
 
