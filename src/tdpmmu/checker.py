@@ -226,12 +226,24 @@ def build_model(kernel_cls: type[V5_10], scenario: Scenario,
                         f"{scenario.vm_type!r}: kernel {kernel_cls.name} {why}")
     if "tdp_mmu" not in knobs and scenario.tdp_mmu is not None:
         k.tdp_mmu = bool(scenario.tdp_mmu)  # the scenario's module parameter
+    if scenario.pml:
+        if getattr(kernel_cls, "pml_dirty_logging", None) is None:
+            modelled = ", ".join(c.name for c in BUILTIN.values()
+                                 if getattr(c, "pml_dirty_logging", None) is not None)
+            raise UserError(f"{scenario.path or scenario.name}: [vm] pml = 1: the model has "
+                            f"no PML dirty logging for kernel {kernel_cls.name} (modelled: "
+                            f"{modelled})")
+        if not k.tdp_mmu:
+            raise UserError(f"{scenario.path or scenario.name}: [vm] pml = 1 needs the TDP "
+                            "MMU (tdp_mmu=1): the legacy MMU's PML walks (__rmap_clear_dirty, "
+                            "__rmap_set_dirty) are not modelled")
     # The threads destroy_vm waits for: they hold the VM's fd (vCPU threads among them).
     vcpu_threads = {name for name, actions in scenario.threads if holds_vm_fd(actions)}
 
     def setup() -> World:
         vm = kvm(scenario.vcpus, scenario.root_level)
         vm.manual_dirty_log_protect = scenario.manual_dirty_log_protect
+        vm.enable_pml = scenario.pml
         vm.mmu_page_header_cache = kmem_cache_create("kvm_mmu_page_header", kvm_mmu_page)
         vm.srcu = srcu_struct("kvm->srcu")
         vm.slots_lock = mutex("kvm->slots_lock")
@@ -257,6 +269,9 @@ def build_model(kernel_cls: type[V5_10], scenario: Scenario,
                     vm.mm.map_huge(s.userspace_addr, s.npages)
                 for hva in range(s.userspace_addr, s.userspace_addr + s.npages):
                     vm.mm.pte(hva)
+        vm.arch.cpu_dirty_logging_count = sum(bool(m.log_dirty) for m in scenario.memslots)
+        for vcpu in vm.vcpus:
+            vcpu.pml_enabled = k.vmx_secondary_exec_control_pml(vcpu)
         vm.vcpu_threads_running.value = len(vcpu_threads)
         world = World(k, vm, None)
         world.props = Properties(vm, k)

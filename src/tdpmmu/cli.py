@@ -252,7 +252,8 @@ def cmd_show(spec: str) -> int:
     print(f"{scen.name} ({scen.path})\n")
     print(scen.description or "(no description)")
     print(f"\nVM: {scen.vcpus} vCPU(s), root level {scen.root_level}"
-          + (", manual dirty-log protect" if scen.manual_dirty_log_protect else ""))
+          + (", manual dirty-log protect" if scen.manual_dirty_log_protect else "")
+          + (", PML (kvm_intel pml=1)" if scen.pml else ""))
     for m in scen.memslots:
         flags = [f for f, on in (("huge", m.huge), ("log_dirty", m.log_dirty)) if on]
         print(f"  memslot {m.id} (as_id {m.as_id}): gfn {m.base_gfn:#x}+{m.npages} at hva "

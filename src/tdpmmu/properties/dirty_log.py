@@ -26,6 +26,16 @@ of 5.10's ``kvm_mmu_slot_apply_flags`` (``x86.c``): enabling
 so that the first write to each page faults and ``mark_page_dirty`` (the
 TDP MMU's ``handle_changed_spte_dirty_log`` when an SPTE becomes writable)
 sets its bit; a read re-protects the pages whose bits it takes.
+
+With PML (``[vm] pml``, 5.10/5.11's ``vmx.c``) enabling clears the slot's
+dirty bits and a read clears those of the pages it takes, after which the
+CPU logs a page's next write in the writing vCPU's PML buffer; the buffer
+reaches the bitmap at the vCPU's next VM exit, and ``KVM_GET_DIRTY_LOG`` only
+kicks the vCPUs before reading (``kvm_flush_pml_buffers``: "We only need to
+kick vcpu out of guest mode here, as PML buffer is flushed at beginning of all
+VMEXITs").  So a write whose page sits in a vCPU's unflushed PML buffer when a
+read starts is owed to a later read, not to this one; it stays owed, and the
+check at the end (every vCPU has exited by then) judges it.
 """
 
 from __future__ import annotations
@@ -45,6 +55,7 @@ class DirtyLogComplete:
         self.must: dict[tuple[int, int], set[int]] = {}
         # slot -> memslots generation at a read's start, if the slot had a bitmap then
         self.read_gen: dict[tuple[int, int], int | None] = {}
+        self.in_pml: dict[int, set[int]] = {}  # vcpu id -> gfns in its unflushed PML buffer
 
     def _bitmap_generation(self, key: tuple[int, int]) -> int | None:
         """The memslots' generation if slot ``key`` has a dirty bitmap now, else
@@ -75,8 +86,13 @@ class DirtyLogComplete:
             slot = self._slot_of(f["as_id"], f["gfn"])
             if slot is not None and (slot.as_id, slot.id) in self.logging:
                 self.pending[(slot.as_id, slot.id)].setdefault(f["gfn"], 0)
+        elif event == "pml_logged":
+            self.in_pml.setdefault(f["vcpu"].vcpu_id, set()).add(f["gfn"])
+        elif event == "pml_flushed":
+            self.in_pml.pop(f["vcpu"].vcpu_id, None)
         elif event == "dirty_log_read_start":
-            self.must[f["key"]] = set(self.pending.get(f["key"], {}))
+            in_pml = set().union(*self.in_pml.values())
+            self.must[f["key"]] = set(self.pending.get(f["key"], {})) - in_pml
             self.read_gen[f["key"]] = self._bitmap_generation(f["key"])
         elif event == "dirty_log_read_failed":
             key = f["key"]

@@ -11,6 +11,9 @@ A scenario is a TOML file::
     manual_dirty_log_protect = false  # KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2, optional
     tdp_mmu = 1           # the kvm module parameter, optional (default: the
                           # version's, 0 before 5.15); --tdp-mmu overrides it
+    pml = 0               # kvm_intel's pml parameter, optional: 1 logs dirty
+                          # pages by the EPT dirty bit and the PML buffer
+                          # instead of write protection (TDP MMU only; default 0)
     type = "default"      # KVM_CREATE_VM's type, optional: "default"
                           # (KVM_X86_DEFAULT_VM) or "tdx" (KVM_X86_TDX_VM: no
                           # built-in version models it, so it is rejected)
@@ -148,6 +151,7 @@ class Scenario:
     threads: list[tuple[str, list[Action]]] = field(default_factory=list)
     manual_dirty_log_protect: bool = False
     tdp_mmu: int | None = None  # None: the kernel version's default
+    pml: bool = False  # kvm_intel's pml parameter: dirty logging by PML (see kvm.vmx)
     vm_type: str = "default"  # [vm] type: "default" or "tdx" (see VM_TYPES)
 
 
@@ -306,14 +310,16 @@ def parse_scenario(data: dict[str, Any], path: str) -> Scenario:
     if not isinstance(vm, dict):
         raise err("[vm]", "must be a table")
     for key in vm:
-        if key not in ("vcpus", "root_level", "manual_dirty_log_protect", "tdp_mmu", "type"):
+        if key not in ("vcpus", "root_level", "manual_dirty_log_protect", "tdp_mmu", "pml",
+                       "type"):
             raise err(f"[vm] key '{key}'", "unknown (expected vcpus, root_level, "
-                      "manual_dirty_log_protect, tdp_mmu, type)")
+                      "manual_dirty_log_protect, tdp_mmu, pml, type)")
     vcpus = _int(vm.get("vcpus", 1), err, "[vm] vcpus", 1, MAX_VCPUS)
     root_level = _int(vm.get("root_level", 3), err, "[vm] root_level", 2, 4)
     manual = _bool(vm.get("manual_dirty_log_protect", False), err,
                    "[vm] manual_dirty_log_protect")
     tdp_mmu = None if "tdp_mmu" not in vm else _int(vm["tdp_mmu"], err, "[vm] tdp_mmu", 0, 1)
+    pml = bool(_int(vm.get("pml", 0), err, "[vm] pml", 0, 1))
     vm_type = vm.get("type", "default")
     if vm_type not in VM_TYPES:
         raise err("[vm] type", f"expected one of {', '.join(map(repr, VM_TYPES))}, "
@@ -397,7 +403,8 @@ def parse_scenario(data: dict[str, Any], path: str) -> Scenario:
     _check_sequences(memslots, setup, threads, err)
     return Scenario(name=name, description=description.strip(), path=path, vcpus=vcpus,
                     root_level=root_level, memslots=memslots, setup=setup, threads=threads,
-                    manual_dirty_log_protect=manual, tdp_mmu=tdp_mmu, vm_type=vm_type)
+                    manual_dirty_log_protect=manual, tdp_mmu=tdp_mmu, pml=pml,
+                    vm_type=vm_type)
 
 
 def _check_sequences(memslots: list[MemslotSpec], setup: list[Action],
