@@ -29,13 +29,13 @@ SMRAM = {"id": 1, "as_id": 1, "base_gfn": 0, "npages": 16, "hva": 0x300}
 def scenario(setup: list[dict[str, Any]] = (), *, vcpus: int = 1,
              memslots: list[dict[str, Any]] | None = None,
              threads: list[dict[str, Any]] | None = None, root_level: int = 3,
-             tdp_mmu: int = 1) -> Scenario:
+             tdp_mmu: int = 1, pml: int = 0) -> Scenario:
     """A validated scenario; by default one memslot of 16 gfns at gfn 0 and a
     host thread that zaps everything (the tests here only use its setup), on the
     TDP MMU (these tests are the TDP MMU's)."""
     data = {
         "name": "unit",
-        "vm": {"vcpus": vcpus, "root_level": root_level, "tdp_mmu": tdp_mmu},
+        "vm": {"vcpus": vcpus, "root_level": root_level, "tdp_mmu": tdp_mmu, "pml": pml},
         "memslot": [SLOT0] if memslots is None else memslots,
         "setup": list(setup),
         "thread": threads or [{"name": "host", "actions": [{"op": "zap_all"}]}],
