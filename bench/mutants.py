@@ -104,6 +104,13 @@ TARGETS: dict[str, tuple[str, ...]] = {
         "kvm_tdp_mmu_clear_dirty_pt_masked", "handle_changed_spte_dirty_log",
         "slot_tdp_walk_and_flush", "take_dirty_bits_and_reprotect",
         "kvm_get_dirty_log_protect", "kvm_mmu_slot_apply_flags", "mark_page_dirty_in_slot",
+        "kvm_mmu_slot_leaf_clear_dirty", "kvm_tdp_mmu_clear_dirty_slot",
+        "kvm_arch_mmu_enable_log_dirty_pt_masked", "kvm_mmu_clear_dirty_pt_masked",
+        "kvm_arch_sync_dirty_log",
+        # PML (vmx.c; 5.12's per-vCPU enabling, a85863c2ec55)
+        "vmx_slot_enable_log_dirty", "vmx_enable_log_dirty_pt_masked", "vmx_flush_pml_buffer",
+        "kvm_flush_pml_buffers", "vmx_handle_exit", "kvm_mmu_update_cpu_dirty_logging",
+        "vmx_update_cpu_dirty_logging",
     ),
 }
 

@@ -74,7 +74,6 @@ from .structs import (
     KVM_MEMSLOT_INVALID,
     KVM_REQ_TLB_FLUSH_CURRENT,
     KVM_REQ_UPDATE_CPU_DIRTY_LOGGING,
-    KVM_REQUEST_KICK,
     kvm_mmu_page,
 )
 from .tdp_iter import (
@@ -167,7 +166,6 @@ class V5_12(V5_11):
 
     # PML (see the dirty-logging section): per-vCPU PML while a slot logs.
     pml_dirty_logging = "cpu_dirty_log_size"
-    cpu_dirty_logging_request = True
 
     # ------------------------------------------------------ lock contract
     def lock_contract(self, kvm: Any) -> dict[str, Any]:
@@ -648,6 +646,23 @@ class V5_12(V5_11):
         """A vCPU created while some memslot logs starts with PML on."""
         return vcpu.kvm.enable_pml and bool(vcpu.kvm.arch.cpu_dirty_logging_count)
 
+    def kvm_check_cpu_dirty_logging_request(self, vcpu: Any) -> None:
+        """``vcpu_enter_guest``'s KVM_REQ_UPDATE_CPU_DIRTY_LOGGING check.  Made
+        only in PML VMs: nobody else makes the request
+        (``kvm_mmu_update_cpu_dirty_logging`` returns without
+        ``cpu_dirty_log_size``) and a check is a visible step."""
+        if vcpu.kvm.enable_pml \
+                and self.kvm_check_request(KVM_REQ_UPDATE_CPU_DIRTY_LOGGING, vcpu):
+            self.vmx_update_cpu_dirty_logging(vcpu)
+
+    def vmx_update_cpu_dirty_logging(self, vcpu: Any) -> None:
+        """PML on while some memslot logs dirty pages; while L2 runs the change
+        waits for the nested VM-exit."""
+        if vcpu.guest_mode:
+            vcpu.update_vmcs01_cpu_dirty_logging = True
+            return
+        vcpu.pml_enabled = bool(vcpu.kvm.arch.cpu_dirty_logging_count)
+
     def kvm_mmu_update_cpu_dirty_logging(self, kvm: Any, enable: bool) -> None:
         if not self.kvm_x86_cpu_dirty_log_size(kvm):
             return
@@ -715,9 +730,7 @@ class V5_12(V5_11):
         """``__vmx_handle_exit`` 5.12: no PML flush while L2 runs (c3bb9a20834f);
         the model's L2 makes no accesses, so its buffer is empty then anyway."""
         if vcpu.guest_mode and vcpu.kvm.enable_pml:
-            if reason == "kick":
-                sh.test_and_clear(vcpu.requests, KVM_REQUEST_KICK,
-                                  f"vcpu{vcpu.vcpu_id} takes the kick IPI")
+            self.take_kick_ipi(vcpu, reason)
             return
         super().vmx_handle_exit(vcpu, reason)
 

@@ -35,7 +35,7 @@ from typing import Any
 from ..kernel import WARN_ON
 from . import shared
 from .spte import PAGE_SHIFT, PAGE_SIZE
-from .structs import KVM_REQ_UPDATE_CPU_DIRTY_LOGGING, KVM_REQUEST_KICK
+from .structs import KVM_REQUEST_KICK
 
 __kernel_file__ = "arch/x86/kvm/vmx/vmx.c"
 
@@ -49,9 +49,6 @@ class Vmx:
     # None, and a scenario asking for PML is refused on it.
     pml_dirty_logging: str | None = "x86_ops"
 
-    # 5.12+ (a85863c2ec55): the vCPU checks KVM_REQ_UPDATE_CPU_DIRTY_LOGGING.
-    cpu_dirty_logging_request = False
-
     def vmx_secondary_exec_control_pml(self, vcpu: Any) -> bool:
         """Whether a new vCPU's VMCS has PML on: with ``enable_pml`` (5.10/5.11)."""
         return vcpu.kvm.enable_pml
@@ -62,27 +59,19 @@ class Vmx:
         :meth:`kvm_vcpu_kick`)."""
         if not vcpu.kvm.enable_pml:
             return
+        self.take_kick_ipi(vcpu, reason)
+        self.vmx_flush_pml_buffer(vcpu)
+
+    def take_kick_ipi(self, vcpu: Any, reason: str) -> None:
+        """Model only: an exit for a kick takes ``kvm_vcpu_kick``'s IPI (the bit
+        it set in the request word), so the next entry does not exit again."""
         if reason == "kick":
             shared.test_and_clear(vcpu.requests, KVM_REQUEST_KICK,
                                   f"vcpu{vcpu.vcpu_id} takes the kick IPI")
-        self.vmx_flush_pml_buffer(vcpu)
 
     def kvm_check_cpu_dirty_logging_request(self, vcpu: Any) -> None:
-        """``vcpu_enter_guest``'s KVM_REQ_UPDATE_CPU_DIRTY_LOGGING check (5.12+).
-        Made only in PML VMs: nobody else makes the request
-        (``kvm_mmu_update_cpu_dirty_logging`` returns without
-        ``cpu_dirty_log_size``) and a check is a visible step."""
-        if self.cpu_dirty_logging_request and vcpu.kvm.enable_pml \
-                and self.kvm_check_request(KVM_REQ_UPDATE_CPU_DIRTY_LOGGING, vcpu):
-            self.vmx_update_cpu_dirty_logging(vcpu)
-
-    def vmx_update_cpu_dirty_logging(self, vcpu: Any) -> None:
-        """5.12+: PML on while some memslot logs dirty pages; while L2 runs the
-        change waits for the nested VM-exit."""
-        if vcpu.guest_mode:
-            vcpu.update_vmcs01_cpu_dirty_logging = True
-            return
-        vcpu.pml_enabled = bool(vcpu.kvm.arch.cpu_dirty_logging_count)
+        """5.12+ check KVM_REQ_UPDATE_CPU_DIRTY_LOGGING here; 5.10/5.11 have no
+        such request (PML is on for the vCPU's life)."""
 
     def kvm_x86_op(self, kvm: Any, name: str) -> Any:
         """``kvm_x86_ops.<name>`` as ``hardware_setup`` left it: a PML hook is
