@@ -107,6 +107,23 @@ hva = 0x100
 log_dirty = {str(log_dirty).lower()}
 """
 
+def _pml_vs_write(host_op: str, log_dirty: bool) -> str:
+    """A PML VM whose host does ``host_op`` on slot 0 while vcpu0 writes a page
+    it wrote before."""
+    return _vm(1, log_dirty).replace("tdp_mmu = 1", "tdp_mmu = 1\npml = 1") + f"""
+[[setup]]
+op = "vcpu_run"
+vcpu = 0
+guest = ["write 0x1"]
+[[thread]]
+name = "host"
+actions = [ {{ op = "{host_op}", slot = 0 }} ]
+[[thread]]
+name = "vcpu0"
+actions = [ {{ op = "vcpu_run", vcpu = 0, guest = ["write 0x1"] }} ]
+"""
+
+
 CASES = {
     # Read-locked faults of two vCPUs: gfns in one leaf page and in another.
     "two-vcpus-fault": ("v5.12", _vm(2) + """
@@ -130,33 +147,10 @@ actions = [ { op = "zap_gfn_range", base_gfn = 0x0, npages = 4 } ]
 name = "vcpu0"
 actions = [ { op = "vcpu_run", vcpu = 0, guest = ["read 0x2"] } ]
 """),
-    # PML: a dirty-log read clearing dirty bits (and a 5.12+ vCPU turning PML
-    # on) against a guest write the CPU logs by setting the dirty bit.
-    "pml-read-vs-write": ("v5.11", _vm(1, log_dirty=True).replace(
-        "tdp_mmu = 1", "tdp_mmu = 1\npml = 1") + """
-[[setup]]
-op = "vcpu_run"
-vcpu = 0
-guest = ["write 0x1"]
-[[thread]]
-name = "host"
-actions = [ { op = "get_dirty_log", slot = 0 } ]
-[[thread]]
-name = "vcpu0"
-actions = [ { op = "vcpu_run", vcpu = 0, guest = ["write 0x1"] } ]
-"""),
-    "pml-enable-vs-write": ("v5.13", _vm(1).replace("tdp_mmu = 1", "tdp_mmu = 1\npml = 1") + """
-[[setup]]
-op = "vcpu_run"
-vcpu = 0
-guest = ["write 0x1"]
-[[thread]]
-name = "host"
-actions = [ { op = "dirty_log_enable", slot = 0 } ]
-[[thread]]
-name = "vcpu0"
-actions = [ { op = "vcpu_run", vcpu = 0, guest = ["write 0x1"] } ]
-"""),
+    # PML: a dirty-log read clearing dirty bits, and a 5.12+ enable turning
+    # PML on, against a guest write the CPU logs by setting the dirty bit.
+    "pml-read-vs-write": ("v5.11", _pml_vs_write("get_dirty_log", log_dirty=True)),
+    "pml-enable-vs-write": ("v5.13", _pml_vs_write("dirty_log_enable", log_dirty=False)),
     # An MMU-notifier invalidation against a read-locked fault (5.13 walkers).
     "invalidate-vs-fault": ("v5.13", _vm(1) + """
 [[setup]]
