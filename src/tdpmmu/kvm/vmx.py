@@ -41,12 +41,14 @@ __kernel_file__ = "arch/x86/kvm/vmx/vmx.c"
 
 PML_ENTITY_NUM = 512  # entries of a PML buffer
 
+
 class Vmx:
     """VMX's PML hooks and buffer (``arch/x86/kvm/vmx/vmx.c``, v5.10/v5.11)."""
 
     # How dirty logging reaches PML at this version: "x86_ops" (5.10/5.11: the
-    # hooks above); a version whose PML paths the model does not have says
-    # None, and a scenario asking for PML is refused on it.
+    # kvm_x86_ops hooks below), "cpu_dirty_log_size" (5.12+, see V5_12); a
+    # class whose PML paths the model does not have says None, and a scenario
+    # asking for PML is refused on it.
     pml_dirty_logging: str | None = "x86_ops"
 
     def vmx_secondary_exec_control_pml(self, vcpu: Any) -> bool:
