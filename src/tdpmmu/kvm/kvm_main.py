@@ -30,6 +30,7 @@ from .mmu_lock import KVM_MMU_LOCK, KVM_MMU_UNLOCK
 from .structs import (
     KVM_MEM_LOG_DIRTY_PAGES,
     KVM_MEMSLOT_INVALID,
+    KVM_REQUEST_KICK,
     kvm_memory_slot,
     kvm_memslots,
 )
@@ -93,6 +94,16 @@ class KvmMain:
     def kvm_memslots_generation(self, kvm: Any, vcpu: Any) -> int:
         as_id = 1 if vcpu is not None and vcpu.smm else 0
         return self._kvm_memslots(kvm, as_id).generation
+
+    def kvm_vcpu_kick(self, vcpu: Any) -> None:
+        """The IPI that makes a vCPU in guest mode exit.  Model: a bit of the
+        vCPU's request word, which the guest checks at every instruction (see
+        :func:`shared.tlb_lookup_point`) and the exit clears; a vCPU outside
+        guest mode exits once more at its next instruction, which flushes an
+        empty buffer."""
+        if not vcpu.kvm.enable_pml:
+            return  # an exit with nothing to do: only PML flushes at exit in the model
+        shared.atomic_or(vcpu.requests, KVM_REQUEST_KICK, f"kvm_vcpu_kick(vcpu{vcpu.vcpu_id})")
 
     def kvm_vcpu_mark_page_dirty(self, vcpu: Any, gfn: int) -> None:
         self.mark_page_dirty_in_slot(vcpu.kvm, self.kvm_vcpu_gfn_to_memslot(vcpu, gfn), gfn)

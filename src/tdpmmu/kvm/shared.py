@@ -311,12 +311,11 @@ def hardware_walk_point(tree: Any, gfn: int, tlb: Any, requests: Any,
     if dirty_level is None:
         acc = tuple((w, READ) for w in path)
         label = f"EPT walk {tree.name}"
-    elif len(path) == 1:  # one word for the whole tree (legacy roots): it is written
-        acc = ((path[0], WRITE),)
-        label = f"EPT A/D assist: set dirty bit ({tree.name})"
     else:
+        # Root level first; one word for the whole tree (legacy roots) is written.
         top = len(path)
-        acc = tuple((w, WRITE if top - i == dirty_level else READ) for i, w in enumerate(path))
+        acc = tuple((w, WRITE if top == 1 or top - i == dirty_level else READ)
+                    for i, w in enumerate(path))
         label = f"EPT A/D assist: set dirty bit ({tree.name})"
     visible(label, acc + tlb_fill_accesses(tlb, gfn) + ((requests, READ),) + write_acc)
     for w in path:

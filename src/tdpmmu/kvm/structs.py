@@ -35,7 +35,7 @@ REQUEST_NAMES = {KVM_REQ_TLB_FLUSH: "TLB_FLUSH", KVM_REQ_MMU_RELOAD: "MMU_RELOAD
                  KVM_REQ_MMU_FREE_OBSOLETE_ROOTS: "MMU_FREE_OBSOLETE_ROOTS",
                  KVM_REQ_UPDATE_CPU_DIRTY_LOGGING: "UPDATE_CPU_DIRTY_LOGGING"}
 # Model only, not a KVM request: kvm_vcpu_kick's IPI, pending until the vCPU's
-# next VM exit takes it (see vmx.Vmx.kvm_vcpu_kick).
+# next VM exit takes it (see kvm_main.KvmMain.kvm_vcpu_kick).
 KVM_REQUEST_KICK = 1 << 31
 
 

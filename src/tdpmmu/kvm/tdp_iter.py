@@ -87,13 +87,12 @@ def read_spte(kvm: Any, sp: Any, index: int) -> int:
     """``READ_ONCE(*rcu_dereference(sptep))``: plain while this thread holds
     ``mmu_lock`` exclusively (nobody else writes SPTEs then), a visible read of
     the root otherwise (5.12+, where writers under the read lock race)."""
-    t = current_thread()
-    if t is None:
-        return sp.spt[index]
     lock = kvm.mmu_lock
-    # With PML the CPU sets dirty bits whatever KVM holds (see vmx.py).
-    if kvm.enable_pml or isinstance(lock, rwlock_t) and lock.writer is not t:
-        return shared.read_spte(sp, index)
+    pml = kvm.enable_pml  # the CPU sets dirty bits whatever KVM holds (see vmx.py)
+    if pml or isinstance(lock, rwlock_t):
+        t = current_thread()
+        if t is not None and (pml or lock.writer is not t):
+            return shared.read_spte(sp, index)
     return sp.spt[index]
 
 

@@ -140,6 +140,14 @@ class V5_12(V5_11):
     - 4a42d848db95 KVM: x86/mmu: Consider the hva in mmu_notifier retry
     - 9eba50f8d7fc KVM: x86/mmu: Consult max mapping level when zapping collapsible
       SPTEs
+    - PML, the series "KVM: x86/mmu: Dirty logging fixes and improvements":
+      a85863c2ec55 KVM: VMX: Dynamically enable/disable PML based on memslot dirty
+      logging; b6e16ae5d99f KVM: x86/mmu: Don't set dirty bits when disabling dirty
+      logging w/ PML; a018eba53870 KVM: x86: Move MMU's PML logic to common code;
+      6dd03800b1af KVM: x86/mmu: Make dirty log size hook (PML) a value, not a
+      function; c3bb9a20834f KVM: nVMX: Disable PML in hardware when running L2;
+      a1419f8b5bab KVM: x86: Fold "write-protect large" use case into generic
+      write-protect
 
     Also taken from the tree: ``tdp_mmu_map_handle_target_level`` requests
     KVM_REQ_TLB_FLUSH_CURRENT when it maps a write-protected page table (so do

@@ -58,7 +58,7 @@ class Vmx:
     def vmx_handle_exit(self, vcpu: Any, reason: str) -> None:
         """The PML part of the top of ``vmx_handle_exit``: every exit empties
         the buffer.  Model: an exit for a kick also takes the IPI (see
-        :meth:`kvm_vcpu_kick`)."""
+        :meth:`~.kvm_main.KvmMain.kvm_vcpu_kick`)."""
         if not vcpu.kvm.enable_pml:
             return
         self.take_kick_ipi(vcpu, reason)
@@ -111,16 +111,6 @@ class Vmx:
         kick does not wait for the exit."""
         for vcpu in kvm.vcpus:
             self.kvm_vcpu_kick(vcpu)
-
-    def kvm_vcpu_kick(self, vcpu: Any) -> None:
-        """The IPI that makes a vCPU in guest mode exit.  Model: a bit of the
-        vCPU's request word, which the guest checks at every instruction (see
-        :func:`shared.tlb_lookup_point`) and the exit clears; a vCPU outside
-        guest mode exits once more at its next instruction, which flushes an
-        empty buffer."""
-        if not vcpu.kvm.enable_pml:
-            return  # an exit with nothing to do: only PML flushes at exit in the model
-        shared.atomic_or(vcpu.requests, KVM_REQUEST_KICK, f"kvm_vcpu_kick(vcpu{vcpu.vcpu_id})")
 
     def vmx_flush_pml_buffer(self, vcpu: Any) -> None:
         """Mark the pages the vCPU's PML buffer logged dirty, then empty it."""
