@@ -16,6 +16,11 @@ from tdpmmu.kvm.v5_12 import V5_12
 from tdpmmu.kvm.versions import BUILTIN, V5_11
 from tdpmmu.scenarios import scenario_names
 
+# Findings of the released v5.12 on built-in scenarios (the closing note explains
+# each): 5.12's test_age_gfn walks SPTEs without rcu_read_lock (lockdep's
+# PROVE_RCU splat; 5.13's kvm_tdp_mmu_handle_gfn takes the read side).
+KNOWN = {"change-pte-and-age": ("WARNING: suspicious RCU usage",)}
+
 
 def test_v5_12_is_built_in_and_a_v5_11():
     assert BUILTIN["v5.12"] is V5_12
@@ -27,7 +32,9 @@ def test_v5_12_runs_every_builtin_scenario(name):
     """Bounded so CI stays fast; the note records the complete runs."""
     res = check("v5.12", name, max_executions=15)
     assert res.result.executions >= 1
-    assert res.violation is None, res.violation and res.violation.message
+    if res.violation is not None:
+        assert name in KNOWN and res.violation.message.startswith(KNOWN[name]), \
+            res.violation.message
 
 
 def test_two_vcpus_fault_under_the_read_lock_verifies():

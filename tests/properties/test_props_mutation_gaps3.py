@@ -145,7 +145,9 @@ AGING = scen({"host": [{"op": "test_age", "hva": 0x101},
              [run(0, "write 0x1")])
 
 
-@pytest.mark.parametrize("release", RELEASES)
+# v5.12's test_age_gfn walks outside rcu_read_lock: its first test_age is
+# lockdep's RCU splat (tests/kvm/test_prove_rcu.py), before any answer to judge.
+@pytest.mark.parametrize("release", [r for r in RELEASES if r != "v5.12"])
 def test_releases_answer_aging_right(release):
     assert check(release, AGING).violation is None
     for name in ("change-pte-and-age", "age-vs-root-free"):

@@ -166,7 +166,8 @@ def rcu_read_unlock() -> None:
     r.version += 1
 
 
-def _suspicious(message: str) -> None:
+def rcu_lockdep_warn(message: str) -> None:
+    """``RCU_LOCKDEP_WARN``: lockdep's "suspicious RCU usage" report (a finding)."""
     raise Finding("lockdep", f"WARNING: suspicious RCU usage: {message}",
                   function=callsite.model_function(),
                   details=[f"{callsite.task_name()}: {message}", "Call Trace:",
@@ -221,7 +222,7 @@ def _run(batch: list[tuple[Any, Callable[[Any], Any]]]) -> None:
 def synchronize_rcu() -> None:
     """Wait until every read-side section that began before the call has ended."""
     if lockdep.rcu_read_lock_nesting() > 0 and lockdep.debug_locks():
-        _suspicious("Illegal synchronize_rcu() in RCU read-side critical section!")
+        rcu_lockdep_warn("Illegal synchronize_rcu() in RCU read-side critical section!")
     _grace_period("synchronize_rcu")
 
 
@@ -231,7 +232,7 @@ def rcu_barrier() -> None:
     Outside model threads (a check after the execution) it runs them at once.
     """
     if lockdep.rcu_read_lock_nesting() > 0 and lockdep.debug_locks():
-        _suspicious("Illegal rcu_barrier() in RCU read-side critical section!")
+        rcu_lockdep_warn("Illegal rcu_barrier() in RCU read-side critical section!")
     _grace_period("rcu_barrier")
 
 
@@ -267,7 +268,7 @@ def rcu_dereference(p: Any) -> Any:
 def rcu_dereference_check(p: Any, c: Any) -> Any:
     """``rcu_dereference`` that is also legal outside a read-side section when ``c`` holds."""
     if not c and not lockdep.rcu_read_lock_held() and lockdep.debug_locks():
-        _suspicious("suspicious rcu_dereference_check() usage!")
+        rcu_lockdep_warn("suspicious rcu_dereference_check() usage!")
     return rcu_dereference(p)
 
 
@@ -277,7 +278,7 @@ def rcu_dereference_protected(p: Any, c: Any) -> Any:
     A plain load: updaters are serialised by their lock, so it is not visible.
     """
     if not c and lockdep.debug_locks() and current_thread() is not None:
-        _suspicious("suspicious rcu_dereference_protected() usage!")
+        rcu_lockdep_warn("suspicious rcu_dereference_protected() usage!")
     return p.value if isinstance(p, Var) else p
 
 

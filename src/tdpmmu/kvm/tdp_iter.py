@@ -24,6 +24,8 @@ from typing import Any
 
 from ..engine import current_thread
 from ..kernel import WARN_ON, rwlock_t
+from ..kernel.lockdep import debug_locks, rcu_read_lock_nesting
+from ..kernel.rcu import rcu_lockdep_warn
 from . import shared
 from .spte import (
     KVM_PAGES_PER_HPAGE,
@@ -86,13 +88,25 @@ def to_shadow_page(kvm: Any, pfn: int) -> Any:
 def read_spte(kvm: Any, sp: Any, index: int) -> int:
     """``READ_ONCE(*rcu_dereference(sptep))``: plain while this thread holds
     ``mmu_lock`` exclusively (nobody else writes SPTEs then), a visible read of
-    the root otherwise (5.12+, where writers under the read lock race)."""
+    the root otherwise (5.12+, where writers under the read lock race).
+
+    From 5.12 (7cca2d0b7e7d, which made ``mmu_lock`` an rwlock's companion:
+    page tables freed through RCU) the load is an ``rcu_dereference``, and
+    with ``CONFIG_PROVE_RCU`` (lockdep, which KVM developers test with) a walk
+    outside ``rcu_read_lock()`` is a "suspicious RCU usage" splat even under
+    the write lock: holding ``mmu_lock`` does not keep a page table that an
+    earlier read-locked zap queued for freeing alive.  The rwlock is the
+    model's mark of that era (both came in 5.12)."""
     lock = kvm.mmu_lock
     pml = kvm.enable_pml  # the CPU sets dirty bits whatever KVM holds (see vmx.py)
     if pml or isinstance(lock, rwlock_t):
         t = current_thread()
-        if t is not None and (pml or lock.writer is not t):
-            return shared.read_spte(sp, index)
+        if t is not None:
+            if isinstance(lock, rwlock_t) and not rcu_read_lock_nesting(t) \
+                    and debug_locks():
+                rcu_lockdep_warn("suspicious rcu_dereference_check() usage!")
+            if pml or lock.writer is not t:
+                return shared.read_spte(sp, index)
     return sp.spt[index]
 
 
