@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from tdpmmu.checker import check
-from tdpmmu.kernel import list_add, spin_lock, spin_unlock
+from tdpmmu.kernel import list_add, spin_lock, spin_unlock, write_lock, write_unlock
 from tdpmmu.kvm import shared
+from tdpmmu.kvm.v6_9 import V6_9
 from tdpmmu.kvm.versions import V5_11
 
 
@@ -75,3 +76,29 @@ def test_root_count_written_without_mmu_lock_is_reported():
 def test_v5_11_writes_its_protected_state_under_mmu_lock():
     for scenario in ("teardown", "next-root-deleted", "notifier-vs-unload"):
         assert check("v5.11", scenario).violation is None
+
+
+class _LegacyRootUnlocked(V6_9):
+    """6.9's mmu_alloc_direct_roots allocates a legacy root after dropping
+    mmu_lock (the shadow page's root_count and active_mmu_pages unlocked)."""
+
+    name = "v6.9+legacy-root-unlocked"
+
+    def mmu_alloc_direct_roots(self, vcpu: Any) -> int:
+        kvm = vcpu.kvm
+        if kvm.arch.tdp_mmu_enabled:
+            return self.kvm_tdp_mmu_alloc_root(vcpu)
+        write_lock(kvm.mmu_lock)
+        write_unlock(kvm.mmu_lock)
+        vcpu.mmu.root_hpa = self.mmu_alloc_root(vcpu, 0, 0, vcpu.mmu.shadow_root_level)
+        return 0
+
+
+def test_a_legacy_root_allocated_without_mmu_lock_is_reported():
+    """The legacy MMU's pages are under the write lock in every version."""
+    assert check(V6_9, "legacy-roots-vs-memslot-delete", max_executions=30).violation is None
+    v = check(_LegacyRootUnlocked, "legacy-roots-vs-memslot-delete",
+              max_executions=30).violation
+    assert v is not None and v.kind == "WARN", v
+    assert "mmu_lock" in v.message and ("active_mmu_pages" in v.message
+                                        or "root_count" in v.message), v.message

@@ -134,12 +134,16 @@ class TdpMmu(MmuInternal):
         is a page's role.  ``mmu_notifier_count`` (``kvm_main.c``) and
         ``mmu_valid_gen`` (``kvm_mmu_zap_all_fast``) are changed under
         ``mmu_lock`` too.  ``mmu_lock`` is a spinlock here, so "held" is
-        exclusive.
+        exclusive.  The legacy MMU's pages (``active_mmu_pages``, their
+        ``root_count`` and role) are changed under ``mmu_lock`` in every
+        version, for write once it is an rwlock (``mmu.c``: the shadow MMU
+        never runs under the read lock).
         """
         mmu_lock = (kvm.mmu_lock, True)
         return {
             "kvm->arch.tdp_mmu_roots": mmu_lock,
             "kvm->arch.tdp_mmu_pages": mmu_lock,
+            "kvm->arch.active_mmu_pages": mmu_lock,
             "kvm_mmu_page.root_count": mmu_lock,
             "kvm_mmu_page.role": mmu_lock,
             "kvm->mmu_notifier_count": mmu_lock,
