@@ -41,6 +41,8 @@ from ..kernel import (
     refcount_t,
     spin_lock,
     spin_unlock,
+    srcu_read_lock,
+    srcu_read_unlock,
 )
 from ..kernel.list import list_first_or_null_rcu, list_next_or_null_rcu
 from ..kernel.lockdep import lockdep_is_held_type
@@ -170,6 +172,25 @@ class V5_13(V5_12):
     """
 
     name = "v5.13"
+
+    # Gone in 5.13 (the 5.12.9 tree has them, the 5.15.16 tree none): the
+    # int root count's helpers (fb10129335ef), the root lookup and free they
+    # served (the refcount_t roots: kvm_tdp_mmu_get_root/put_root), 5.11's
+    # tdp_mmu_next_root_valid (the RCU iterator, c0e64238ac8e), the hva-range
+    # walkers of the MMU notifier (3039bcc74498: kvm_gfn_range handlers), and
+    # the model's helpers of 5.10-5.12's memslot walks, which 5.13's
+    # as_id-aware root iterators replace (a3f15bda46e8).
+    kvm_mmu_get_root = None
+    kvm_mmu_put_root = None
+    tdp_mmu_put_root = None
+    get_tdp_mmu_vcpu_root = None
+    kvm_tdp_mmu_free_root = None
+    tdp_mmu_next_root_valid = None
+    kvm_tdp_mmu_handle_hva_range = None
+    handle_hva_range_root = None
+    zap_gfn_range_hva_wrapper = None
+    slot_root_walk = None
+    slot_tdp_walk_and_flush = None
     summary = "Linux 5.13: refcount_t roots, RCU roots list, fast invalidation"
 
     def lock_contract(self, kvm: Any) -> dict[str, tuple[Any, bool]]:
@@ -510,6 +531,25 @@ class V5_13(V5_12):
         return int(self._kvm_handle_hva_range(kvm, start, end, self.kvm_unmap_gfn_range,
                                               may_block=True))
 
+    def kvm_mmu_notifier_change_pte(self, kvm: Any, address: int, pte: Any) -> None:
+        """5.13's generic handler (3039bcc74498, 071064f14d87): no sequence
+        bump any more -- ``.change_pte()`` runs between the same change's
+        ``invalidate_range_start`` and ``_end``, whose raised count already
+        makes every fault retry -- and nothing to do when no invalidation is in
+        progress; the memslot walker takes ``mmu_lock`` and flushes if the
+        handler asks.  (The 5.15 tree's ``WARN_ON_ONCE`` on
+        ``mn_active_invalidate_count`` is not modelled: the model has no such
+        count; its ``invalidate_range_start`` always raises the notifier count,
+        so inside the pair the early return is never taken.)"""
+        if not kvm.mmu_notifier_count:  # READ_ONCE (a plain int in the model)
+            return
+        idx = srcu_read_lock(kvm.srcu)
+        KVM_MMU_LOCK(kvm)
+        if self.kvm_set_spte_hva(kvm, address, pte):
+            self.kvm_flush_remote_tlbs(kvm)
+        KVM_MMU_UNLOCK(kvm)
+        srcu_read_unlock(kvm.srcu, idx)
+
     def kvm_set_spte_hva(self, kvm: Any, hva: int, pte: Any) -> int:
         return int(self._kvm_handle_hva_range(kvm, hva, hva + 1, self.kvm_set_spte_gfn, pte))
 
@@ -590,13 +630,6 @@ class V5_13(V5_12):
         return False
 
     # ------------------------------------------------ 5.12-shaped callers
-    def slot_root_walk(self, kvm: Any, slot: Any, body: Any) -> bool:
-        """The write-locked slot walks the model keeps (zap_collapsible)."""
-        spte_set = False
-        for root in self.for_each_tdp_mmu_root_yield_safe(kvm, slot.as_id, False):
-            spte_set |= body(root)
-        return spte_set
-
     def kvm_tdp_mmu_zap_collapsible_sptes(self, kvm: Any, slot: Any) -> None:
         for root in self.for_each_tdp_mmu_root_yield_safe(kvm, slot.as_id, False):
             self.zap_collapsible_spte_range(kvm, root, slot)

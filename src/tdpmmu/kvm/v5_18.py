@@ -185,6 +185,17 @@ class V5_18(V5_17):
     """
 
     name = "v5.18"
+
+    # Gone in 5.18 (the 5.17-rc5 tree has them, the 5.18.12 tree none): the
+    # range zap split into tdp_mmu_zap_leafs and tdp_mmu_zap_root with its
+    # wrappers, handle_removed_tdp_mmu_page renamed handle_removed_pt, and
+    # next_invalidated_root with the synchronous zap of invalidated roots
+    # (the work queue above).
+    zap_gfn_range = None
+    kvm_tdp_mmu_zap_gfn_range = None
+    _kvm_tdp_mmu_zap_gfn_range = None
+    handle_removed_tdp_mmu_page = None
+    next_invalidated_root = None
     summary = "Linux 5.18: invalid and defunct roots zapped by a work queue (tdp_mmu_zap_wq)"
 
     # Promises the properties check (properties.root_lifecycle): the WARN in
@@ -574,12 +585,6 @@ class V5_18(V5_17):
             self.kvm_tdp_mmu_zap_invalidated_roots(kvm)
 
     # ------------------------------------------------ read-locked slot walks
-    def slot_root_walk(self, kvm: Any, slot: Any, body: Any) -> bool:
-        spte_set = False
-        for root in self.for_each_valid_tdp_mmu_root_yield_safe(kvm, slot.as_id, False):
-            spte_set |= body(root)
-        return spte_set
-
     def kvm_tdp_mmu_zap_collapsible_sptes(self, kvm: Any, slot: Any) -> None:
         for root in self.for_each_valid_tdp_mmu_root_yield_safe(kvm, slot.as_id, False):
             self.zap_collapsible_spte_range(kvm, root, slot)

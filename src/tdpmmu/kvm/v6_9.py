@@ -132,6 +132,10 @@ class V6_9(V6_6):
     """
 
     name = "v6.9"
+
+    # Gone in 6.9: kvm_tdp_mmu_get_vcpu_root_hpa, replaced by
+    # kvm_tdp_mmu_alloc_root (above).
+    kvm_tdp_mmu_get_vcpu_root_hpa = None
     summary = "Linux 6.9: roots looked up, allocated and freed under the read lock"
 
     # 6.9's tdp_mmu_zap_leafs: zapping an invalid root owes no flush (see
@@ -429,12 +433,6 @@ class V6_9(V6_6):
         return flush
 
     # ------------------------------------------------ read-locked slot walks
-    def slot_root_walk(self, kvm: Any, slot: Any, body: Any) -> bool:
-        spte_set = False
-        for root in self.for_each_valid_tdp_mmu_root_yield_safe(kvm, slot.as_id):
-            spte_set |= body(root)
-        return spte_set
-
     def kvm_tdp_mmu_zap_collapsible_sptes(self, kvm: Any, slot: Any) -> None:
         """6.8: the walk without ``shared``."""
         for root in self.for_each_valid_tdp_mmu_root_yield_safe(kvm, slot.as_id):
