@@ -121,7 +121,10 @@ CHECKS = {"BUG_ON", "WARN_ON", "WARN", "BUG", "WARN_ON_ONCE", "WARN_ONCE", "VM_B
           "KVM_BUG_ON"}
 # Tracepoints and trace annotations are not kernel behaviour; lockdep assertions
 # cannot fire in a version that verifies, so deleting or moving one changes nothing.
+# The model's ``*_point`` calls (``shared.bitmap_point`` and friends) declare
+# where a visible step of plain kernel code is, for the search: no kernel code.
 NOT_MUTATED = ("trace_", "note", "mark", "lockdep_assert")
+MODEL_POINT_SUFFIX = "_point"
 
 
 @dataclass
@@ -146,7 +149,8 @@ def _call_name(node: ast.AST) -> str | None:
 
 
 def _skipped_call(name: str | None) -> bool:
-    return name is None or name.startswith(NOT_MUTATED) or name == "trace_event"
+    return name is None or name.startswith(NOT_MUTATED) or name == "trace_event" \
+        or name.endswith(MODEL_POINT_SUFFIX)
 
 
 def _bodies(tree: ast.AST) -> list[list[ast.stmt]]:
@@ -401,8 +405,16 @@ def mutant_class(m: Mutant) -> type:
     base = _versions([m.version])[m.version]
     original = getattr(base, m.function)
     namespace = dict(original.__globals__)
-    exec(compile(m.source, f"<mutant {m.id}>", "exec"), namespace)  # noqa: S102
-    return type(f"Mutant_{m.function}", (base,), {m.function: namespace[m.function],
+    # Compiled inside a factory whose parameter is ``__class__``: the cell a
+    # zero-argument ``super()`` reads, bound to the class that defines the
+    # original, so the mutant's super() calls reach the same parent method
+    # (compiled alone, super() would raise and count as a false kill).
+    owner = next(c for c in base.__mro__ if m.function in c.__dict__)
+    factory = ("def _mutant_factory(__class__):\n" + textwrap.indent(m.source, "    ")
+               + f"\n    return {m.function}\n")
+    exec(compile(factory, f"<mutant {m.id}>", "exec"), namespace)  # noqa: S102
+    fn = namespace["_mutant_factory"](owner)
+    return type(f"Mutant_{m.function}", (base,), {m.function: fn,
                                                   "name": f"{m.version}+mutant"})
 
 
@@ -501,10 +513,11 @@ def run_mutant(args: tuple[Mutant, list[str], int]) -> tuple[str, str | None, st
 
 
 def code_digest() -> str:
-    """A digest of the model and its scenarios: cached results are only reused for it."""
+    """A digest of the model, its scenarios and this script (how mutants are
+    built and judged): cached results are only reused for it."""
     import tdpmmu
     root = Path(tdpmmu.__file__).parent
-    h = hashlib.sha1()
+    h = hashlib.sha1(Path(__file__).read_bytes())
     for f in sorted(root.rglob("*")):
         if f.suffix in (".py", ".toml") and "__pycache__" not in f.parts:
             h.update(str(f.relative_to(root)).encode())
