@@ -4,10 +4,11 @@ they are explicitly invalidated (edbdb43fc96b)."""
 from __future__ import annotations
 
 import pytest
-from kvm_testlib import do, roots, run_vcpu, scenario, vcpu_root, world
+from kvm_testlib import do, leaf_sptes, roots, run_vcpu, scenario, vcpu_root, world
 
 from tdpmmu.checker import check
 from tdpmmu.kernel import refcount_read, write_lock, write_unlock
+from tdpmmu.kvm.spte import is_writable_pte, spte_to_pfn
 from tdpmmu.kvm.v6_1 import V6_1
 from tdpmmu.kvm.v6_4 import V6_4
 from tdpmmu.kvm.versions import BUILTIN
@@ -96,3 +97,22 @@ def test_roots_starting_at_one_lose_the_zap_works_reference():
     v = res.violation
     assert (v.kind == "WARN" and v.function in ("tdp_mmu_zap_root", "kvm_tdp_mmu_put_root")) \
         or "use-after-free" in v.message, v.message
+
+
+HUGE_SLOT = {"id": 0, "base_gfn": 0, "npages": 4, "hva": 0x100, "huge": True}
+
+
+@pytest.mark.parametrize(("version", "pieces"), [("v6.1", 1), ("v6.4", 4), ("v6.9", 4)])
+def test_a_write_fault_on_a_write_protected_huge_page_splits_it_in_place(version, pieces):
+    """6.2+'s kvm_tdp_mmu_map replaces the huge leaf with a page table of its
+    pieces (tdp_mmu_split_huge_page), where 6.1 zapped it and mapped only the
+    faulting page."""
+    w = world(BUILTIN[version], scenario(
+        [run_vcpu(0, "write 0x0"), {"op": "dirty_log_enable", "slot": 0},
+         run_vcpu(0, "write 0x1")], memslots=[HUGE_SLOT]))
+    leaves = leaf_sptes(w.kvm, vcpu_root(w.kvm.vcpus[0]))
+    assert all(level == 1 for level, _ in leaves.values()), leaves
+    assert len(leaves) == pieces, leaves
+    assert is_writable_pte(leaves[1][1])  # the faulting page, mapped writable
+    host = [spte_to_pfn(spte) - gfn for gfn, (_, spte) in leaves.items()]
+    assert len(set(host)) == 1  # every piece maps its own frame of the huge page

@@ -153,6 +153,17 @@ def make_spte(level: int, pfn: int, pte_access: int, speculative: bool, host_wri
     return ret, spte
 
 
+def make_huge_page_split_spte(huge_spte: int, child_level: int, index: int) -> int:
+    """``make_huge_page_split_spte`` (6.0+): the ``index``-th child of a huge
+    leaf, the same bits for a part of its frames (a 4K child is no longer a
+    large page).  The NX-huge-page executable fix-up is not modelled (the
+    model has no NX huge pages)."""
+    child = huge_spte + ((index * KVM_PAGES_PER_HPAGE(child_level)) << PAGE_SHIFT)
+    if child_level == PG_LEVEL_4K:
+        child &= ~PT_PAGE_SIZE_MASK
+    return child
+
+
 def make_nonleaf_spte(child_pfn: int) -> int:
     return (child_pfn << PAGE_SHIFT) | PT_PRESENT_MASK | PT_WRITABLE_MASK | PT_EXEC_MASK \
         | shadow_accessed_mask

@@ -16,6 +16,7 @@ from typing import Any
 from ..engine import Var
 from ..kernel import (
     WARN_ON,
+    WARN_ON_ONCE,
     WRITE_ONCE,
     call_rcu,
     destroy_workqueue,
@@ -42,8 +43,20 @@ from ..kernel.guard import lock_contract_waived
 from . import fidelity
 from . import shared as sh
 from .mmu_legacy import MmuLegacy
-from .spte import KVM_MAX_HUGEPAGE_LEVEL, PAGE_SHIFT, PG_LEVEL_4K
-from .structs import KVM_ADDRESS_SPACE_NUM, kvm_mmu_page
+from .spte import (
+    KVM_MAX_HUGEPAGE_LEVEL,
+    PAGE_SHIFT,
+    PG_LEVEL_4K,
+    PT64_ENT_PER_PAGE,
+    is_large_pte,
+    is_removed_spte,
+    is_shadow_present_pte,
+    make_huge_page_split_spte,
+    make_nonleaf_spte,
+)
+from .structs import INVALID_PAGE, KVM_ADDRESS_SPACE_NUM, kvm_mmu_page
+from .tdp_iter import tdp_iter_root_pt
+from .tdp_mmu import PFERR_WRITE_MASK, RET_PF_RETRY
 from .v5_13 import role_invalid
 from .v6_1 import V6_1
 
@@ -51,6 +64,9 @@ __kernel_file__ = "arch/x86/kvm/mmu/tdp_mmu.c"
 __kernel_files__ = fidelity.kernel_files()  # its mmu.c / tdp_mmu.c functions
 
 IS_ENABLED_CONFIG_PROVE_LOCKING = True  # the model's lockdep is always on
+
+
+EBUSY = 16  # include/uapi/asm-generic/errno-base.h
 
 
 class V6_4(V6_1):
@@ -79,6 +95,10 @@ class V6_4(V6_1):
       and of ``tdp_mmu_pages`` (an ``atomic64_t`` count instead of a list):
       the model keeps the per-VM flag (always true) and the list, whose
       emptiness is what the count's WARN checks.
+    - KVM: x86/mmu: Split huge pages mapped by the TDP MMU on fault (6.2; hash
+      not in the sources read): ``kvm_tdp_mmu_map`` splits a huge SPTE above
+      the target level in place (``tdp_mmu_split_huge_page``) instead of
+      zapping it (see the fault paragraph below).
 
     The legacy (shadow) MMU (``tdp_mmu=0``), from the stored 6.4.6 tree read
     against 6.1-rc7 and 6.0.1:
@@ -103,11 +123,17 @@ class V6_4(V6_1):
     ``mmu_free_root_page``, ``spte_to_child_sp()`` for ``to_shadow_page()``:
     same meaning.
 
-    Simplifications: 6.3's page-fault changes (TDP faults split into
-    ``kvm_tdp_mmu_page_fault``; ``kvm_tdp_mmu_map`` splitting a huge SPTE
-    in place instead of zapping it first; 6.2's dirty-log accounting in
-    ``make_spte``) are not modelled: the fault keeps 6.1's lock mode, stale
-    check and root use, which is what the root lifecycle reads.
+    The fault (6.2, "KVM: x86/mmu: Split huge pages mapped by the TDP MMU on
+    fault", with 5.18's frozen-SPTE checks; hash not in the sources read):
+    ``kvm_tdp_mmu_map`` gives up on a frozen SPTE at any level and, where a
+    huge leaf lies above the target level, replaces it with a page table of
+    its pieces (``tdp_mmu_split_huge_page``) instead of zapping it first: no
+    flush, as the translation stays the same (read in the 6.4.6 tree).
+
+    Simplifications: 6.3's other page-fault changes (TDP faults split into
+    ``kvm_tdp_mmu_page_fault``; 6.2's dirty-log accounting in ``make_spte``)
+    are not modelled: the fault keeps 6.1's lock mode, stale check and root
+    use, which is what the root lifecycle reads.
     ``kvm_mmu_free_roots``' new ``WARN_ON_ONCE(roots_to_free &
     ~KVM_MMU_ROOTS_ALL)`` cannot fire in the model (it frees the current
     root only).  Everything ``V6_1`` lists.
@@ -125,6 +151,82 @@ class V6_4(V6_1):
     tdp_mmu_reference_put_by = "tdp_mmu_zap_root_work"
 
     tdp_mmu_root_initial_count = 2  # edbdb43fc96b (a what-if may set 1)
+
+    # ------------------------------------------------------------ fault
+    def kvm_tdp_mmu_map(self, vcpu: Any, gpa: int, error_code: int, map_writable: bool,
+                        max_level: int, pfn: int | None, prefault: bool) -> int:
+        """6.2+: a huge leaf above the target level is split in place; a
+        frozen SPTE anywhere on the way ends the walk (retry)."""
+        kvm = vcpu.kvm
+        write = bool(error_code & PFERR_WRITE_MASK)
+        gfn = gpa >> PAGE_SHIFT
+        if WARN_ON(vcpu.mmu.root_hpa == INVALID_PAGE):
+            return RET_PF_RETRY
+        if WARN_ON(not self.is_tdp_mmu_root(kvm, vcpu.mmu.root_hpa)):
+            return RET_PF_RETRY
+        level, pfn = self.kvm_mmu_hugepage_adjust(vcpu, gfn, max_level, pfn)
+        ret = RET_PF_RETRY
+        rcu_read_lock()
+        it = None
+        for it in self.tdp_mmu_for_each_pte(vcpu, gfn, gfn + 1):
+            if is_removed_spte(it.old_spte):
+                break  # goto retry
+            if it.level == level:
+                ret = self.tdp_mmu_map_handle_target_level(vcpu, write, map_writable, it,
+                                                           pfn, prefault)
+                break  # map_target_level
+            if is_shadow_present_pte(it.old_spte) and not is_large_pte(it.old_spte):
+                continue  # step down into the existing page table
+            sp = self.tdp_mmu_alloc_sp(vcpu, it)
+            if is_shadow_present_pte(it.old_spte):
+                r = self.tdp_mmu_split_huge_page(kvm, it, sp, True)
+            else:
+                r = self.tdp_mmu_link_sp(kvm, it, sp, True)
+            if r:
+                self.tdp_mmu_free_sp(kvm, sp)
+                break  # goto retry
+        else:
+            # The walk ended before the target level (an upper SPTE changed).
+            WARN_ON_ONCE(it is not None and it.level == level)
+        if ret == RET_PF_RETRY:
+            self._note_frozen_retry(vcpu, it)
+        rcu_read_unlock()
+        return ret
+
+    def tdp_mmu_alloc_sp(self, vcpu: Any, it: Any) -> kvm_mmu_page:
+        """``tdp_mmu_alloc_sp`` + ``tdp_mmu_init_child_sp``: a page table for
+        the level below ``it``, of ``it``'s root.  Its role's level follows
+        the model's (5.12's) convention, the level of the SPTE it hangs from,
+        which ``handle_removed_tdp_mmu_page`` and the walks read."""
+        kvm = vcpu.kvm
+        sp = self.alloc_tdp_mmu_page(vcpu, it.gfn, it.level)
+        sp.name = f"p{kvm.nr_pages_made}"
+        kvm.nr_pages_made += 1
+        sp.root = tdp_iter_root_pt(it)
+        return sp
+
+    def tdp_mmu_link_sp(self, kvm: Any, it: Any, sp: kvm_mmu_page, shared: bool) -> int:
+        """Install ``sp`` at ``it`` (cmpxchg under the read lock); -EBUSY if
+        the SPTE changed meanwhile."""
+        new_spte = make_nonleaf_spte(sp.pfn)
+        if shared:
+            if not self.tdp_mmu_set_spte_atomic(kvm, it, new_spte):
+                return -EBUSY
+        else:
+            self.tdp_mmu_set_spte(kvm, it, new_spte)
+        self.tdp_mmu_link_page(kvm, sp, shared, False)  # tdp_account_mmu_page
+        return 0
+
+    def tdp_mmu_split_huge_page(self, kvm: Any, it: Any, sp: kvm_mmu_page,
+                                shared: bool) -> int:
+        """Fill ``sp`` with the huge leaf's pieces (plain stores: nobody can
+        reach it yet) and link it in its place, with no TLB flush: vCPUs may
+        use the huge translation or a piece of it, which map the same frames.
+        (``kvm_update_page_stats`` is not modelled.)"""
+        huge_spte = it.old_spte
+        for i in range(PT64_ENT_PER_PAGE):
+            sp.spt[i] = make_huge_page_split_spte(huge_spte, it.level - 1, i)
+        return self.tdp_mmu_link_sp(kvm, it, sp, shared)
 
     # ------------------------------------------------------------ VM init
     def kvm_mmu_uninit_tdp_mmu(self, kvm: Any) -> None:
