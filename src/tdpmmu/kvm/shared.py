@@ -180,10 +180,24 @@ def _direct(sp: Any) -> bool:
     return role is None or role.direct
 
 
-def _first_idx(sp: Any) -> tuple[int, int]:
-    """The level of page ``sp`` and the word index of its entry 0 (read without
-    KASAN checks: a page is also asked while it is being freed)."""
+def _entry_level(sp: Any) -> int:
+    """The level of the SPTEs page ``sp`` holds, the level the hardware walk
+    (:func:`walk_words`) keys its words by.  A legacy page's and a TDP MMU
+    root's ``role.level`` is that level; a TDP MMU page table below the root
+    has, as in 5.12's ``kvm_tdp_mmu_map`` (``alloc_tdp_mmu_page(vcpu,
+    iter.gfn, iter.level)``, which the model keeps in every version), the
+    level of the SPTE it hangs from, one above its entries'."""
     level = object.__getattribute__(sp, "role").level
+    if object.__getattribute__(sp, "tdp_mmu_page") and object.__getattribute__(sp, "root") \
+            is not sp:
+        return level - 1
+    return level
+
+
+def _first_idx(sp: Any) -> tuple[int, int]:
+    """The level of page ``sp``'s entries and the word index of its entry 0
+    (read without KASAN checks: a page is also asked while it is being freed)."""
+    level = _entry_level(sp)
     base = object.__getattribute__(sp, "gfn") >> (PT64_LEVEL_BITS * (level - 1))
     return level, base & ~(PT64_ENT_PER_PAGE - 1)
 
