@@ -129,6 +129,28 @@ def test_ctrl_c_stops_the_workers_and_prints_what_finished(strategy):
     assert "Traceback" not in err
 
 
+def test_ctrl_c_while_the_workers_start_prints_no_traceback():
+    """Ctrl-C as soon as the spawned workers exist, while they still import:
+    before, a worker died of KeyboardInterrupt mid-import (a traceback in
+    stderr, and on a loaded machine a coordinator waiting on the pool)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    proc = subprocess.Popen([sys.executable, "-m", "tdpmmu.cli", "check", "-j", "2",
+                             "--kernel", "v6.9", "--scenario", "seed-bug", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "CI": "1"}, start_new_session=True)
+    deadline = time.time() + 60
+    while time.time() < deadline and len(_children(proc.pid)) < 2:
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, (err, out[:400])
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+
+
 @pytest.mark.parametrize("extra, why", [
     (("--max-executions", "5"), "a search capped by --max-executions"),
     (("--strategy", "pct", "--max-executions", "5"), "a pct search"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from collections.abc import Callable
 from concurrent import futures
 from typing import Any
@@ -56,7 +57,21 @@ class LocalBackend(Backend):
         self._submitted: list[futures.Future] = []
 
     def submit(self, fn: Callable[[Any], Any], arg: Any) -> Any:
-        fut = self._pool.submit(fn, arg)
+        # The pool spawns its workers in submit().  They ignore Ctrl-C (the
+        # coordinator stops them through the event), but only once their
+        # initializer has run, after seconds of imports on a loaded machine: a
+        # Ctrl-C before that killed a worker mid-import (a traceback, and a
+        # pool the coordinator then waited on).  Spawned with SIGINT blocked,
+        # a worker inherits the mask and never sees it; the coordinator gets
+        # a Ctrl-C of this window when it unblocks.
+        blockable = hasattr(signal, "pthread_sigmask")
+        if blockable:
+            old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            fut = self._pool.submit(fn, arg)
+        finally:
+            if blockable:
+                signal.pthread_sigmask(signal.SIG_SETMASK, old)
         self._submitted.append(fut)
         return fut
 
