@@ -102,6 +102,14 @@ def _children(pid: int) -> list[int]:
     return out
 
 
+def _default_sigint() -> None:
+    """The CLI under test takes Ctrl-C as a terminal delivers it, even when the
+    test run itself was started with SIGINT ignored (a background job of a
+    non-interactive shell): an ignored disposition is inherited across exec."""
+    import signal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("strategy", ["dpor", "source-dpor"])
 def test_ctrl_c_stops_the_workers_and_prints_what_finished(strategy):
     import os
@@ -113,7 +121,8 @@ def test_ctrl_c_stops_the_workers_and_prints_what_finished(strategy):
                              "--kernel", "v6.9", "--scenario", "seed-bug", "--json",
                              "--strategy", strategy],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "CI": "1"}, start_new_session=True)
+                            env={**os.environ, "CI": "1"}, start_new_session=True,
+                            preexec_fn=_default_sigint)
     # Ctrl-C once the spawned workers are up and searching (a fixed sleep was
     # too short on a loaded machine, where startup alone can take seconds).
     deadline = time.time() + 60
@@ -141,7 +150,8 @@ def test_ctrl_c_while_the_workers_start_prints_no_traceback():
     proc = subprocess.Popen([sys.executable, "-m", "tdpmmu.cli", "check", "-j", "2",
                              "--kernel", "v6.9", "--scenario", "seed-bug", "--json"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "CI": "1"}, start_new_session=True)
+                            env={**os.environ, "CI": "1"}, start_new_session=True,
+                            preexec_fn=_default_sigint)
     deadline = time.time() + 60
     while time.time() < deadline and len(_children(proc.pid)) < 2:
         time.sleep(0.01)
