@@ -110,28 +110,36 @@ def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
-@pytest.mark.parametrize("strategy", ["dpor", "source-dpor"])
-def test_ctrl_c_stops_the_workers_and_prints_what_finished(strategy):
+def _ctrl_c_a_j2_check(*extra: str, poll: float, settle: float) -> tuple[int, str, str]:
+    """Run ``tdpmmu check -j 2`` on v6.9 seed-bug, Ctrl-C it (the whole process
+    group, as a terminal does) ``settle`` seconds after its two spawned workers
+    exist, and return (exit code, stdout, stderr)."""
     import os
     import signal
     import subprocess
     import sys
     import time
     proc = subprocess.Popen([sys.executable, "-m", "tdpmmu.cli", "check", "-j", "2",
-                             "--kernel", "v6.9", "--scenario", "seed-bug", "--json",
-                             "--strategy", strategy],
+                             "--kernel", "v6.9", "--scenario", "seed-bug", "--json", *extra],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "CI": "1"}, start_new_session=True,
                             preexec_fn=_default_sigint)
-    # Ctrl-C once the spawned workers are up and searching (a fixed sleep was
-    # too short on a loaded machine, where startup alone can take seconds).
+    # Wait for the workers rather than a fixed time: on a loaded machine
+    # startup alone can take seconds.
     deadline = time.time() + 60
     while time.time() < deadline and len(_children(proc.pid)) < 2:
-        time.sleep(0.2)
-    time.sleep(3)
-    os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole group
+        time.sleep(poll)
+    time.sleep(settle)
+    os.killpg(proc.pid, signal.SIGINT)
     out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, (err, out[:400])
+    return proc.returncode, out, err
+
+
+@pytest.mark.parametrize("strategy", ["dpor", "source-dpor"])
+def test_ctrl_c_stops_the_workers_and_prints_what_finished(strategy):
+    # Ctrl-C once the spawned workers are up and searching.
+    code, out, err = _ctrl_c_a_j2_check("--strategy", strategy, poll=0.2, settle=3)
+    assert code == 130, (err, out[:400])
     d = json.loads(out)
     assert d["cut_by"] == "interrupted" and d["complete"] is False
     assert d["executions"] > 0
@@ -142,22 +150,8 @@ def test_ctrl_c_while_the_workers_start_prints_no_traceback():
     """Ctrl-C as soon as the spawned workers exist, while they still import:
     before, a worker died of KeyboardInterrupt mid-import (a traceback in
     stderr, and on a loaded machine a coordinator waiting on the pool)."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-    proc = subprocess.Popen([sys.executable, "-m", "tdpmmu.cli", "check", "-j", "2",
-                             "--kernel", "v6.9", "--scenario", "seed-bug", "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "CI": "1"}, start_new_session=True,
-                            preexec_fn=_default_sigint)
-    deadline = time.time() + 60
-    while time.time() < deadline and len(_children(proc.pid)) < 2:
-        time.sleep(0.01)
-    os.killpg(proc.pid, signal.SIGINT)
-    out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 130, (err, out[:400])
+    code, out, err = _ctrl_c_a_j2_check(poll=0.01, settle=0)
+    assert code == 130, (err, out[:400])
     assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
 
 

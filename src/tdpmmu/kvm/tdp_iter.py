@@ -98,12 +98,12 @@ def read_spte(kvm: Any, sp: Any, index: int) -> int:
     earlier read-locked zap queued for freeing alive.  The rwlock is the
     model's mark of that era (both came in 5.12)."""
     lock = kvm.mmu_lock
+    rcu_era = isinstance(lock, rwlock_t)
     pml = kvm.enable_pml  # the CPU sets dirty bits whatever KVM holds (see vmx.py)
-    if pml or isinstance(lock, rwlock_t):
+    if pml or rcu_era:
         t = current_thread()
         if t is not None:
-            if isinstance(lock, rwlock_t) and not rcu_read_lock_nesting(t) \
-                    and debug_locks():
+            if rcu_era and not rcu_read_lock_nesting(t) and debug_locks():
                 rcu_lockdep_warn("suspicious rcu_dereference_check() usage!")
             if pml or lock.writer is not t:
                 return shared.read_spte(sp, index)

@@ -170,6 +170,7 @@ class V5_12(V5_11):
     """
 
     name = "v5.12"
+    summary = "Linux 5.12: rwlock mmu_lock; faults under the read lock (cmpxchg, RCU)"
 
     # Gone in 5.12: the flushing variant of the yield, merged into
     # tdp_mmu_iter_cond_resched(..., flush) (e28a436ca4f6 above); and x86's
@@ -177,7 +178,6 @@ class V5_12(V5_11):
     # the modelled x86 code calls the hva-less mmu_notifier_retry any more.
     tdp_mmu_iter_flush_cond_resched = None
     mmu_notifier_retry = None
-    summary = "Linux 5.12: rwlock mmu_lock; faults under the read lock (cmpxchg, RCU)"
 
     # PML (see the dirty-logging section): per-vCPU PML while a slot logs.
     pml_dirty_logging = "cpu_dirty_log_size"

@@ -172,6 +172,7 @@ class V5_13(V5_12):
     """
 
     name = "v5.13"
+    summary = "Linux 5.13: refcount_t roots, RCU roots list, fast invalidation"
 
     # Gone in 5.13 (the 5.12.9 tree has them, the 5.15.16 tree none): the
     # int root count's helpers (fb10129335ef), the root lookup and free they
@@ -191,7 +192,6 @@ class V5_13(V5_12):
     zap_gfn_range_hva_wrapper = None
     slot_root_walk = None
     slot_tdp_walk_and_flush = None
-    summary = "Linux 5.13: refcount_t roots, RCU roots list, fast invalidation"
 
     def lock_contract(self, kvm: Any) -> dict[str, tuple[Any, bool]]:
         """5.13: the roots list is changed under ``tdp_mmu_pages_lock`` (the last

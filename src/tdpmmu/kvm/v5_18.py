@@ -185,6 +185,7 @@ class V5_18(V5_17):
     """
 
     name = "v5.18"
+    summary = "Linux 5.18: invalid and defunct roots zapped by a work queue (tdp_mmu_zap_wq)"
 
     # Gone in 5.18 (the 5.17-rc5 tree has them, the 5.18.12 tree none): the
     # range zap split into tdp_mmu_zap_leafs and tdp_mmu_zap_root with its
@@ -196,7 +197,6 @@ class V5_18(V5_17):
     _kvm_tdp_mmu_zap_gfn_range = None
     handle_removed_tdp_mmu_page = None
     next_invalidated_root = None
-    summary = "Linux 5.18: invalid and defunct roots zapped by a work queue (tdp_mmu_zap_wq)"
 
     # Promises the properties check (properties.root_lifecycle): the WARN in
     # kvm_tdp_mmu_invalidate_all_roots ("Because mmu_lock is held for write,

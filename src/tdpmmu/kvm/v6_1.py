@@ -146,11 +146,11 @@ class V6_1(V5_18):
     """
 
     name = "v6.1"
+    summary = "Linux 6.1: era D (5.18's defunct roots and tdp_mmu_zap_wq), 6.1's flush moves"
 
     # Gone in 6.1: mmu_notifier_retry_hva, renamed mmu_invalidate_retry_hva
     # (20ec3ebd707c above).
     mmu_notifier_retry_hva = None
-    summary = "Linux 6.1: era D (5.18's defunct roots and tdp_mmu_zap_wq), 6.1's flush moves"
 
     # ---------------------------------------------------------- kvm_main.c
     def kvm_mmu_invalidate_begin(self, kvm: Any, start: int, end: int) -> None:

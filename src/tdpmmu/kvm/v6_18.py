@@ -206,6 +206,7 @@ class V6_18(V6_9):
     """
 
     name = "v6.18"
+    summary = "Linux 6.18: root types (direct/mirror/invalid), lockless aging"
 
     # Gone by 6.18 (the 6.9.0 tree has them, the 6.18.2 tree none): the
     # change_pte notifier (6.10, above), the per-root aging walk (6.15's
@@ -215,7 +216,6 @@ class V6_18(V6_9):
     set_tdp_spte = None
     age_gfn_range = None
     kvm_tdp_mmu_invalidate_all_roots = None
-    summary = "Linux 6.18: root types (direct/mirror/invalid), lockless aging"
 
     # 6.10: the mm has no .change_pte() notifier any more (see
     # scenarios.actions: KSM's replacement is an invalidation only).

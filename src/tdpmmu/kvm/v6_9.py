@@ -132,11 +132,11 @@ class V6_9(V6_6):
     """
 
     name = "v6.9"
+    summary = "Linux 6.9: roots looked up, allocated and freed under the read lock"
 
     # Gone in 6.9: kvm_tdp_mmu_get_vcpu_root_hpa, replaced by
     # kvm_tdp_mmu_alloc_root (above).
     kvm_tdp_mmu_get_vcpu_root_hpa = None
-    summary = "Linux 6.9: roots looked up, allocated and freed under the read lock"
 
     # 6.9's tdp_mmu_zap_leafs: zapping an invalid root owes no flush (see
     # properties.tlb for what the vCPUs do instead).
