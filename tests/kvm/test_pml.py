@@ -12,7 +12,8 @@ from kvm_testlib import do, run_vcpu, scenario, what_if, world
 
 from tdpmmu.checker import UserError, check
 from tdpmmu.kvm.mmu_lock import KVM_MMU_LOCK, KVM_MMU_UNLOCK
-from tdpmmu.kvm.spte import PAGE_SHIFT, is_dirty_spte, is_writable_pte
+from tdpmmu.kvm.spte import PAGE_SHIFT, is_accessed_spte, is_dirty_spte, is_writable_pte
+from tdpmmu.kvm.v6_9 import V6_9
 from tdpmmu.kvm.versions import BUILTIN, V5_11
 from tdpmmu.properties.peek import mmu_roots, peek
 
@@ -134,6 +135,20 @@ def test_without_pml_the_cpu_sets_a_dirty_bit_aging_cleared_and_logs_nothing():
     assert is_writable_pte(leaf(kvm, 1)) and not is_dirty_spte(leaf(kvm, 1))
     do(w, "vcpu_run", vcpu=0, guest=["write 0x1"])
     assert is_dirty_spte(leaf(kvm, 1)) and v.pml_buffer == []
+
+
+@pytest.mark.parametrize("kernel", [V5_11, V6_9], ids=lambda k: k.name)
+def test_an_access_after_aging_sets_the_accessed_bit_again(kernel):
+    """Aging clears the Accessed bit and flushes; the vCPU's next access, a
+    read, walks and the CPU sets the bit (no fault: the leaf stays)."""
+    w = world(kernel, scenario([run_vcpu(0, "write 0x1")]))
+    kvm = w.kvm
+    mapped = leaf(kvm, 1)
+    do(w, "age", hva=0x101, npages=1)
+    assert not is_accessed_spte(leaf(kvm, 1)) and not kvm.vcpus[0].tlb.entries
+    do(w, "vcpu_run", vcpu=0, guest=["read 0x1"])
+    assert is_accessed_spte(leaf(kvm, 1))
+    assert leaf(kvm, 1) >> PAGE_SHIFT == mapped >> PAGE_SHIFT, "no fault replaced it"
 
 
 def test_pml_needs_the_tdp_mmu_and_a_version_that_has_it():

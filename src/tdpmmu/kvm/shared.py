@@ -315,22 +315,22 @@ def xchg_spte(sp: Any, index: int, new_spte: int) -> int:
 
 
 def hardware_walk_point(tree: Any, gfn: int, tlb: Any, requests: Any,
-                        write_acc: tuple = (), dirty_level: int | None = None) -> None:
+                        write_acc: tuple = (), assist_level: int | None = None) -> None:
     """The scheduling point of one hardware page walk of ``gfn`` in the paging
     structure ``tree`` that may fill ``tlb`` (and complete a guest write:
-    ``write_acc``, see :func:`guest_write_accesses`).  With ``dirty_level`` the
-    walk may set the dirty bit of the leaf at that level (the CPU's A/D
-    assist): that word is declared written."""
+    ``write_acc``, see :func:`guest_write_accesses`).  With ``assist_level``
+    the walk may set the Accessed and Dirty bits of the leaf at that level (the
+    CPU's A/D assist): that word is declared written."""
     path = walk_words(tree, gfn)
-    if dirty_level is None:
+    if assist_level is None:
         acc = tuple((w, READ) for w in path)
         label = f"EPT walk {tree.name}"
     else:
         # Root level first; one word for the whole tree (legacy roots) is written.
         top = len(path)
-        acc = tuple((w, WRITE if top == 1 or top - i == dirty_level else READ)
+        acc = tuple((w, WRITE if top == 1 or top - i == assist_level else READ)
                     for i, w in enumerate(path))
-        label = f"EPT A/D assist: set dirty bit ({tree.name})"
+        label = f"EPT A/D assist ({tree.name})"
     visible(label, acc + tlb_fill_accesses(tlb, gfn) + ((requests, READ),) + write_acc)
     for w in path:
         note_read(w)

@@ -224,6 +224,9 @@ class V6_18(V6_9):
     # mmu_lock, so its young answer may rest on a snapshot a zap made stale
     # (properties.aging judges it by that contract).
     CONFIG_KVM_MMU_LOCKLESS_AGING = True
+    # 6.13: x86 selects it; aging's young answer no longer flushes TLBs
+    # (properties.aging then judges no flush).
+    CONFIG_KVM_ELIDE_TLB_FLUSH_IF_YOUNG = True
 
     # [vm] type values this version has but the model leaves out (see the
     # checker: a scenario asking for one is refused with this reason).

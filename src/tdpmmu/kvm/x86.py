@@ -36,12 +36,14 @@ from .mmu import KVM_MMU_ROOTS_ALL, PFERR_RSVD_MASK
 from .spte import (
     PAGE_SHIFT,
     SHADOW_PT_INDEX,
+    is_accessed_spte,
     is_dirty_spte,
     is_last_spte,
     is_mmio_spte,
     is_shadow_present_pte,
     is_writable_pte,
     round_gfn_for_level,
+    shadow_accessed_mask,
     shadow_dirty_mask,
     spte_to_pfn,
 )
@@ -59,6 +61,12 @@ __kernel_file__ = "arch/x86/kvm/x86.c"
 
 PFERR_PRESENT_MASK = 1 << 0
 
+
+
+def ept_needs_ad_assist(spte: int, write: bool) -> bool:
+    """Does an access through this leaf make the CPU update it (its Accessed
+    bit clear, or a write and its Dirty bit clear)?"""
+    return not is_accessed_spte(spte) or (write and not is_dirty_spte(spte))
 
 @dataclass(frozen=True)
 class GuestOp:
@@ -293,26 +301,26 @@ class X86:
         self.check_hardware_pfn(vcpu, vcpu.mmu.root_hpa >> PAGE_SHIFT)
         root = to_shadow_page(kvm, vcpu.mmu.root_hpa >> PAGE_SHIFT)
         # The walk reads the root's paging structure (root->root: the root
-        # itself for the TDP MMU, its tree object for the legacy MMU).  A write
-        # through a clean writable leaf needs a second step, the CPU's locked
-        # update of the leaf (the A/D assist), which may write that leaf's word.
-        gpa = gfn << PAGE_SHIFT
-        dirty_level = None
+        # itself for the TDP MMU, its tree object for the legacy MMU).  An
+        # access through a leaf whose Accessed bit is clear, or a write through
+        # a clean writable one, needs a second step, the CPU's locked update of
+        # the leaf (the A/D assist), which may write that leaf's word.
+        assist_level = None
         while True:
             shared.hardware_walk_point(root.root, gfn, tlb, vcpu.requests, write_acc,
-                                       dirty_level)
-            if dirty_level is None and vcpu.requests.value:
+                                       assist_level)
+            if assist_level is None and vcpu.requests.value:
                 return VmExit("kick")
             found = self.ept_walk(vcpu, root, gfn, write)
             if isinstance(found, VmExit):
                 return found
             sp, level, spte = found
-            if not write or is_dirty_spte(spte):
+            if not ept_needs_ad_assist(spte, write):
                 break
-            if dirty_level == level:
-                spte = self.ept_set_dirty_bit(vcpu, sp, SHADOW_PT_INDEX(gfn, level), spte, gpa)
+            if assist_level == level:
+                spte = self.ept_set_ad_bits(vcpu, sp, level, gfn, spte, write)
                 break
-            dirty_level = level  # the leaf changed level meanwhile: walk again
+            assist_level = level  # the leaf changed level meanwhile: walk again
         pfn = spte_to_pfn(spte) + (gfn - round_gfn_for_level(gfn, level))
         tlb.entries[gfn] = (pfn, is_writable_pte(spte) and is_dirty_spte(spte))
         tlb.version += 1
@@ -341,18 +349,31 @@ class X86:
             return VmExit("ept_violation", gpa, PFERR_WRITE_MASK | PFERR_PRESENT_MASK)
         return sp, level, spte
 
-    def ept_set_dirty_bit(self, vcpu: Any, sp: Any, index: int, spte: int, gpa: int) -> int:
-        """The CPU's EPT A/D assist on a write through a clean writable leaf
-        (``make_spte`` sets the dirty bit of every writable SPTE; PML's hooks and
-        5.10-5.12's ``age_gfn_range`` clear it): it sets the bit in the SPTE and,
-        with PML on in the vCPU's VMCS, logs the page's gpa in its PML buffer."""
-        spte |= shadow_dirty_mask
-        sp.spt[index] = spte
+    def ept_set_ad_bits(self, vcpu: Any, sp: Any, level: int, gfn: int, spte: int,
+                        write: bool) -> int:
+        """The CPU's EPT A/D assist (SDM 29.3.5, "Accessed and Dirty Flags for
+        EPT"): an access sets the leaf's Accessed bit, a write also its Dirty
+        bit, and with PML on in the vCPU's VMCS a write that sets the Dirty bit
+        logs the page's gpa in its PML buffer.  ``make_spte`` sets both bits of
+        a writable SPTE it installs for an access; aging clears the Accessed
+        bit, PML's hooks and 5.10-5.12's ``age_gfn_range`` the Dirty bit.
+
+        Simplified: only the leaf's bits are set (the CPU also sets the
+        Accessed bit of every paging-structure entry it walks, which KVM never
+        reads).  The store is the hardware's, not KVM's: no SPTE tracepoint;
+        the ``ept_ad_assist`` event tells the properties."""
+        index = SHADOW_PT_INDEX(gfn, level)
+        new_spte = spte | shadow_accessed_mask | (shadow_dirty_mask if write else 0)
+        sp.spt[index] = new_spte
         shared.spte_word(sp, index).version += 1
-        if vcpu.pml_enabled and not vcpu.guest_mode:  # SECONDARY_EXEC_ENABLE_PML
-            vcpu.pml_buffer.append(gpa)
-            self.trace_event(vcpu.kvm, "pml_logged", vcpu=vcpu, gfn=gpa >> PAGE_SHIFT)
-        return spte
+        self.trace_event(vcpu.kvm, "ept_ad_assist", vcpu=vcpu,
+                         gfn=round_gfn_for_level(gfn, level), level=level,
+                         as_id=1 if vcpu.smm else 0, old_spte=spte, new_spte=new_spte)
+        if write and not is_dirty_spte(spte) and vcpu.pml_enabled \
+                and not vcpu.guest_mode:  # SECONDARY_EXEC_ENABLE_PML
+            vcpu.pml_buffer.append(gfn << PAGE_SHIFT)
+            self.trace_event(vcpu.kvm, "pml_logged", vcpu=vcpu, gfn=gfn)
+        return new_spte
 
     def check_hardware_pfn(self, vcpu: Any, pfn: int) -> None:
         """The CPU walking a freed page table is a use-after-free no sanitizer sees."""

@@ -62,8 +62,10 @@ class Properties:
             install_kprobe(kernel, "tdp_mmu_free_sp")
         self.memslot = MemslotRemoved(kvm, self.provenance)
         self.zap_range = ZapRangeComplete(kvm)
-        self.aging = AgingAnswers(kvm, lockless=getattr(
-            kernel, "CONFIG_KVM_MMU_LOCKLESS_AGING", False))
+        self.aging = AgingAnswers(
+            kvm, lockless=getattr(kernel, "CONFIG_KVM_MMU_LOCKLESS_AGING", False),
+            provenance=None if getattr(kernel, "CONFIG_KVM_ELIDE_TLB_FLUSH_IF_YOUNG", False)
+            else self.provenance)
         kvm.probes.extend([self.provenance.probe, self.invalidation.probe, self.dirty_log.probe,
                            self.frames.probe, self.tlb.probe, self.memslot.probe,
                            self.zap_range.probe, self.aging.probe])

@@ -41,9 +41,24 @@ maps an hva of the range, except a root invalid at the return (no vCPU can
 use it without reloading).  Simplified: the legacy MMU's SPTEs are not
 snapshotted (they are not words the model tracks one by one); the young
 answer of its rmap handlers still counts through their tracepoint.  The
-hardware's setting of Accessed bits on later guest accesses is not modelled
-(an SPTE is accessed when a non-speculative fault installs it), so the
-flush after aging is not judged here.
+CPU's A/D assist (``ept_ad_assist``: a guest access through a leaf whose
+Accessed bit is clear sets it) is a store of a young SPTE like KVM's own.
+
+The flush.  ``clear_flush_young`` is the hook that flushes ("clear_young is a
+lightweight version of clear_flush_young. Like the latter, it is supposed to
+test-and-clear the young/accessed bitflag in the secondary pte, but it may
+omit flushing the secondary tlb", ``mmu_notifier.h``); KVM flushes when the
+answer is young (``kvm_mmu_notifier_clear_flush_young``, 5.10 to 6.12: "if
+(young) kvm_flush_remote_tlbs(kvm)", later through ``kvm_handle_hva_range``'s
+``flush_on_ret``).  Without it a vCPU keeps the translation cached and its
+next accesses leave the Accessed bit clear, so the page looks old to the next
+aging pass although the guest uses it.  So on a version that flushes, once
+``clear_flush_young`` returns, no vCPU TLB entry of a gfn whose Accessed bit
+it cleared may still be usable while that leaf (of the root the entry was
+filled through) is still old: a fill after the clear would have set the bit.
+Not judged on a kernel class with ``CONFIG_KVM_ELIDE_TLB_FLUSH_IF_YOUNG``
+(x86 selects it from 6.13, c59de1413391's merge: "KVM: x86: Don't emit TLB
+flushes when aging SPTEs for mmu_notifiers"), which promises no flush.
 """
 
 from __future__ import annotations
@@ -52,21 +67,31 @@ from typing import Any
 
 from ..engine import report, visible
 from ..engine.runtime import current_thread
-from ..kvm.shared import root_reads, spte_word
-from ..kvm.spte import is_accessed_spte, is_last_spte, is_shadow_present_pte, spte_to_pfn
+from ..kvm.shared import check_reads, root_reads, spte_word, tlb_range_reads
+from ..kvm.spte import (
+    KVM_PAGES_PER_HPAGE,
+    is_accessed_spte,
+    is_last_spte,
+    is_shadow_present_pte,
+    spte_to_pfn,
+)
 from .peek import peek, roots_on_list
-from .tlb import root_invalid
+from .tlb import TlbProvenance, root_invalid
 from .zap_range import leaf_entry
 
 
 class AgingAnswers:
     name = "aging-young"
 
-    def __init__(self, kvm: Any, lockless: bool = False) -> None:
+    def __init__(self, kvm: Any, lockless: bool = False,
+                 provenance: TlbProvenance | None = None) -> None:
         self.kvm = kvm
         # The version ages without mmu_lock: a young answer may come from a
         # snapshot a concurrent zap made stale (see the module docstring).
         self.lockless = lockless
+        # Through which root each TLB entry was filled; None: the version
+        # promises no flush after aging, which is then not judged.
+        self.provenance = provenance
         # call id -> state of one aging call
         self.calls: dict[int, dict[str, Any]] = {}
 
@@ -103,13 +128,13 @@ class AgingAnswers:
         return leaf is not None and leaf[2] == spte and word.version == version
 
     def probe(self, event: str, f: dict[str, Any]) -> None:
-        if event in ("kvm_tdp_mmu_spte_changed", "kvm_mmu_spte_changed"):
+        if event in ("kvm_tdp_mmu_spte_changed", "kvm_mmu_spte_changed", "ept_ad_assist"):
             self._spte_changed(f)
         elif event == "aging_called":
             gfns = self._gfns(f["start"], f["end"])
             self.calls[f["call"]] = {"gfns": set(gfns), "thread": current_thread(),
                                      "at_call": self._accessed(gfns, "called"),
-                                     "cleared": False, "stored_young": False}
+                                     "cleared": set(), "stored_young": False}
         elif event == "aging_returned":
             call = self.calls.pop(f["call"], None)
             if call is not None:
@@ -127,7 +152,8 @@ class AgingAnswers:
             if old_leaf and is_accessed_spte(old) and new_leaf and not is_accessed_spte(new) \
                     and spte_to_pfn(new) == spte_to_pfn(old) \
                     and current_thread() is call["thread"]:
-                call["cleared"] = True
+                n = KVM_PAGES_PER_HPAGE(level)
+                call["cleared"].update((f["as_id"], f["gfn"] + i) for i in range(n))
 
     @staticmethod
     def _was_accessed(call: dict[str, Any], at_return: list[tuple[Any, ...]]) -> bool:
@@ -150,7 +176,7 @@ class AgingAnswers:
             elif young and not call["cleared"] and self.lockless:
                 if not self._was_accessed(call, at_return):
                     problem = "it returned young but no SPTE of the range was accessed"
-            elif young != call["cleared"]:
+            elif young != bool(call["cleared"]):
                 problem = ("it returned young but cleared no Accessed bit" if young else
                            "it cleared an Accessed bit but returned old")
         else:
@@ -160,7 +186,40 @@ class AgingAnswers:
                            f"{gfn:#x} was accessed throughout")
             elif young and not self._was_accessed(call, at_return):
                 problem = "it returned young but no SPTE of the range was accessed"
+        if problem is None and what == "clear_flush_young" and young:
+            problem = self._still_cached(call["cleared"] & call["gfns"])
         if problem is not None:
             report("property", f"{self.name}: {what}(hva {f['start']:#x}-{f['end'] - 1:#x}) "
                    f"returned {int(young)}: {problem}",
                    f"kvm_mmu_notifier_{what if what == 'test_young' else 'clear_flush_young'}")
+
+    def _still_cached(self, cleared: set[tuple[int, int]]) -> str | None:
+        """A vCPU's TLB entry for a gfn whose Accessed bit the call cleared, usable
+        at the return while that leaf is still old (see the module doc: the
+        flush).  A step of its own that declares the TLB entries and walks it
+        reads, so that DPOR orders it against the vCPUs' fills and flushes."""
+        if self.provenance is None or not cleared:
+            return None
+        gfns = sorted({g for _a, g in cleared})
+        # Entries filled through a root that is gone or invalid now are the
+        # TLB checks' to judge: a vCPU cannot use that root without a reload.
+        live = [r for r in roots_on_list(self.kvm) if not root_invalid(r)]
+        roots = {id(r): r for v in self.kvm.vcpus for g in gfns
+                 if (r := self.provenance.root.get((v.vcpu_id, g))) is not None
+                 and any(r is x for x in live)}
+        visible("property: aging (TLB after the flush)",
+                tuple(a for v in self.kvm.vcpus for a in tlb_range_reads(v.tlb, gfns))
+                + check_reads(roots.values(), gfns))
+        for v in self.kvm.vcpus:
+            for gfn, entry in self.provenance.entries(v):
+                root = self.provenance.root.get((v.vcpu_id, gfn))
+                if root is None or id(root) not in roots:
+                    continue
+                if (1 if peek(root, "role").smm else 0, gfn) not in cleared:
+                    continue
+                leaf = leaf_entry(self.kvm, root, gfn)
+                if leaf is not None and not is_accessed_spte(leaf[2]):
+                    return (f"vcpu{v.vcpu_id}'s TLB still caches gfn {gfn:#x} -> pfn "
+                            f"{entry[0]:#x} although it cleared that SPTE's Accessed bit "
+                            "(no TLB flush): the guest's accesses will not make it young")
+        return None
