@@ -111,12 +111,21 @@ def resolve_kernel_notes(spec: str, knobs: dict[str, str]) -> tuple[type[V5_10],
     return cls, [f"note: {n}" for n in notes] + [f"warning: {w}" for w in warnings]
 
 
-class _SetupFinding(Exception):  # noqa: N818 - carries a finding out of the engine
+class SetupFinding(Exception):  # noqa: N818 - carries a finding out of the engine
     """A finding raised while the VM was set up: it holds in every execution."""
 
     def __init__(self, violation: engine.Violation) -> None:
         super().__init__(violation.message)
         self.violation = violation
+
+    def __reduce__(self) -> tuple[type, tuple[engine.Violation]]:
+        # A -j N worker sends it back pickled: rebuilt from the violation.
+        return type(self), (self.violation,)
+
+    def result(self, strategy: str) -> engine.Result:
+        """The search's result: one execution, this violation."""
+        return engine.Result(strategy=strategy, executions=1, complete=False,
+                             violation=self.violation, elapsed=0.0)
 
 
 def _guarded_setup(kernel_cls: type[V5_10], setup: Callable[[], World]) -> Callable[[], World]:
@@ -126,7 +135,7 @@ def _guarded_setup(kernel_cls: type[V5_10], setup: Callable[[], World]) -> Calla
         try:
             return setup()
         except engine.Finding as f:
-            raise _SetupFinding(_setup_violation(f.kind, f.message, f.function,
+            raise SetupFinding(_setup_violation(f.kind, f.message, f.function,
                                                  list(f.details))) from None
         except Exception as exc:
             tb = [line.rstrip() for line in traceback.format_exception(exc)]
@@ -135,7 +144,7 @@ def _guarded_setup(kernel_cls: type[V5_10], setup: Callable[[], World]) -> Calla
             if mine is not None:
                 raise UserError(f"{mine}, while setting up the VM") from None
             frames = traceback.extract_tb(exc.__traceback__)
-            raise _SetupFinding(_setup_violation("exception", what,
+            raise SetupFinding(_setup_violation("exception", what,
                                                  frames[-1].name if frames else None,
                                                  tb)) from None
     return guarded
@@ -385,10 +394,8 @@ def check(kernel: str | type[V5_10], scenario: str | Scenario, *,
                                 check=model.check, invariant=model.invariant,
                                 observe=model.observe, progress=progress, stop=stop,
                                 snapshots=snapshots)
-    except _SetupFinding as exc:
-        name = strategy if isinstance(strategy, str) else strategy.name
-        result = engine.Result(strategy=name, executions=1, complete=False,
-                               violation=exc.violation, elapsed=0.0)
+    except SetupFinding as exc:
+        result = exc.result(strategy if isinstance(strategy, str) else strategy.name)
     finally:
         set_kasan(old_kasan)
         set_panic_on_warn(old_panic)
@@ -410,7 +417,7 @@ def replay(kernel: str | type[V5_10], scenario: str | Scenario, schedule: str, *
         result = engine.replay(model.setup, model.threads, schedule, check=model.check,
                                invariant=model.invariant, observe=model.observe,
                                max_steps=max_steps)
-    except _SetupFinding as exc:
+    except SetupFinding as exc:
         result = engine.Result(strategy="replay", executions=1, complete=True,
                                violation=exc.violation, elapsed=0.0)
     except engine.TokenError as exc:

@@ -165,3 +165,31 @@ def test_j2_on_a_search_it_does_not_split_says_so(extra: tuple[str, ...], why: s
                *extra)
     assert r.returncode == 0, r.stderr
     assert f"tdpmmu: -j 2 does not split {why}; it runs in one process" in r.stderr
+
+
+BUG_IN_SETUP = '''
+from tdpmmu.kernel import BUG_ON
+from tdpmmu.kvm.versions import V5_11
+
+
+class BugInLoad(V5_11):
+    name = "v5.11+bug-in-load"
+
+    def kvm_mmu_load(self, vcpu):
+        BUG_ON(True)
+'''
+
+
+def test_a_finding_in_setup_is_reported_by_a_split_search_as_by_one_process(tmp_path):
+    """seed-bug loads vcpu0's root in its setup: the BUG holds in every
+    execution.  A split search's worker sent it back as an exception that did
+    not unpickle (the pool broke, a traceback)."""
+    f = tmp_path / "bug.py"
+    f.write_text(BUG_IN_SETUP)
+    one = tdpmmu("check", "--kernel", str(f), "--scenario", "seed-bug", "-j", "1", "--json")
+    two = tdpmmu("check", "--kernel", str(f), "--scenario", "seed-bug", "-j", "2", "--json")
+    assert one.returncode == two.returncode == 1, two.stderr
+    a, b = json.loads(one.stdout), json.loads(two.stdout)
+    assert a["violation"]["message"] == b["violation"]["message"] == \
+        "kernel BUG at bug.py: kvm_mmu_load"
+    assert (a["executions"], a["complete"]) == (b["executions"], b["complete"])

@@ -131,12 +131,16 @@ def check_elsewhere(args: argparse.Namespace, knobs: dict[str, str], kernels: li
 
 def _split(args: argparse.Namespace, unit: CheckUnit, backend: Any
            ) -> tuple[list[CheckResult], int | None]:
+    from ..checker import SetupFinding
     from .progress import unit_bar
     from .split import ProgramRef, explore_split
     with unit_bar(f"{unit.kernel} / {unit.scenario}", quiet=args.json) as bar:
-        out = explore_split(ProgramRef("tdpmmu.parallel.units:unit_program", (unit,)),
-                            backend, unit.strategy,
-                            progress=None if bar is None else bar.split_tick)
+        try:
+            out = explore_split(ProgramRef("tdpmmu.parallel.units:unit_program", (unit,)),
+                                backend, unit.strategy,
+                                progress=None if bar is None else bar.split_tick)
+        except SetupFinding as exc:  # holds in every execution, as check() reports it
+            return [assemble(unit, exc.result(unit.strategy))], None
     res = assemble(unit, out.result)
     if out.result.cut_by == "interrupted":
         print("tdpmmu: interrupted; the search so far:", file=sys.stderr)
