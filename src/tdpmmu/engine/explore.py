@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import runtime
+from . import runtime, watchdog
 from . import schedule as tokens
 from . import snapshots as _snapshots
 from .runtime import EngineError, Execution, Finding, SoftFinding, Step, checking
@@ -30,6 +30,9 @@ from .strategies.tree import TreeStrategy
 ThreadSpec = Callable[[Any], Any] | tuple[str, Callable[[Any], Any]]
 DEFAULT_SAMPLES = 1000  # executions of pct/random when max_executions is not given
 MINIMIZE_SHORTER = 200  # executions spent looking for fewer steps at the minimal bound
+# CPU seconds minimizing may take: a violation whose runs are long (a soft
+# lockup costs the watchdog's threshold per run) keeps what was found by then.
+MINIMIZE_CPU = 20.0
 
 
 @dataclass
@@ -121,15 +124,16 @@ def _run_one(setup: Callable[[], Any], threads: list[tuple[str, Callable[[Any], 
              observe: Callable[[Any], Any] | None = None,
              snap: Any = None) -> tuple[Execution, Violation | None]:
     runtime.reset_serials()
-    state = setup()
-    ex = Execution(state, threads, strat, max_steps, invariant, trace, observe)
-    ex.snap = snap
-    if isinstance(strat, TreeStrategy) and strat.prefix_checked:
-        # Deterministic replay: the decisions before the branch lead to states
-        # an earlier execution already checked, and none broke the invariant
-        # (a broken one ends the search; ``prefix_checked`` covers a resumed one).
-        ex.checked_upto = strat.branch
-    ex.run()
+    with watchdog.armed():  # a loop in setup or a step is a soft lockup
+        state = setup()
+        ex = Execution(state, threads, strat, max_steps, invariant, trace, observe)
+        ex.snap = snap
+        if isinstance(strat, TreeStrategy) and strat.prefix_checked:
+            # Deterministic replay: the decisions before the branch lead to states
+            # an earlier execution already checked, and none broke the invariant
+            # (a broken one ends the search; ``prefix_checked`` covers a resumed one).
+            ex.checked_upto = strat.branch
+        ex.run()
     if ex.soft and isinstance(strat, TreeStrategy):
         strat.prefix_checked = False
     if ex.error is not None:
@@ -310,13 +314,16 @@ def _minimize(setup: Callable[[], Any], specs: list, found: Violation, max_steps
     Preemption-bounded searches run with bounds 0, 1, ... up to the found
     violation's count; at the first bound that reproduces the bug (kind and
     function), a few more executions of that bound look for a shorter one.
-    ``budget`` caps the executions spent in all.
+    ``budget`` caps the executions spent in all, ``MINIMIZE_CPU`` their CPU time.
     """
     best = found
+    deadline = time.process_time() + MINIMIZE_CPU
     for bound in range(found.preemptions + 1):
         strat = BoundedStrategy(bound)
         extra = None  # executions left at this bound once a match was found
         while budget > 0 and strat.begin() and extra != 0:
+            if time.process_time() > deadline:
+                return best
             budget -= 1
             if extra is not None:
                 extra -= 1

@@ -452,6 +452,11 @@ def reset_serials() -> None:
     _unobserved[0] = 0
 
 
+def unobserved_operations() -> int:
+    """Visible operations run outside any execution since the last reset."""
+    return _unobserved[0]
+
+
 def serials_issued() -> int:
     return _serial[0]
 

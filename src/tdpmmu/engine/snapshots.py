@@ -52,6 +52,8 @@ import sys
 import time
 from typing import Any
 
+from . import watchdog
+
 MAX_SNAPSHOTS = 48  # live snapshot processes of one search, at most
 PROGRESS_EVERY = 0.2  # seconds between two progress messages to the caller
 
@@ -239,6 +241,7 @@ class Forker:
         snaps.append((pos, w))
         if pid == 0:  # the child goes on with the execution
             os.close(r)
+            watchdog.after_fork()
             gc.freeze()  # the collector leaves the parent's objects (and pages) alone
             return
         self._serve(ex, pos, r)  # returns only in a resumed child
@@ -260,6 +263,7 @@ class Forker:
             pid = os.fork()
             if pid == 0:
                 os.close(r)
+                watchdog.after_fork()
                 self._resume(ex, pos, msg[1])
                 return
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from concurrent import futures
 from typing import Any
 
+from ..engine import watchdog
 from .units import set_stop_event
 
 
@@ -68,7 +69,8 @@ class LocalBackend(Backend):
         if blockable:
             old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
-            fut = self._pool.submit(fn, arg)
+            with watchdog.paused():  # nor the soft-lockup timer (see engine.watchdog)
+                fut = self._pool.submit(fn, arg)
         finally:
             if blockable:
                 signal.pthread_sigmask(signal.SIG_SETMASK, old)
