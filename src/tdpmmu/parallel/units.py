@@ -9,6 +9,8 @@ reports expect (a model holds closures and does not travel between processes).
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +56,29 @@ def set_stop_event(event: Any) -> None:
     # Ctrl-C goes to the whole process group; only the coordinator acts on it
     # (it sets the event), so a worker ends its search at an execution boundary.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_coordinator()
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_coordinator() -> None:
+    """Linux: the worker is killed when the coordinator dies (a ``kill -9``, a
+    test's timeout), instead of running its search on as an orphan.  Elsewhere
+    the pool's own shutdown is all there is."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    import multiprocessing
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.pid != os.getppid():  # it died before the prctl
+        os._exit(1)
 
 
 def run_unit(unit: CheckUnit) -> engine.Result:
