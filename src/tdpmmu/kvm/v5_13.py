@@ -60,9 +60,13 @@ from .spte import (
     PG_LEVEL_4K,
     PT_WRITABLE_MASK,
     REMOVED_SPTE,
+    is_accessed_spte,
     is_last_spte,
     is_removed_spte,
     is_shadow_present_pte,
+    mark_spte_for_access_track,
+    shadow_accessed_mask,
+    spte_ad_enabled,
 )
 from .structs import INVALID_PAGE, KVM_ADDRESS_SPACE_NUM, kvm_memory_slot, kvm_mmu_page
 from .tdp_iter import (
@@ -137,6 +141,11 @@ class V5_13(V5_12):
       if possible (``range->may_block`` as ``zap_gfn_range``'s can_yield)
     - 4a38162ee9f1-era mmu_alloc_direct_roots holding mmu_lock for write around
       ``kvm_tdp_mmu_get_vcpu_root_hpa``
+    - "KVM: x86/mmu: Remove spurious clearing of dirty bit from TDP MMU SPTE"
+      (Sean Christopherson, lore 20210331004942.2444916-2-seanjc@google.com,
+      Fixes: a6a0b05da9f3; hash not in the sources read; the 5.12.9 tree has
+      the clear, the 5.15.16 tree does not): ``age_gfn_range`` clears only
+      the Accessed bit
 
     (Hashes from memory of the mainline log; the closing note of issue 6 says
     which were checked against the stored archives.)
@@ -617,6 +626,26 @@ class V5_13(V5_12):
                                 gfn_range.pte))
         rcu_read_unlock()
         return ret
+
+    def age_gfn_range(self, kvm: Any, slot: Any, root: kvm_mmu_page, start: int, end: int,
+                      unused: Any) -> int:
+        """Aging no longer clears the Dirty bit ("Prematurely clearing the
+        dirty bit could cause spurious PML updates if aging a page happened to
+        coincide with dirty logging", the patch in the class docstring).  The
+        RCU read side is ``kvm_tdp_mmu_handle_gfn``'s; per-root range form as
+        the class docstring says."""
+        young = 0
+        for it in self.tdp_root_for_each_leaf_pte(kvm, root, start, end):
+            if not is_accessed_spte(it.old_spte):
+                continue
+            new_spte = it.old_spte
+            if spte_ad_enabled(new_spte):
+                new_spte &= ~shadow_accessed_mask
+            else:  # the model's SPTEs have A/D bits: access tracking clears A too
+                new_spte = mark_spte_for_access_track(new_spte)
+            self.tdp_mmu_set_spte_no_acc_track(kvm, it, new_spte)
+            young = 1
+        return young
 
     def kvm_tdp_mmu_age_gfn_range(self, kvm: Any, gfn_range: kvm_gfn_range) -> bool:
         return self.kvm_tdp_mmu_handle_gfn(kvm, gfn_range, self.age_gfn_range)

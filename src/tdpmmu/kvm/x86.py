@@ -305,11 +305,18 @@ class X86:
         # access through a leaf whose Accessed bit is clear, or a write through
         # a clean writable one, needs a second step, the CPU's locked update of
         # the leaf (the A/D assist), which may write that leaf's word.
+        #
+        # A kick (an IPI) is taken at an instruction boundary, and a flush that
+        # kicks waits for the vCPU to leave guest mode, so an instruction is
+        # either done before the kicker goes on or starts after the exit.  The
+        # model's walk and assist are two steps: a request pending at either
+        # ends the instruction there (the walk changed nothing) and the vCPU
+        # exits; the access runs again when it re-enters.
         assist_level = None
         while True:
             shared.hardware_walk_point(root.root, gfn, tlb, vcpu.requests, write_acc,
                                        assist_level)
-            if assist_level is None and vcpu.requests.value:
+            if vcpu.requests.value:
                 return VmExit("kick")
             found = self.ept_walk(vcpu, root, gfn, write)
             if isinstance(found, VmExit):
