@@ -151,6 +151,16 @@ def test_an_access_after_aging_sets_the_accessed_bit_again(kernel):
     assert leaf(kvm, 1) >> PAGE_SHIFT == mapped >> PAGE_SHIFT, "no fault replaced it"
 
 
+@pytest.mark.parametrize("kernel", ["v5.12", "v5.13", "v6.9"])
+def test_aging_clears_the_dirty_bit_only_before_5_13(kernel):
+    """5.13 dropped 5.12's clearing of the Dirty bit in ``age_gfn_range``."""
+    from tdpmmu.checker import resolve_kernel
+    w = world(resolve_kernel(kernel), scenario([run_vcpu(0, "write 0x1")]))
+    do(w, "age", hva=0x101, npages=1)
+    assert not is_accessed_spte(leaf(w.kvm, 1))
+    assert is_dirty_spte(leaf(w.kvm, 1)) == (kernel != "v5.12")
+
+
 def test_pml_needs_the_tdp_mmu_and_a_version_that_has_it():
     with pytest.raises(UserError, match="needs the TDP MMU"):
         check(V5_11, scenario(pml=1, tdp_mmu=0))
