@@ -77,6 +77,9 @@ def test_a_fault_installing_during_an_invalidation_is_reported_at_the_store():
 
 
 def test_v5_11_keeps_the_notifier_contract():
-    for scenario in ("notifier-vs-unload", "change-pte-and-age"):
-        res = check("v5.11", scenario)
-        assert res.violation is None, res.violation.message
+    """notifier-vs-unload here; change-pte-and-age's complete verification on
+    v5.11 (60,000 executions since the CPU sets Accessed bits) is the
+    acceptance test's (test_v5_11_verifies_the_other_built_in_scenarios)."""
+    res = check("v5.11", "notifier-vs-unload")
+    assert res.violation is None, res.violation.message
+    assert res.result.complete
