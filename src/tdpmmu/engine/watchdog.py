@@ -89,6 +89,13 @@ def _on_tick(_signum: int, frame: Any) -> None:
         [f"  {f.name} ({f.filename}:{f.lineno})" for f in reversed(where)])
 
 
+def _start_timer() -> tuple[float, float]:
+    """Tick every 1/_TICKS of the threshold from now; returns the timer it replaced."""
+    tick = _THRESHOLD[0] / _TICKS
+    _State.key, _State.ticks = None, 0
+    return signal.setitimer(signal.ITIMER_VIRTUAL, tick, tick)
+
+
 @contextlib.contextmanager
 def armed() -> Iterator[None]:
     """Watch the execution run inside the block (re-entrant; a no-op outside
@@ -97,10 +104,9 @@ def armed() -> Iterator[None]:
     if _State.armed or not threshold or threading.current_thread() is not threading.main_thread():
         yield
         return
-    tick = threshold / _TICKS
     old_handler = signal.signal(signal.SIGVTALRM, _on_tick)
-    old_timer = signal.setitimer(signal.ITIMER_VIRTUAL, tick, tick)
-    _State.armed, _State.key, _State.ticks = True, None, 0
+    old_timer = _start_timer()
+    _State.armed = True
     try:
         yield
     finally:
@@ -128,9 +134,7 @@ def after_fork() -> None:
     """In a child forked inside an armed block: a fork does not inherit the
     parent's interval timers, so start this process's own."""
     if _State.armed:
-        tick = _THRESHOLD[0] / _TICKS
-        signal.setitimer(signal.ITIMER_VIRTUAL, tick, tick)
-        _State.key, _State.ticks = None, 0
+        _start_timer()
 
 
 __all__ = ["after_fork", "armed", "paused", "set_soft_lockup_threshold"]

@@ -62,11 +62,11 @@ __kernel_file__ = "arch/x86/kvm/x86.c"
 PFERR_PRESENT_MASK = 1 << 0
 
 
-
 def ept_needs_ad_assist(spte: int, write: bool) -> bool:
     """Does an access through this leaf make the CPU update it (its Accessed
     bit clear, or a write and its Dirty bit clear)?"""
     return not is_accessed_spte(spte) or (write and not is_dirty_spte(spte))
+
 
 @dataclass(frozen=True)
 class GuestOp:

@@ -203,10 +203,9 @@ class AgingAnswers:
         gfns = sorted({g for _a, g in cleared})
         # Entries filled through a root that is gone or invalid now are the
         # TLB checks' to judge: a vCPU cannot use that root without a reload.
-        live = [r for r in roots_on_list(self.kvm) if not root_invalid(r)]
+        live = {id(r) for r in roots_on_list(self.kvm) if not root_invalid(r)}
         roots = {id(r): r for v in self.kvm.vcpus for g in gfns
-                 if (r := self.provenance.root.get((v.vcpu_id, g))) is not None
-                 and any(r is x for x in live)}
+                 if id(r := self.provenance.root.get((v.vcpu_id, g))) in live}
         visible("property: aging (TLB after the flush)",
                 tuple(a for v in self.kvm.vcpus for a in tlb_range_reads(v.tlb, gfns))
                 + check_reads(roots.values(), gfns))
